@@ -1,0 +1,1 @@
+"""Erasure certificates: PDF rendering, PAdES signing and offline verification."""

@@ -1,0 +1,114 @@
+"""Emulated handset profiles: fixtures/profiles/NAME.toml."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
+PROFILES_DIR = FIXTURES_DIR / "profiles"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    manufacturer: str = "Google"
+    model: str = "Pixel 6a"
+    product: str = "bluejay"
+    device: str = "bluejay"
+    serial_prefix: str = "PW"
+    imei: str = ""
+    android: str = "14"
+    sdk: int = 34
+    build_type: str = "user"
+    crypto_type: str = "file"
+    storage_type: str = "UFS"
+
+
+@dataclass(frozen=True)
+class Access:
+    root: str = "none"  # none | su (Magisk-style) | adbd (engineering build, `adb root`)
+    auth: str = "none"  # none (no auth) | accept (user taps allow) | never (prompt ignored)
+    start_mode: str = "adb"  # adb | fastboot
+
+
+@dataclass(frozen=True)
+class Locks:
+    google_accounts: tuple[str, ...] = ()
+    device_owner: str = ""  # package of an MDM device-owner app
+    screen_lock: bool = False
+    bootloader_locked: bool = True
+
+
+@dataclass(frozen=True)
+class Faults:
+    lying_fraction: float = 0.0  # share of userdata the device silently skips on writes
+    lying_layout: str = "scattered"  # scattered | contiguous | middle
+    partial_at: float = 0.0  # writes stop silently past this share (0 = off)
+    unplug_at: float = 0.0  # the device drops off the bus past this share (0 = off)
+    unreadable: tuple[tuple[float, float], ...] = ()  # ranges (share of size) that fail reads
+    slow_mib_s: float = 0.0  # write throughput cap (0 = unlimited)
+    reset_lies: bool = False  # factory reset acknowledged but nothing happens
+
+
+@dataclass(frozen=True)
+class HandsetProfile:
+    name: str
+    description: str
+    device: DeviceInfo
+    access: Access
+    locks: Locks
+    faults: Faults
+    userdata_bytes: int
+    seed: int
+
+    def serial(self, index: int = 0) -> str:
+        return f"{self.device.serial_prefix}{index:04X}"
+
+
+def available_profiles(directory: Path = PROFILES_DIR) -> dict[str, str]:
+    """Profile name -> one-line description."""
+    out = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            out[path.stem] = load_profile(path.stem, directory).description
+        except ConfigError as exc:
+            out[path.stem] = f"(broken: {exc.message})"
+    return out
+
+
+def _section(data: dict[str, Any], name: str, kind: type, path: Path) -> Any:
+    values = dict(data.get(name, {}))
+    for key, value in list(values.items()):
+        if isinstance(value, list):
+            values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigError(f"profile {path} has an unknown key in [{name}]: {exc}",
+                          "fix the profile file") from exc
+
+
+def load_profile(name: str, directory: Path = PROFILES_DIR) -> HandsetProfile:
+    path = Path(name) if name.endswith(".toml") else directory / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+        raise ConfigError(f"no emulated handset profile named {name!r}",
+                          f"choose one of: {known} (phonewipe emulate --list)")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile {path} is not valid TOML: {exc}", "fix the profile file") from exc
+    storage = data.get("storage", {})
+    return HandsetProfile(
+        name=path.stem,
+        description=str(data.get("description", "")),
+        device=_section(data, "device", DeviceInfo, path),
+        access=_section(data, "access", Access, path),
+        locks=_section(data, "locks", Locks, path),
+        faults=_section(data, "faults", Faults, path),
+        userdata_bytes=int(storage.get("userdata_mib", 32)) * 1024 * 1024,
+        seed=int(data.get("seed", 1)),
+    )

@@ -1,0 +1,279 @@
+"""File-backed storage of one emulated handset.
+
+A handset directory holds one image file per partition (``userdata.img`` is the one that
+matters), ``fs.json`` (the emulated file system: path -> extents inside userdata, and the
+free list) and ``state.json`` (accounts, device owner, mode). Every emulator of every
+protocol reads and writes user data through `HandsetStorage`, so fault injection and the
+planted personal data behave the same whichever protocol reaches the phone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..pattern import new_key, xor_keystream
+from .faults import FaultInjector
+from .personal import load_personal_data
+from .profiles import HandsetProfile
+
+BLOCK = 4096
+CHUNK = 4 * 1024 * 1024
+SMALL_PARTITIONS = {"metadata": 1024 * 1024, "frp": 512 * 1024, "misc": 64 * 1024}
+EXT4_MAGIC_OFFSET = 0x438
+
+
+class StorageFull(OSError):
+    pass
+
+
+@dataclass
+class HandsetState:
+    serial: str
+    mode: str = "adb"  # adb | recovery | fastboot | setup-wizard (adb off)
+    google_accounts: list[str] = field(default_factory=list)
+    device_owner: str = ""
+    screen_lock: bool = False
+    bootloader_locked: bool = True
+    test_harness: bool = False
+    resets: int = 0
+    recovery_command: str = ""
+
+
+@dataclass
+class FileTable:
+    """The emulated file system on userdata: files as extents, and the free list."""
+
+    files: dict[str, list[list[int]]] = field(default_factory=dict)  # path -> [[offset, length]]
+    sizes: dict[str, int] = field(default_factory=dict)
+    free: list[list[int]] = field(default_factory=list)  # [[start, end)] sorted
+
+    def free_bytes(self) -> int:
+        return sum(e - s for s, e in self.free)
+
+    def allocate(self, length: int) -> list[list[int]]:
+        """Take ``length`` bytes (rounded up to blocks) from the free list."""
+        need = -(-length // BLOCK) * BLOCK
+        if need > self.free_bytes():
+            raise StorageFull(28, "No space left on device")
+        extents = []
+        while need:
+            start, end = self.free[0]
+            take = min(need, end - start)
+            extents.append([start, take])
+            need -= take
+            if start + take == end:
+                self.free.pop(0)
+            else:
+                self.free[0] = [start + take, end]
+        return extents
+
+    def release(self, path: str) -> None:
+        for offset, length in self.files.pop(path, []):
+            self.free.append([offset, offset + length])
+        self.sizes.pop(path, None)
+        merged: list[list[int]] = []
+        for s, e in sorted(self.free):
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        self.free = merged
+
+    def locate(self, path: str, offset: int, length: int) -> list[tuple[int, int]]:
+        """Map a byte range of a file to (image offset, length) pieces."""
+        pieces = []
+        pos = 0
+        end = offset + length
+        for ext_off, ext_len in self.files[path]:
+            lo, hi = max(offset, pos), min(end, pos + ext_len)
+            if lo < hi:
+                pieces.append((ext_off + lo - pos, hi - lo))
+            pos += ext_len
+            if pos >= end:
+                break
+        return pieces
+
+
+class HandsetStorage:
+    """One emulated handset's partitions, file system and state, with fault injection."""
+
+    def __init__(self, directory: Path, profile: HandsetProfile) -> None:
+        self.directory = Path(directory)
+        self.profile = profile
+        self.size = profile.userdata_bytes
+        self.faults = FaultInjector(profile.faults, self.size, profile.seed)
+        self._lock = threading.RLock()
+        self._fds: dict[str, int] = {}
+        self.table = FileTable(**json.loads((self.directory / "fs.json").read_text()))
+        self.state = HandsetState(**json.loads((self.directory / "state.json").read_text()))
+
+    # -- creation -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: Path, profile: HandsetProfile, serial: str) -> "HandsetStorage":
+        """Make a used phone's storage: old ciphertext everywhere, then personal data."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        size = profile.userdata_bytes
+        old_key = profile.seed.to_bytes(32, "big")
+        with open(directory / "userdata.img", "wb") as f:
+            for off in range(0, size, CHUNK):
+                f.write(xor_keystream(old_key, off, bytes(min(CHUNK, size - off))))
+        for name, part_size in SMALL_PARTITIONS.items():
+            with open(directory / f"{name}.img", "wb") as f:
+                f.truncate(part_size)
+        table = FileTable(free=[[16 * BLOCK, size]])
+        locks = profile.locks
+        state = HandsetState(serial=serial, mode=profile.access.start_mode,
+                             google_accounts=list(locks.google_accounts),
+                             device_owner=locks.device_owner, screen_lock=locks.screen_lock,
+                             bootloader_locked=locks.bootloader_locked)
+        cls._write_json(directory, table, state)
+        storage = cls(directory, profile)
+        storage._write_superblock()
+        storage._plant()
+        if locks.google_accounts:
+            storage.write_partition("frp", 0, ("FRP:" + ",".join(locks.google_accounts)).encode())
+        return storage
+
+    def _plant(self) -> None:
+        remnant_at = self.size // 2  # deleted data lingers in free space, mid-device
+        for item in load_personal_data():
+            if item.remnant:
+                self._raw_write(remnant_at, item.content)
+                remnant_at += -(-len(item.content) // BLOCK) * BLOCK + 7 * BLOCK
+            else:
+                self.create_file(item.path, item.content, faulty=False)
+        self.save()
+
+    def _write_superblock(self) -> None:
+        sb = bytearray(BLOCK)
+        sb[EXT4_MAGIC_OFFSET:EXT4_MAGIC_OFFSET + 2] = b"\x53\xef"
+        sb[0x478:0x478 + 8] = b"userdata"
+        self._raw_write(0, bytes(sb))
+
+    # -- persistence ----------------------------------------------------------------------
+    @staticmethod
+    def _write_json(directory: Path, table: FileTable, state: HandsetState) -> None:
+        for name, obj in (("fs.json", table), ("state.json", state)):
+            tmp = directory / f".{name}.tmp"
+            tmp.write_text(json.dumps(asdict(obj)))
+            os.replace(tmp, directory / name)
+
+    def save(self) -> None:
+        with self._lock:
+            self._write_json(self.directory, self.table, self.state)
+
+    def _fd(self, partition: str) -> int:
+        fd = self._fds.get(partition)
+        if fd is None:
+            fd = os.open(self.directory / f"{partition}.img", os.O_RDWR)
+            self._fds[partition] = fd
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def partition_size(self, partition: str) -> int:
+        return self.size if partition == "userdata" else SMALL_PARTITIONS[partition]
+
+    # -- raw block access (what `dd` on /dev/block/by-name/* reaches) ---------------------
+    def _raw_write(self, offset: int, data: bytes | memoryview) -> None:
+        os.pwrite(self._fd("userdata"), data, offset)
+
+    def write(self, offset: int, data: bytes | memoryview, faulty: bool = True) -> int:
+        """Write user data through fault injection; returns the length acknowledged."""
+        if offset < 0 or offset + len(data) > self.size:
+            raise OSError(28, "No space left on device")
+        if not faulty:
+            self._raw_write(offset, data)
+            return len(data)
+        view = memoryview(data)
+        for piece_off, piece_len in self.faults.plan_write(offset, len(data)):
+            rel = piece_off - offset
+            self._raw_write(piece_off, view[rel:rel + piece_len])
+        return len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        self.faults.check_read(offset, length)
+        return os.pread(self._fd("userdata"), length, offset)
+
+    def write_partition(self, partition: str, offset: int, data: bytes) -> None:
+        if partition == "userdata":
+            self.write(offset, data)
+        else:
+            os.pwrite(self._fd(partition), data, offset)
+
+    def read_partition(self, partition: str, offset: int, length: int) -> bytes:
+        if partition == "userdata":
+            return self.read(offset, length)
+        return os.pread(self._fd(partition), length, offset)
+
+    def sync(self) -> None:
+        for fd in self._fds.values():
+            os.fsync(fd)
+
+    # -- the emulated file system ----------------------------------------------------------
+    def create_file(self, path: str, content: bytes = b"", faulty: bool = True) -> None:
+        with self._lock:
+            self.table.release(path)
+            self.table.files[path] = []
+            self.table.sizes[path] = 0
+        if content:
+            self.append_file(path, content, faulty)
+
+    def append_file(self, path: str, data: bytes | memoryview, faulty: bool = True) -> None:
+        """Append to a file, allocating blocks from free space (StorageFull when none)."""
+        with self._lock:
+            size = self.table.sizes[path]
+            tail_room = sum(length for _, length in self.table.files[path]) - size
+            if len(data) > tail_room:
+                self.table.files[path].extend(self.table.allocate(len(data) - tail_room))
+            self.table.sizes[path] = size + len(data)
+            pieces = self.table.locate(path, size, len(data))
+        view = memoryview(data)
+        pos = 0
+        for image_off, length in pieces:
+            self.write(image_off, view[pos:pos + length], faulty)
+            pos += length
+
+    def read_file(self, path: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            size = self.table.sizes[path]
+            length = max(0, min(length, size - offset))
+            pieces = self.table.locate(path, offset, length)
+        return b"".join(self.read(off, n) for off, n in pieces)
+
+    def delete_file(self, path: str) -> None:
+        with self._lock:
+            self.table.release(path)
+
+    def files_under(self, prefix: str) -> list[str]:
+        prefix = prefix.rstrip("/") + "/"
+        return sorted(p for p in self.table.files if p.startswith(prefix))
+
+    # -- device-level operations ----------------------------------------------------------
+    def factory_reset(self) -> None:
+        """Model a reset of an encrypted phone: the user-data key is destroyed, so what is
+        left on the medium is ciphertext under a key nobody has; then a fresh file system."""
+        if self.profile.faults.reset_lies:
+            return
+        lost_key = new_key()
+        with self._lock:
+            fd = self._fd("userdata")
+            for off in range(0, self.size, CHUNK):
+                chunk = os.pread(fd, min(CHUNK, self.size - off), off)
+                os.pwrite(fd, xor_keystream(lost_key, off, chunk), off)
+            self._write_superblock()
+            self.table = FileTable(free=[[16 * BLOCK, self.size]])
+            self.state.device_owner = ""
+            self.state.google_accounts = []
+            self.state.screen_lock = False
+            self.state.resets += 1
+            self.save()

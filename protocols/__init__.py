@@ -1,0 +1,1 @@
+"""Protocol plugins, one sub-package per protocol family. Found through the registry."""
