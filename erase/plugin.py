@@ -26,16 +26,19 @@ ProgressFn = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a long operation runs."""
 
 
+Extent = tuple[int, int]
+"""(offset, length) in bytes, block aligned."""
+
+
 class BlockReader(Protocol):
     """Read-back of what a method wrote, addressed from 0 to ``size``."""
 
     size: int
     block_size: int
 
-    def read(self, offset: int, length: int) -> bytes: ...
-
-    def read_many(self, offsets: Sequence[int], length: int) -> Iterator[bytes]:
-        """Read ``length`` bytes at each offset, in order. Plugins batch these."""
+    def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
+        """Read each extent, in order; None for an extent the device could not read
+        (I/O error). Plugins batch these; a lost device raises DeviceGone."""
         ...
 
 

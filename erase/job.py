@@ -1,0 +1,192 @@
+"""The flow of one handset: detected -> identified -> preflight -> erasing -> verifying ->
+certified, ending in exactly one of the four outcomes. Every step is appended to the audit
+log before the next one starts."""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from . import __version__
+from .audit import AuditLog, now_iso
+from .errors import DeviceGone, PhonewipeError
+from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Operator, Outcome,
+                    Record, Sanitization, Severity, VerificationResult, _plain)
+from .pattern import new_key
+from .plugin import EraseContext, Plugin, Session
+from .policy import STANDARD, assess
+from .verify import make_plan, run_verification
+
+DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
+                      "physical destruction (R2v3)")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    operator: Operator = field(default_factory=Operator)
+    destination: Destination = field(default_factory=Destination)
+    method: str | None = None  # None: the strongest method the device allows
+    verify_mode: str = "quick"
+    confidence: float = 0.99
+    residual: float = 0.001
+    block_size: int = 4096
+    seed: int | None = None
+    asset_tag: str = ""
+    batch_id: str = ""
+
+
+StageFn = Callable[[str, str, int, int], None]
+"""progress(job_id, stage, done, total)."""
+
+
+class _Stop(Exception):
+    """Ends the flow early with an outcome."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@dataclass
+class _Job:
+    plugin: Plugin
+    endpoint: Endpoint
+    settings: JobSettings
+    audit: AuditLog
+    stage_cb: StageFn | None
+    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    identity: Identity | None = None
+    findings: list[Finding] = field(default_factory=list)
+    method: EraseMethod | None = None
+    sanitization: Sanitization | None = None
+    verification: VerificationResult | None = None
+    post: dict[str, Any] = field(default_factory=dict)
+    scope: str = ""
+    stage: str = "detected"
+
+    @property
+    def serial(self) -> str:
+        return (self.identity.serial if self.identity and self.identity.serial
+                else self.endpoint.label or self.endpoint.address)
+
+    def log(self, event: str, payload: dict[str, Any] | None = None) -> None:
+        self.stage = event
+        self.audit.append(self.job_id, self.serial, event, payload)
+
+    def progress(self, stage: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if self.stage_cb:
+                self.stage_cb(self.job_id, stage, done, total)
+        return report
+
+    def run(self) -> Record:
+        self.log("detected", {"endpoint": str(self.endpoint)})
+        try:
+            with self.plugin.open(self.endpoint) as session:
+                outcome, reason = self._flow(session)
+        except _Stop as stop:
+            outcome, reason = stop.outcome, stop.reason
+        except DeviceGone as exc:
+            advice = DESTRUCTION_ADVICE if self.stage in ("erasing", "verifying") else exc.advice
+            outcome, reason = Outcome.FAILED, f"{exc.message} (during {self.stage}); {advice}"
+        except PhonewipeError as exc:
+            outcome, reason = (Outcome.FAILED, f"{exc.line()} (during {self.stage})")
+        record = self._record(outcome, reason)
+        self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
+                            "reason": reason, "record": record.to_dict()})
+        return record
+
+    def _flow(self, session: Session) -> tuple[Outcome, str]:
+        self.identity = session.identify()
+        self.log("identified", {"identity": _as_dict(self.identity)})
+        self.findings = session.preflight()
+        self.log("preflight", {"findings": [_as_dict(f) for f in self.findings]})
+        blockers = [f for f in self.findings if f.severity is Severity.BLOCKER]
+        if blockers:
+            raise _Stop(Outcome.BLOCKED, " ".join(f.message for f in blockers))
+        self.method = self._choose(session.methods())
+        key = new_key()
+        started = now_iso()
+        self.log("erasing", {"method": self.method.name})
+        report = session.erase(self.method, EraseContext(pattern_key=key), self.progress("erasing"))
+        self.scope = report.scope
+        self.sanitization = Sanitization(
+            method=self.method.name, title=self.method.title, technique=self.method.technique.value,
+            category="", standard=STANDARD, justification="", details=report.details,
+            started_at=started, finished_at=now_iso(), bytes_written=report.bytes_written)
+        self.log("erased", {"bytes_written": report.bytes_written, "scope": report.scope})
+
+        reader = session.reader() if self.method.verifiable else None
+        if reader is None or report.expectation is None:
+            self.verification = VerificationResult(
+                mode="none", status="unavailable", scope=report.scope,
+                reason="this device and method offer no read-back of storage")
+            self.log("verification-unavailable", {})
+        else:
+            s = self.settings
+            plan = make_plan(s.verify_mode, reader.size, reader.block_size, s.seed,
+                             s.confidence, s.residual)
+            self.log("verifying", {"plan": plan.to_dict()})
+            self.verification = run_verification(reader, plan, report.expectation, key,
+                                                 report.scope, self.progress("verifying"))
+            self.verification = replace(self.verification,
+                                        plan={**self.verification.plan, "pattern_key": key.hex()})
+            self.log("verified", {"status": self.verification.status,
+                                  "failures_total": self.verification.failures_total,
+                                  "digest": self.verification.digest})
+            if self.verification.status != "passed":
+                raise _Stop(Outcome.FAILED, f"verification failed: {self.verification.reason}; "
+                                            f"{DESTRUCTION_ADVICE}")
+        self.log("finishing", {})
+        finish = session.finish(self.method, self.progress("finishing"))
+        self.sanitization = replace(self.sanitization,
+                                    details={**self.sanitization.details, **finish},
+                                    finished_at=now_iso())
+        self.log("finished", {"details": finish})
+        self.post = session.post_state()
+        self.log("post-state", {"post_state": self.post})
+        if self.verification.status == "passed":
+            return Outcome.ERASED_VERIFIED, ""
+        return Outcome.ERASED_UNVERIFIED, "the device offers no read-back of its storage, so the " \
+                                          "erase is reported as performed but not verified"
+
+    def _choose(self, methods: list[EraseMethod]) -> EraseMethod:
+        if not methods:
+            raise _Stop(Outcome.BLOCKED, "no erase method is available for this device in this "
+                                         "mode; see the findings for what to change")
+        if self.settings.method is None:
+            return methods[0]
+        for m in methods:
+            if m.name == self.settings.method:
+                return m
+        names = ", ".join(m.name for m in methods)
+        raise _Stop(Outcome.BLOCKED, f"method {self.settings.method!r} is not available on this "
+                                     f"device; available: {names}")
+
+    def _record(self, outcome: Outcome, reason: str) -> Record:
+        identity = self.identity or Identity(platform="unknown", serial=None)
+        sanitization = self.sanitization
+        if self.method is not None and sanitization is not None:
+            a = assess(self.method, identity, outcome, self.verification, self.scope)
+            sanitization = replace(sanitization, category=a.category, justification=a.justification)
+        return Record(
+            record_id=str(uuid.uuid4()), job_id=self.job_id, created_at=now_iso(),
+            outcome=outcome, device=identity, endpoint=self.endpoint,
+            operator=self.settings.operator, destination=self.settings.destination,
+            tool={"name": "phonewipe", "version": __version__, "plugin": self.plugin.name},
+            findings=tuple(self.findings), sanitization=sanitization,
+            verification=self.verification, reason=reason, post_state=self.post,
+            asset_tag=self.settings.asset_tag, batch_id=self.settings.batch_id)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return _plain(dataclasses.asdict(obj))
+
+
+def run_job(plugin: Plugin, endpoint: Endpoint, settings: JobSettings, audit: AuditLog,
+            progress: StageFn | None = None) -> Record:
+    """Erase, verify and record one device. Never raises for device-side failures: they
+    end as a FAILED or BLOCKED record."""
+    return _Job(plugin, endpoint, settings, audit, progress).run()

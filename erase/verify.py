@@ -1,0 +1,216 @@
+"""Verification by sampling: plans a third party can re-derive, and the checks a sample
+must pass for each erase technique.
+
+Offsets are derived from the seed with SHA-256 in counter mode, so the plan is a pure
+function of (mode, size, block size, seed, parameters) that anyone can recompute from the
+certificate's record, in any language:
+
+    u(i) = int.from_bytes(sha256(b"phonewipe-plan/1" || seed(8 bytes BE) || i(8 bytes BE)), "big")
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Sequence
+
+from .errors import UsageError
+from .model import Expectation, SampleFailure, VerificationResult
+from .pattern import pattern_bytes
+from .plaintext import entropy_bits_per_byte, known_plaintext
+from .plugin import BlockReader, Extent
+
+MODES = ("quick", "nist", "full")
+MAX_LISTED_FAILURES = 20
+FULL_CHUNK = 1024 * 1024
+NIST_SUBSECTIONS = 1000
+NIST_SAMPLE_SHARE = 0.05
+MIN_ENTROPY = 7.0  # bits/byte over one sample; random data gives ~7.95 on 4 KiB
+PLAN_DOMAIN = b"phonewipe-plan/1"
+
+
+def quick_sample_count(confidence: float, residual: float) -> int:
+    """n = ceil(ln(1-C) / ln(1-p)): samples that find an escaped share p with confidence C."""
+    if not 0 < confidence < 1 or not 0 < residual < 1:
+        raise UsageError("confidence and residual fraction must be between 0 and 1",
+                         "e.g. --confidence 0.99 --residual 0.001")
+    return math.ceil(math.log(1 - confidence) / math.log(1 - residual))
+
+
+def _u(seed: int, i: int) -> int:
+    return int.from_bytes(
+        hashlib.sha256(PLAN_DOMAIN + seed.to_bytes(8, "big") + i.to_bytes(8, "big")).digest(), "big")
+
+
+@dataclass(frozen=True)
+class VerificationPlan:
+    mode: str
+    size: int
+    block_size: int
+    seed: int
+    confidence: float | None = None
+    residual: float | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["algorithm"] = "phonewipe-plan/1 (sha256 counter, stratified)"
+        data["samples"] = len(self.extents())
+        return data
+
+    @property
+    def blocks(self) -> int:
+        return self.size // self.block_size
+
+    def extents(self) -> list[Extent]:
+        """The (offset, length) pieces to read, in order."""
+        bs, blocks = self.block_size, self.blocks
+        if blocks == 0:
+            return []
+        if self.mode == "full":
+            step = max(bs, FULL_CHUNK // bs * bs)
+            return [(off, min(step, blocks * bs - off)) for off in range(0, blocks * bs, step)]
+        if self.mode == "quick":
+            n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
+            if n + 2 >= blocks:
+                return [(b * bs, bs) for b in range(blocks)]
+            chosen = {0, blocks - 1}
+            for i in range(n):
+                lo, hi = i * blocks // n, (i + 1) * blocks // n
+                chosen.add(lo + _u(self.seed, i) % (hi - lo))
+            return [(b * bs, bs) for b in sorted(chosen)]
+        if self.mode == "nist":
+            return self._nist_extents()
+        raise UsageError(f"unknown verification mode {self.mode!r}", f"use one of {', '.join(MODES)}")
+
+    def _nist_extents(self) -> list[Extent]:
+        """>= 1000 equal subsections, two non-overlapping pseudo-random samples in each,
+        each >= 5% of its subsection, plus the first and last addressable blocks."""
+        bs, blocks = self.block_size, self.blocks
+        subsections = min(NIST_SUBSECTIONS, blocks)
+        picked: list[tuple[int, int]] = [(0, 1)]  # (start block, block count)
+        for s in range(subsections):
+            lo, hi = s * blocks // subsections, (s + 1) * blocks // subsections
+            span = hi - lo
+            length = max(1, math.ceil(span * NIST_SAMPLE_SHARE))
+            if 2 * length >= span:
+                picked.append((lo, span))  # too small to split: read it whole
+                continue
+            # first sample anywhere it fits with room for the second after or before it
+            slots = span - 2 * length + 1
+            a = _u(self.seed, 2 * s) % slots
+            b = _u(self.seed, 2 * s + 1) % (slots - a) + a + length
+            picked += [(lo + a, length), (lo + b, length)]
+        picked.append((blocks - 1, 1))
+        merged: list[list[int]] = []
+        for start, count in sorted(picked):
+            if merged and start < merged[-1][0] + merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], start + count - merged[-1][0])
+            else:
+                merged.append([start, count])
+        return [(start * bs, count * bs) for start, count in merged]
+
+    def coverage(self) -> float:
+        return sum(length for _, length in self.extents()) / max(1, self.size)
+
+
+def make_plan(mode: str, size: int, block_size: int = 4096, seed: int | None = None,
+              confidence: float = 0.99, residual: float = 0.001) -> VerificationPlan:
+    if mode not in MODES:
+        raise UsageError(f"unknown verification mode {mode!r}", f"use one of {', '.join(MODES)}")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "big") >> 1
+    quick = mode == "quick"
+    if quick:
+        quick_sample_count(confidence, residual)  # validates the parameters
+    return VerificationPlan(mode=mode, size=size, block_size=block_size, seed=seed,
+                            confidence=confidence if quick else None,
+                            residual=residual if quick else None)
+
+
+def check_sample(data: bytes, offset: int, expectation: Expectation,
+                 pattern_key: bytes | None) -> str | None:
+    """None when the sample shows what the technique promises, else what was found."""
+    if expectation is Expectation.PATTERN:
+        if pattern_key is None:
+            raise ValueError("a keyed-pattern check needs the pattern key")
+        if data == pattern_bytes(pattern_key, offset, len(data)):
+            return None
+        return _describe_mismatch(data, offset, "the keyed pattern")
+    if expectation is Expectation.ZEROS:
+        if not data.strip(b"\x00"):
+            return None
+        return _describe_mismatch(data, offset, "zeros")
+    found = known_plaintext(data, offset)
+    if found:
+        return found
+    entropy = entropy_bits_per_byte(data)
+    if entropy < MIN_ENTROPY:
+        return f"low-entropy data ({entropy:.2f} bits/byte), not ciphertext"
+    return None
+
+
+def _describe_mismatch(data: bytes, offset: int, wanted: str) -> str:
+    found = known_plaintext(data, offset)
+    if found:
+        return found
+    if not data.strip(b"\x00"):
+        return f"zeros where {wanted} was expected"
+    return f"data that is not {wanted} (old content left in place)"
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run_verification(reader: BlockReader, plan: VerificationPlan, expectation: Expectation,
+                     pattern_key: bytes | None, scope: str = "",
+                     progress: ProgressFn | None = None) -> VerificationResult:
+    extents = plan.extents()
+    total = sum(length for _, length in extents)
+    digest = hashlib.sha256()
+    failures: list[SampleFailure] = []
+    failures_total = 0
+    done = 0
+    samples = 0
+    for (offset, length), data in zip(extents, _read_all(reader, extents)):
+        samples += 1
+        if data is None:
+            problem = "unreadable (the device reported an I/O error)"
+        elif len(data) != length:
+            problem = f"short read ({len(data)} of {length} bytes)"
+        else:
+            digest.update(data)
+            problem = _check_extent(data, offset, plan.block_size, expectation, pattern_key)
+        if problem:
+            failures_total += 1
+            if len(failures) < MAX_LISTED_FAILURES:
+                failures.append(SampleFailure(offset, problem))
+        done += length
+        if progress:
+            progress(done, total)
+    if samples != len(extents):
+        raise RuntimeError("reader returned fewer samples than planned")
+    status = "passed" if failures_total == 0 and extents else "failed"
+    return VerificationResult(
+        mode=plan.mode, status=status, expectation=expectation.value, scope=scope,
+        plan=plan.to_dict(), samples_read=samples, bytes_read=done,
+        failures=tuple(failures), failures_total=failures_total, digest=digest.hexdigest(),
+        reason="" if status == "passed" else
+        ("nothing to sample" if not extents else
+         f"{failures_total} of {samples} samples do not show {expectation.value}"),
+    )
+
+
+def _check_extent(data: bytes, offset: int, block_size: int, expectation: Expectation,
+                  pattern_key: bytes | None) -> str | None:
+    if expectation is not Expectation.NO_PLAINTEXT or len(data) <= block_size:
+        return check_sample(data, offset, expectation, pattern_key)
+    for pos in range(0, len(data), block_size):  # entropy is judged per block
+        problem = check_sample(data[pos:pos + block_size], offset + pos, expectation, pattern_key)
+        if problem:
+            return problem
+    return None
+
+
+def _read_all(reader: BlockReader, extents: Sequence[Extent]) -> Iterable[bytes | None]:
+    return reader.read_many(extents)
