@@ -63,6 +63,7 @@ class HandsetProfile:
     faults: Faults
     userdata_bytes: int
     seed: int
+    expect: str  # the outcome an honest tool reaches on this handset with default settings
 
     def serial(self, index: int = 0) -> str:
         return f"{self.device.serial_prefix}{index:04X}"
@@ -111,4 +112,5 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> HandsetProfile:
         faults=_section(data, "faults", Faults, path),
         userdata_bytes=int(storage.get("userdata_mib", 32)) * 1024 * 1024,
         seed=int(data.get("seed", 1)),
+        expect=str(data.get("expect", "ERASED_VERIFIED")),
     )

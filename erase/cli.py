@@ -1,0 +1,430 @@
+"""phonewipe command line: thin commands over the public API."""
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .audit import AuditLog, verify_log
+from .config import DEFAULT_KEYS_DIR, DESTINATIONS, Config, load_config
+from .errors import DeviceNotFound, PhonewipeError, UsageError
+from .job import JobSettings
+from .model import Destination, Endpoint, Outcome
+from .plugin import Plugin, PluginOptions, load_plugins
+from .runner import JobResult, check_output_dir, erase_devices, exit_code
+from .verify import MODES
+
+console = Console()
+err_console = Console(stderr=True)
+
+OUTCOME_STYLE = {Outcome.ERASED_VERIFIED: "green", Outcome.ERASED_UNVERIFIED: "yellow",
+                 Outcome.BLOCKED: "magenta", Outcome.FAILED: "red"}
+
+
+def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Expected failures print one line and exit with their code; no traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PhonewipeError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the audit log holds every step taken so far")
+            sys.exit(130)
+    return wrapper
+
+
+def _config(ctx: click.Context) -> Config:
+    return ctx.obj["config"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="phonewipe")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML config (operator, destination, keys); default ./phonewipe.toml or "
+                   "~/.config/phonewipe/config.toml")
+@click.option("--adb-port", type=int, help="port of the adb server (default 5037)")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None) -> None:
+    """Erase phones, verify by sampling, issue signed certificates."""
+    ctx.ensure_object(dict)
+    try:
+        config = load_config(config_path)
+    except PhonewipeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    ctx.obj["config"] = config
+    ctx.obj["plugin_options"] = PluginOptions({"adb_port": adb_port or config.adb_port})
+
+
+def _plugins(ctx: click.Context) -> dict[str, Plugin]:
+    return load_plugins(ctx.obj["plugin_options"])
+
+
+def _discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
+    found = []
+    for plugin in plugins.values():
+        found += [(plugin, endpoint) for endpoint in plugin.discover()]
+    return found
+
+
+# -- devices ----------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+@expected_errors
+def devices(ctx: click.Context, as_json: bool) -> None:
+    """List connected phones in every mode the plugins know."""
+    found = _discover(_plugins(ctx))
+    if as_json:
+        click.echo(json.dumps([{"plugin": e.plugin, "mode": e.mode, "address": e.address,
+                                "state": e.label} for _, e in found], indent=2))
+        return
+    if not found:
+        console.print("no devices found: check the cable, enable USB debugging and accept the prompt")
+        return
+    table = Table("plugin", "mode", "address", "state")
+    for _, e in found:
+        table.add_row(e.plugin, e.mode, e.address, e.label)
+    console.print(table)
+
+
+# -- erase --------------------------------------------------------------------------------
+def _operator_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--operator", help="name of the person performing the sanitization"),
+        click.option("--title", help="operator's title"),
+        click.option("--organization", help="organization performing the sanitization"),
+        click.option("--location", help="where the sanitization takes place"),
+        click.option("--destination", type=click.Choice(DESTINATIONS), help="media destination"),
+        click.option("--keys", "keys_dir", type=click.Path(path_type=Path),
+                     help=f"signing key directory (default {DEFAULT_KEYS_DIR})"),
+        click.option("--verify", "verify_mode", type=click.Choice(MODES), help="verification mode"),
+        click.option("--confidence", type=float, help="quick mode: confidence C (default 0.99)"),
+        click.option("--residual", type=float, help="quick mode: largest escaped share p (default 0.001)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(config: Config, kw: dict[str, Any], method: str | None = None) -> JobSettings:
+    operator = config.operator
+    for field_name, key in (("name", "operator"), ("title", "title"),
+                            ("organization", "organization"), ("location", "location")):
+        if kw.get(key):
+            operator = replace(operator, **{field_name: kw[key]})
+    destination = Destination(kind=kw["destination"]) if kw.get("destination") else config.destination
+    return JobSettings(operator=operator, destination=destination, method=method,
+                       verify_mode=kw.get("verify_mode") or config.verify_mode,
+                       confidence=kw.get("confidence") or config.confidence,
+                       residual=kw.get("residual") or config.residual)
+
+
+def _load_signer(keys_dir: Path) -> Any:
+    from certificates.sign import CertificateSigner
+    return CertificateSigner.from_directory(keys_dir)
+
+
+class _ProgressView:
+    """A live rich table: one row per device, updated from the job threads."""
+
+    def __init__(self, names: dict[str, str], enabled: bool) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TimeRemainingColumn(), console=err_console, disable=not enabled)
+        self.tasks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def update(self, job_id: str, stage: str, done: int, total: int) -> None:
+        with self._lock:
+            task = self.tasks.get(job_id)
+            if task is None:
+                task = self.tasks[job_id] = self.progress.add_task(job_id[:8], total=total or 1)
+            self.progress.update(task, description=f"{job_id[:8]} {stage:<10}", completed=done,
+                                 total=total or 1)
+
+
+def _results_table(results: list[JobResult]) -> Table:
+    table = Table("device", "serial", "method", "verification", "result", "certificate / reason")
+    for r in results:
+        rec = r.record
+        device = " ".join(x for x in (rec.device.manufacturer, rec.device.model) if x) or rec.endpoint.address
+        method = rec.sanitization.method if rec.sanitization else "-"
+        ver = rec.verification
+        verification = f"{ver.mode} {ver.status}" if ver else "-"
+        style = OUTCOME_STYLE[rec.outcome]
+        detail = str(r.certificate) if r.certificate else r.error
+        if rec.reason:
+            detail += f"\n[dim]{rec.reason}[/]"
+        table.add_row(device, rec.device.serial or rec.endpoint.address, method, verification,
+                      f"[{style}]{rec.result_text}[/]", detail)
+    return table
+
+
+def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out_dir: Path,
+              keys_dir: Path, as_json: bool, audit_path: Path | None = None) -> list[JobResult]:
+    """Self-checks first (output writable, key loads, audit opens), then erase everything."""
+    check_output_dir(out_dir)
+    cert_dir = check_output_dir(out_dir / "certificates")
+    signer = _load_signer(keys_dir)
+    with AuditLog(audit_path or out_dir / "audit.sqlite") as audit:
+        view = _ProgressView({}, enabled=not as_json)
+        with view.progress:
+            results = erase_devices(targets, settings, audit, signer, cert_dir, view.update)
+    if as_json:
+        click.echo(json.dumps([{"serial": r.record.device.serial, "outcome": r.record.outcome.value,
+                                "result": r.record.result_text, "reason": r.record.reason,
+                                "certificate": str(r.certificate) if r.certificate else None,
+                                "record_sha256": r.record.sha256()} for r in results], indent=2))
+    else:
+        console.print(_results_table(results))
+        console.print(f"audit log: {audit_path or out_dir / 'audit.sqlite'}")
+    return results
+
+
+def _match(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Plugin, Endpoint]]:
+    direct = [t for t in targets if t[1].address == serial]
+    if direct:
+        return direct
+    for plugin, endpoint in targets:  # match the phone's own serial number
+        try:
+            with plugin.open(endpoint) as session:
+                if session.identify().serial == serial:
+                    return [(plugin, endpoint)]
+        except PhonewipeError:
+            continue
+    known = ", ".join(e.address for _, e in targets) or "none"
+    raise DeviceNotFound(f"no device with serial {serial!r} (connected: {known})",
+                         "check the serial with `phonewipe devices`")
+
+
+@cli.command()
+@click.argument("serials", nargs=-1)
+@click.option("--all", "all_devices", is_flag=True, help="erase every connected device")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="directory for certificates/ and audit.sqlite")
+@click.option("--method", help="erase method name (default: the strongest the device allows)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+@_operator_options
+@click.pass_context
+@expected_errors
+def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_dir: Path,
+          method: str | None, as_json: bool, keys_dir: Path | None, **kw: Any) -> None:
+    """Erase, verify and certify phones: SERIAL... or --all."""
+    if bool(serials) == all_devices:
+        raise UsageError("name the devices to erase, or pass --all", "see `phonewipe devices`")
+    config = _config(ctx)
+    found = _discover(_plugins(ctx))
+    if all_devices:
+        targets = found
+        if not targets:
+            raise DeviceNotFound("no devices connected", "check the cables and run `phonewipe devices`")
+    else:
+        targets = [t for s in serials for t in _match(found, s)]
+    results = run_erase(targets, _settings(config, kw, method), out_dir,
+                        keys_dir or config.keys_dir, as_json)
+    sys.exit(exit_code(results))
+
+
+# -- demo and emulate ---------------------------------------------------------------------
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-output"),
+              show_default=True)
+@click.option("--profile", "profiles", multiple=True,
+              help="emulated handset profiles (default: rooted, unrooted, frp-locked, lying-1pct)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@expected_errors
+def demo(ctx: click.Context, out_dir: Path, profiles: tuple[str, ...], as_json: bool) -> None:
+    """Erase emulated handsets end to end through the real adb server; needs no phone."""
+    from .demo import run_demo
+    sys.exit(run_demo(out_dir, list(profiles) or None, as_json, console, err_console))
+
+
+@cli.command()
+@click.argument("profiles", nargs=-1)
+@click.option("--list", "list_profiles", is_flag=True, help="list the available profiles")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per handset")
+@click.option("--workdir", type=click.Path(path_type=Path), help="where the storage images go")
+@click.pass_context
+@expected_errors
+def emulate(ctx: click.Context, profiles: tuple[str, ...], list_profiles: bool, as_json: bool,
+            workdir: Path | None) -> None:
+    """Start emulated handsets, connect them to the adb server, run until interrupted."""
+    import tempfile
+    from .emulation.fleet import start_handsets, stop_handsets
+    from .emulation.profiles import available_profiles
+    if list_profiles or not profiles:
+        for name, description in available_profiles().items():
+            click.echo(f"{name:<16} {description}")
+        if not profiles:
+            return
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="phonewipe-emulate-"))
+    handsets = start_handsets(list(profiles), workdir, _plugins(ctx))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        for h in handsets:
+            if as_json:
+                click.echo(json.dumps({"serial": h.serial, "profile": h.profile.name,
+                                       "endpoints": h.endpoints, "storage": str(h.storage.directory)}))
+            else:
+                eps = " ".join(f"{k}={v}" for k, v in h.endpoints.items())
+                click.echo(f"{h.serial}  {h.profile.name:<14} {eps}  ({h.profile.description})")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_handsets(handsets)
+
+
+# -- certificates ---------------------------------------------------------------------------
+@cli.group()
+def cert() -> None:
+    """Verify and show certificates."""
+
+
+@cert.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--trust", type=click.Path(path_type=Path), help="pin the signer to this certificate (PEM)")
+@expected_errors
+def cert_verify(paths: tuple[Path, ...], trust: Path | None) -> None:
+    """Check signature, integrity and that the visible fields match the embedded record."""
+    from certificates.verify import verify_certificate
+    bad = 0
+    for path in paths:
+        report = verify_certificate(path, trust=trust)
+        if report.ok:
+            rec = report.record
+            console.print(f"[green]valid[/]   {path}: {rec.result_text} for {rec.device.serial or 'unknown serial'}"
+                          f", signed by {report.signer}", highlight=False)
+        else:
+            bad += 1
+            console.print(f"[red]INVALID[/] {path}: {'; '.join(report.problems)}", highlight=False)
+    sys.exit(6 if bad else 0)
+
+
+@cert.command("show")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the embedded record as JSON")
+@expected_errors
+def cert_show(path: Path, as_json: bool) -> None:
+    """Print the record embedded in a certificate."""
+    from certificates.verify import show_certificate
+    record = show_certificate(path)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
+        return
+    table = Table("field", "value", show_header=False)
+    d = record.device
+    rows = [("result", record.result_text), ("outcome", record.outcome.value),
+            ("device", f"{d.manufacturer} {d.model}"), ("serial", d.serial or "unknown"),
+            ("IMEI", ", ".join(d.imeis) or "unknown"), ("reason", record.reason or "-")]
+    if record.sanitization:
+        s = record.sanitization
+        rows += [("method", s.title), ("category", s.category), ("justification", s.justification)]
+    if record.verification:
+        v = record.verification
+        rows += [("verification", f"{v.mode}: {v.status} ({v.samples_read} samples)")]
+    rows += [("record sha256", record.sha256())]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+# -- keys -----------------------------------------------------------------------------------
+@cli.group()
+def keys() -> None:
+    """Manage the organization's signing key."""
+
+
+@keys.command("init")
+@click.option("--dir", "keys_dir", type=click.Path(path_type=Path), help=f"default {DEFAULT_KEYS_DIR}")
+@click.option("--organization", default=None, help="organization named in the signing certificate")
+@click.option("--name", "common_name", default=None, help="common name of the signing certificate")
+@click.option("--force", is_flag=True, help="replace an existing key")
+@click.pass_context
+@expected_errors
+def keys_init(ctx: click.Context, keys_dir: Path | None, organization: str | None,
+              common_name: str | None, force: bool) -> None:
+    """Make an EC P-256 key and self-signed certificate (key file mode 0600)."""
+    from certificates.keys import init_keys
+    config = _config(ctx)
+    org = organization or config.operator.organization or "phonewipe user"
+    paths = init_keys(keys_dir or config.keys_dir, org, common_name or f"{org} erasure signing", force=force)
+    console.print(f"signing key: {paths.key}\ncertificate: {paths.cert}", highlight=False)
+
+
+@keys.command("import")
+@click.argument("p12", type=click.Path(path_type=Path))
+@click.option("--dir", "keys_dir", type=click.Path(path_type=Path))
+@click.option("--password", prompt=True, hide_input=True, default="", help="PKCS#12 password")
+@click.pass_context
+@expected_errors
+def keys_import(ctx: click.Context, p12: Path, keys_dir: Path | None, password: str) -> None:
+    """Import a PKCS#12 key and certificate."""
+    from certificates.keys import import_pkcs12
+    paths = import_pkcs12(p12, password, keys_dir or _config(ctx).keys_dir)
+    console.print(f"signing key: {paths.key}\ncertificate: {paths.cert}", highlight=False)
+
+
+@keys.command("show")
+@click.option("--dir", "keys_dir", type=click.Path(path_type=Path))
+@click.pass_context
+@expected_errors
+def keys_show(ctx: click.Context, keys_dir: Path | None) -> None:
+    """Show the signing certificate."""
+    from certificates.keys import describe
+    for k, v in describe(keys_dir or _config(ctx).keys_dir).items():
+        console.print(f"{k}: {v}", highlight=False)
+
+
+# -- audit ----------------------------------------------------------------------------------
+@cli.group()
+def audit() -> None:
+    """Check and export the audit log."""
+
+
+@audit.command("verify")
+@click.argument("db", type=click.Path(path_type=Path))
+@expected_errors
+def audit_verify(db: Path) -> None:
+    """Walk the hash chain; name the first broken row."""
+    rows = verify_log(db)
+    console.print(f"audit log {db}: {rows} rows, hash chain intact", highlight=False)
+
+
+@audit.command("export")
+@click.argument("db", type=click.Path(path_type=Path))
+@expected_errors
+def audit_export(db: Path) -> None:
+    """Print every event as JSON lines (after checking the chain)."""
+    verify_log(db)
+    with AuditLog(db) as log:
+        for e in log.events():
+            click.echo(json.dumps({"id": e.id, "ts": e.ts, "job_id": e.job_id, "serial": e.serial,
+                                   "event": e.event, "payload": json.loads(e.payload)}))
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

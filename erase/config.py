@@ -1,0 +1,72 @@
+"""Operator settings from a TOML config file, overridden by command-line options."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .model import Destination, Operator
+
+DEFAULT_CONFIG_PATHS = (Path("phonewipe.toml"),
+                        Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "phonewipe" / "config.toml")
+DEFAULT_KEYS_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "phonewipe" / "keys"
+DESTINATIONS = ("internal reuse", "external reuse", "resale", "recycling", "manufacturer", "other")
+
+
+@dataclass(frozen=True)
+class Config:
+    operator: Operator = field(default_factory=Operator)
+    destination: Destination = field(default_factory=Destination)
+    keys_dir: Path = DEFAULT_KEYS_DIR
+    verify_mode: str = "quick"
+    confidence: float = 0.99
+    residual: float = 0.001
+    adb_port: int = 5037
+    source: Path | None = None
+
+
+def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config {path}: [{name}] must be a table", "fix the config file")
+    return value
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the config; with no path, the first of ./phonewipe.toml and
+    ~/.config/phonewipe/config.toml that exists, else defaults."""
+    if path is None:
+        path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+        if path is None:
+            return Config()
+    elif not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "check the --config path")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}",
+                          "fix the file (see README, 'Configuration')") from exc
+    try:
+        operator = Operator(**{k: str(v) for k, v in _table(data, "operator", path).items()})
+        dest = _table(data, "destination", path)
+        destination = Destination(kind=str(dest.get("kind", "resale")), details=str(dest.get("details", "")))
+        verification = _table(data, "verification", path)
+        keys = _table(data, "keys", path)
+        adb = _table(data, "adb", path)
+        config = Config(
+            operator=operator, destination=destination,
+            keys_dir=Path(str(keys.get("dir", DEFAULT_KEYS_DIR))).expanduser(),
+            verify_mode=str(verification.get("mode", "quick")),
+            confidence=float(verification.get("confidence", 0.99)),
+            residual=float(verification.get("residual", 0.001)),
+            adb_port=int(adb.get("port", 5037)), source=path)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config file {path} has a bad value: {exc}",
+                          "fix the file (see README, 'Configuration')") from exc
+    if config.destination.kind not in DESTINATIONS:
+        raise ConfigError(f"config file {path}: unknown destination {config.destination.kind!r}",
+                          f"use one of: {', '.join(DESTINATIONS)}")
+    return config

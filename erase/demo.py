@@ -1,0 +1,74 @@
+"""`phonewipe demo`: emulated handsets on loopback, erased through the real adb server,
+verified, certified. Needs no phone; exits 0 when every handset ends as its profile says
+an honest tool must end it (including the BLOCKED and FAILED ones)."""
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+from rich.console import Console
+
+from .errors import PhonewipeError
+from .job import JobSettings
+from .model import Destination, Operator
+from .plugin import PluginOptions, load_plugins
+from .runner import check_output_dir
+
+DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct"]
+DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
+                         organization="phonewipe demo", location="loopback bench")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_demo_keys(keys_dir: Path) -> Path:
+    from certificates.keys import init_keys
+    if not (keys_dir / "signing-key.pem").exists():
+        init_keys(keys_dir, "phonewipe demo", "phonewipe demo signing key")
+    return keys_dir
+
+
+def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: Console,
+             err_console: Console) -> int:
+    from .cli import run_erase
+    from .emulation.fleet import start_handsets, stop_handsets
+
+    out_dir = check_output_dir(out_dir)
+    shutil.rmtree(out_dir / "handsets", ignore_errors=True)
+    keys_dir = ensure_demo_keys(out_dir / "keys")
+    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": out_dir / ".adb-home",
+                                          "reboot_wait": 20}))
+    adb = plugins["adb"]
+    handsets = []
+    try:
+        err_console.print(f"starting emulated handsets and a private adb server on port "
+                          f"{adb.server.port} ...", highlight=False)
+        handsets = start_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets", plugins)
+        by_address = {h.endpoints.get("adb"): h for h in handsets}
+        targets = [(adb, e) for e in adb.discover() if e.address in by_address]
+        if len(targets) != len(handsets):
+            raise PhonewipeError(f"only {len(targets)} of {len(handsets)} emulated handsets reached "
+                                 "the adb server", "run `make demo` again; see the adb server log")
+        settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"))
+        results = run_erase(targets, settings, out_dir, keys_dir, as_json)
+    finally:
+        stop_handsets(handsets)
+        adb.server.stop()
+    unexpected = [(r, by_address[r.record.endpoint.address]) for r in results
+                  if r.record.outcome.value != by_address[r.record.endpoint.address].profile.expect]
+    if not as_json:
+        console.print(f"\nsigned certificates in {out_dir / 'certificates'}:", highlight=False)
+        for r in results:
+            console.print(f"  {r.certificate}", highlight=False)
+        console.print(f"check them with: phonewipe cert verify {out_dir / 'certificates'}/*.pdf",
+                      highlight=False)
+    for r, h in unexpected:
+        err_console.print(f"[red]unexpected:[/] {h.profile.name} ended {r.record.outcome.value}, "
+                          f"expected {h.profile.expect}: {r.record.reason}", highlight=False)
+    missing = [r for r in results if r.certificate is None]
+    return 1 if unexpected or missing else 0

@@ -1,0 +1,58 @@
+"""Start emulated handsets: one storage image per handset, served by every plugin that
+has an emulator for the handset's modes (found through the registry)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..plugin import Plugin
+from .profiles import HandsetProfile, load_profile
+from .storage import HandsetStorage
+
+
+@dataclass
+class EmulatedHandset:
+    profile: HandsetProfile
+    serial: str
+    storage: HandsetStorage
+    emulators: list[Any] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for emulator in self.emulators:
+            merged.update(emulator.endpoints)
+        return merged
+
+    def stop(self) -> None:
+        for emulator in self.emulators:
+            emulator.stop()
+        self.storage.close()
+
+
+def start_handsets(profile_names: list[str], workdir: Path, plugins: dict[str, Plugin]) -> list[EmulatedHandset]:
+    profiles = [load_profile(name) for name in profile_names]  # fail before starting any
+    seen: Counter[str] = Counter()
+    handsets: list[EmulatedHandset] = []
+    try:
+        for profile in profiles:
+            serial = profile.serial(seen[profile.name])
+            seen[profile.name] += 1
+            storage = HandsetStorage.create(Path(workdir) / serial, profile, serial)
+            handset = EmulatedHandset(profile, serial, storage)
+            handsets.append(handset)
+            for plugin in plugins.values():
+                emulator = plugin.start_emulator(storage, profile)
+                if emulator is not None:
+                    handset.emulators.append(emulator)
+    except BaseException:
+        stop_handsets(handsets)
+        raise
+    return handsets
+
+
+def stop_handsets(handsets: list[EmulatedHandset]) -> None:
+    for handset in handsets:
+        handset.stop()

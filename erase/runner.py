@@ -1,0 +1,74 @@
+"""Run jobs for several devices at once and turn each record into a signed certificate.
+
+The tool checks itself before it touches a phone (signing key loads, output directory is
+writable, audit log opens), so a mistake in the setup never leaves an erased phone without
+its certificate.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audit import AuditLog
+from .errors import OutputError, PhonewipeError
+from .job import JobSettings, StageFn, run_job
+from .model import Endpoint, Outcome, Record
+from .plugin import Plugin
+
+
+@dataclass(frozen=True)
+class JobResult:
+    record: Record
+    certificate: Path | None
+    error: str = ""  # why no certificate was written
+
+
+def check_output_dir(out_dir: Path) -> Path:
+    """Create the directory and prove a file can be written there."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".phonewipe-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output directory {out_dir}: {exc.strerror or exc}",
+                          "choose a writable --out directory") from exc
+    return out_dir
+
+
+def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, audit: AuditLog,
+                  signer, cert_dir: Path, progress: StageFn | None = None,
+                  workers: int = 8) -> list[JobResult]:
+    """Erase every target concurrently; one slow phone never holds up the others."""
+    def one(target: tuple[Plugin, Endpoint]) -> JobResult:
+        plugin, endpoint = target
+        record = run_job(plugin, endpoint, settings, audit, progress)
+        serial = record.device.serial or endpoint.address
+        try:
+            path = signer.write_certificate(record, cert_dir)
+        except PhonewipeError as exc:
+            audit.append(record.job_id, serial, "certificate-failed", {"error": exc.line()})
+            return JobResult(record, None, exc.line())
+        audit.append(record.job_id, serial, "certified",
+                     {"certificate": str(path), "record_sha256": record.sha256()})
+        return JobResult(record, path)
+
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        return list(pool.map(one, targets))
+
+
+EXIT_BY_OUTCOME = {Outcome.ERASED_VERIFIED: 0, Outcome.ERASED_UNVERIFIED: 10,
+                   Outcome.BLOCKED: 11, Outcome.FAILED: 12}
+
+
+def exit_code(results: list[JobResult]) -> int:
+    """0 when every device is erased and verified; otherwise the most serious outcome's code."""
+    codes = [EXIT_BY_OUTCOME[r.record.outcome] for r in results]
+    if any(r.certificate is None for r in results):
+        codes.append(8)
+    return max(codes, default=0) if codes else 0

@@ -1,0 +1,57 @@
+"""ADB plugin: phones booted into Android with USB debugging enabled.
+
+Client side: adbutils through the adb server (which owns USB). Emulator: an emulated adbd
+speaking the real wire protocol over loopback TCP, reached by the same server.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import adbutils
+
+from erase.errors import DeviceNotFound, PhonewipeError
+from erase.model import Endpoint
+from erase.plugin import Plugin, PluginOptions, Session
+
+from .server import DEFAULT_PORT, AdbServer
+
+STATE_TO_MODE = {"device": "adb", "unauthorized": "adb", "offline": "adb",
+                 "recovery": "recovery", "sideload": "recovery", "rescue": "recovery"}
+
+
+class AdbPlugin(Plugin):
+    name = "adb"
+
+    def __init__(self, options: PluginOptions | None = None) -> None:
+        super().__init__(options)
+        self.server = AdbServer(port=int(self.options.get("adb_port", DEFAULT_PORT)),
+                                adb_path=self.options.get("adb_path"),
+                                home=self.options.get("adb_home"))
+
+    def discover(self) -> list[Endpoint]:
+        try:
+            devices = self.server.client().list()
+        except (adbutils.AdbError, OSError) as exc:
+            raise PhonewipeError(f"the adb server on port {self.server.port} does not answer: {exc}",
+                                 "restart it with `adb kill-server`") from exc
+        return [Endpoint(plugin=self.name, mode=STATE_TO_MODE.get(d.state, "adb"),
+                         address=d.serial, label=d.state) for d in devices
+                if d.state in STATE_TO_MODE]
+
+    def open(self, endpoint: Endpoint) -> Session:
+        from .client import AdbSession
+
+        states = {d.serial: d.state for d in self.server.client().list()}
+        if endpoint.address not in states:
+            raise DeviceNotFound(f"no adb device {endpoint.address}",
+                                 "check the cable, enable USB debugging, and run `phonewipe devices`")
+        return AdbSession(self, endpoint, states[endpoint.address])
+
+    def start_emulator(self, storage: Any, profile: Any) -> Any:
+        from .emulator import EmulatedAdbd
+
+        adbd = EmulatedAdbd(storage)
+        adbd.start()
+        if storage.state.mode == "adb":
+            self.server.connect(adbd.address)
+        return adbd

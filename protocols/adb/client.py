@@ -1,0 +1,457 @@
+"""One phone over ADB: identify, check locks, erase, read back, reset.
+
+Every command runs through shell protocol v2 (exit status and stderr travel separately)
+and sticks to the portable toybox subset described in shared/protocols/adb.md.
+"""
+from __future__ import annotations
+
+import re
+import struct
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import adbutils
+
+from erase.errors import DeviceCommandFailed, DeviceGone, ProtocolError
+from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
+                         Severity, Technique)
+from erase.pattern import PatternStream
+from erase.plugin import EraseContext, EraseReport, Extent, ProgressFn, Session
+
+if TYPE_CHECKING:
+    from . import AdbPlugin
+
+USERDATA = "/dev/block/by-name/userdata"
+FILL_DIR = "/sdcard/phonewipe-fill"
+BLOCK = 4096
+STREAM_CHUNK = 1024 * 1024
+ZERO_CHUNK_MIB = 64
+FILL_FILE_MAX = 256 * 1024 * 1024
+READ_BATCH = 64
+
+RAW_PATTERN = EraseMethod(
+    "adb-raw-pattern", "Overwrite of the userdata block device with a host-keyed pseudo-random "
+    "pattern, streamed from the host", Category.CLEAR, Technique.OVERWRITE, True,
+    Expectation.PATTERN, "needs root; the device cannot produce the pattern without storing it")
+RAW_ZEROS = EraseMethod(
+    "adb-raw-zeros", "Overwrite of the userdata block device with zeros, written on the device",
+    Category.CLEAR, Technique.OVERWRITE, True, Expectation.ZEROS, "needs root; fastest")
+FILL_RESET = EraseMethod(
+    "adb-fill-reset", "Deletion of user files, fill of all free user storage with a host-keyed "
+    "pattern, sampled read-back, then factory reset", Category.CLEAR, Technique.OVERWRITE, True,
+    Expectation.PATTERN, "no root needed")
+FACTORY_RESET = EraseMethod(
+    "adb-factory-reset", "Factory reset (cryptographic erase of file-encryption keys, "
+    "vendor-attested)", Category.CLEAR, Technique.CRYPTO_ERASE, False, None,
+    "no read-back is possible")
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_line(self) -> str:
+        text = (self.stderr or self.stdout).decode("utf-8", "replace").strip().splitlines()
+        return text[-1] if text else f"exit status {self.status}"
+
+
+def _quote_for_su(command: str) -> str:
+    if "'" in command:
+        raise ValueError("commands run through su must not contain single quotes")
+    return f"su -c '{command}'"
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text, re.MULTILINE))
+
+
+def parse_imei_parcel(text: str) -> str | None:
+    """`service call iphonesubinfo` prints a Parcel dump; the IMEI is its UTF-16 string."""
+    chars = "".join(re.findall(r"'([^']*)'", text)).replace(".", "")
+    digits = re.sub(r"\D", "", chars)
+    return digits if 14 <= len(digits) <= 16 else None
+
+
+def parse_df_kib(text: str) -> tuple[int, int] | None:
+    """(total KiB, available KiB) from toybox `df` output for one mount."""
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].isdigit() and parts[3].isdigit():
+            return int(parts[1]), int(parts[3])
+    return None
+
+
+class AdbSession(Session):
+    def __init__(self, plugin: "AdbPlugin", endpoint: Endpoint, state: str) -> None:
+        self.plugin = plugin
+        self.endpoint = endpoint
+        self.state = state
+        self.client = plugin.server.client()
+        self.device = self.client.device(serial=endpoint.address)
+        self.props: dict[str, str] = {}
+        self.root: str | None = None  # None, "su" or "adbd"
+        self._reader: _DdReader | None = None
+        self._reset_done = False
+        self._identity: Identity | None = None
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _alive(self) -> bool:
+        try:
+            return any(d.serial == self.endpoint.address and d.state == "device"
+                       for d in self.client.list())
+        except (adbutils.AdbError, OSError):
+            return False
+
+    def _gone(self, what: str) -> DeviceGone:
+        return DeviceGone(f"the phone {self.endpoint.address} disconnected {what}",
+                          "check the cable and USB port, then run the erase again")
+
+    def _open(self, command: str) -> Any:
+        try:
+            conn = self.device.open_transport(timeout=60)
+            conn.send_command(f"shell,v2,raw:{command}")
+            conn.check_okay()
+            return conn
+        except (adbutils.AdbError, OSError) as exc:
+            if not self._alive():
+                raise self._gone("before a command could run") from exc
+            raise DeviceCommandFailed(f"the phone refused a shell: {exc}",
+                                      "unlock the phone and check USB debugging is still allowed") from exc
+
+    def _as_root(self, command: str) -> str:
+        return _quote_for_su(command) if self.root == "su" else command
+
+    def run(self, command: str, root: bool = False, stdin: Iterable[bytes] | None = None,
+            progress: ProgressFn | None = None, total: int = 0) -> ShellResult:
+        """Run one command with shell protocol v2, optionally streaming stdin."""
+        conn = self._open(self._as_root(command) if root else command)
+        sock = conn.conn
+        sent = 0
+        try:
+            try:
+                for chunk in stdin or ():
+                    sock.sendall(struct.pack("<BI", 0, len(chunk)))
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+                    if progress:
+                        progress(sent, total)
+                if stdin is not None:
+                    sock.sendall(struct.pack("<BI", 4, 0))  # close stdin
+            except OSError:
+                pass  # the command ended early; its exit status says why
+            return self._collect(conn, sent, total)
+        finally:
+            conn.close()
+
+    def _collect(self, conn: Any, sent: int, total: int) -> ShellResult:
+        out, err = bytearray(), bytearray()
+        try:
+            while True:
+                header = conn.read_exact(5)
+                kind, length = header[0], struct.unpack("<I", header[1:])[0]
+                if length > 64 * 1024 * 1024:
+                    raise ProtocolError(f"the phone sent a malformed shell frame ({length} bytes)",
+                                        "reconnect the phone and run again")
+                data = conn.read_exact(length) if length else b""
+                if kind == 1:
+                    out += data
+                elif kind == 2:
+                    err += data
+                elif kind == 3:
+                    return ShellResult(data[0] if data else 255, bytes(out), bytes(err))
+        except (adbutils.AdbError, OSError) as exc:
+            where = f"after {sent} of {total} bytes ({sent * 100 // total}%)" if total else \
+                "while a command was running"
+            if not self._alive():
+                raise self._gone(where) from exc
+            raise DeviceCommandFailed(f"the phone closed the shell {where} without an exit status",
+                                      "run the erase again") from exc
+
+    def check(self, command: str, root: bool = False, **kw: Any) -> ShellResult:
+        result = self.run(command, root=root, **kw)
+        if result.status != 0:
+            raise DeviceCommandFailed(f"`{command.split()[0]}` failed on the phone: {result.error_line()}",
+                                      "see the audit log; run the erase again")
+        return result
+
+    # -- identity and preflight ------------------------------------------------------------
+    def identify(self) -> Identity:
+        if self.state != "device":
+            self._identity = Identity(platform="android")
+            return self._identity
+        self.props = parse_getprop(self.check("getprop").text)
+        self.root = self._detect_root()
+        p = self.props
+        capacity = None
+        if self.root:
+            size = self.run(f"blockdev --getsize64 {USERDATA}", root=True)
+            capacity = int(size.text.strip()) if size.status == 0 and size.text.strip().isdigit() else None
+        if capacity is None:
+            df = parse_df_kib(self.run("df /data").text)
+            capacity = df[0] * 1024 if df else None
+        imei = parse_imei_parcel(self.run("service call iphonesubinfo 1 s16 com.android.shell").text)
+        locked = p.get("ro.boot.flash.locked")
+        self._identity = Identity(
+            platform="android", manufacturer=p.get("ro.product.manufacturer") or None,
+            model=p.get("ro.product.model") or None, serial=p.get("ro.serialno") or None,
+            imeis=(imei,) if imei else (), os_version=p.get("ro.build.version.release") or None,
+            storage_type=None, capacity_bytes=capacity,
+            bootloader_locked=None if locked is None else locked == "1",
+            frp=None, mdm=None, encryption=p.get("ro.crypto.type") or None,
+            build_type=p.get("ro.build.type") or None)
+        return self._identity
+
+    def _detect_root(self) -> str | None:
+        if "uid=0(" in self.run("id").text:
+            return "adbd"
+        su = self.run(_quote_for_su("id"))
+        if su.status == 0 and "uid=0(" in su.text:
+            return "su"
+        return None
+
+    def preflight(self) -> list[Finding]:
+        if self.state == "unauthorized":
+            return [Finding(Severity.BLOCKER, "usb-debugging-unauthorized",
+                            "Unlock the phone and accept the 'Allow USB debugging?' prompt, then run again.")]
+        if self.state != "device":
+            return [Finding(Severity.BLOCKER, f"adb-{self.state}",
+                            f"The phone is {self.state} over adb: reconnect the cable (another port), then run again.")]
+        findings = []
+        accounts = re.findall(r"Account \{name=([^,]+), type=com\.google\}", self.run("dumpsys account").text)
+        self._identity = self._with(frp=bool(accounts))
+        if accounts:
+            findings.append(Finding(
+                Severity.BLOCKER, "frp-google-account",
+                f"A Google account ({', '.join(accounts)}) is signed in, so Factory Reset Protection "
+                "would lock the next owner out: remove the account in Settings > Accounts, then run again."))
+        owner = re.search(r"Device Owner:.*?admin=ComponentInfo\{([^}]+)\}",
+                          self.run("dumpsys device_policy").text, re.S)
+        self._identity = self._with(mdm=bool(owner))
+        if owner:
+            findings.append(Finding(
+                Severity.BLOCKER, "mdm-device-owner",
+                f"The phone is managed by {owner.group(1)} (MDM device owner): have the organisation "
+                "release it from management, then run again."))
+        if self.run("locksettings verify").status != 0:
+            findings.append(Finding(
+                Severity.WARNING if self.root else Severity.BLOCKER, "screen-lock",
+                "A screen lock is set and the phone is not rooted, so adb cannot reset it: remove the "
+                "lock in Settings > Security, then run again."
+                if not self.root else "A screen lock is set (root methods still work)."))
+        findings.append(Finding(Severity.INFO, "root",
+                                {"su": "Root available through su.", "adbd": "adbd runs as root.",
+                                 None: "No root: the userdata block device cannot be overwritten directly."}[self.root]))
+        return findings
+
+    def _with(self, **changes: Any) -> Identity:
+        from dataclasses import replace
+        return replace(self._identity or Identity(platform="android"), **changes)
+
+    @property
+    def identity(self) -> Identity:
+        return self._identity or Identity(platform="android")
+
+    def methods(self) -> list[EraseMethod]:
+        if self.state != "device":
+            return []
+        testharness = int(self.props.get("ro.build.version.sdk", "0") or 0) >= 29
+        locked_screen = self.run("locksettings verify").status != 0
+        methods = []
+        if self.root:
+            methods += [RAW_PATTERN, RAW_ZEROS]
+        if not locked_screen and testharness:
+            methods.append(FILL_RESET)
+        if self.root or (testharness and not locked_screen):
+            methods.append(FACTORY_RESET)
+        return methods
+
+    # -- erase -----------------------------------------------------------------------------
+    def erase(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        if method is RAW_PATTERN or method is RAW_ZEROS:
+            return self._erase_raw(method, context, progress)
+        if method is FILL_RESET:
+            return self._erase_fill(context, progress)
+        if method is FACTORY_RESET:
+            details = self._factory_reset()
+            return EraseReport(0, None, "whole device (factory reset)", details)
+        raise DeviceCommandFailed(f"unknown adb method {method.name}", "choose a listed method")
+
+    def _userdata_size(self) -> int:
+        result = self.check(f"blockdev --getsize64 {USERDATA}", root=True)
+        return int(result.text.strip())
+
+    def _erase_raw(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        size = self._userdata_size()
+        if size % BLOCK:
+            raise DeviceCommandFailed(f"userdata size {size} is not a multiple of {BLOCK}",
+                                      "this phone needs a different method (--method)")
+        if method is RAW_PATTERN:
+            stream = PatternStream(context.pattern_key)
+            chunks = (stream.next(min(STREAM_CHUNK, size - off)) for off in range(0, size, STREAM_CHUNK))
+            self.check(f"dd of={USERDATA} bs={STREAM_CHUNK} conv=notrunc", root=True,
+                       stdin=chunks, progress=progress, total=size)
+        else:
+            self._zero_fill(size, progress)
+        self.check("sync", root=True)
+        self._reader = _DdReader(self, [(USERDATA, size)], root=True)
+        return EraseReport(size, method.expectation, f"userdata block device, {size} bytes",
+                           {"device": USERDATA, "bytes": size, "root": self.root,
+                            "pattern": "AES-256-CTR keystream, key held by the host"
+                            if method is RAW_PATTERN else "zeros"})
+
+    def _zero_fill(self, size: int, progress: ProgressFn) -> None:
+        mib = 1024 * 1024
+        whole = size // mib
+        for start in range(0, whole, ZERO_CHUNK_MIB):
+            count = min(ZERO_CHUNK_MIB, whole - start)
+            self.check(f"dd if=/dev/zero of={USERDATA} bs={mib} seek={start} count={count} conv=notrunc",
+                       root=True)
+            progress((start + count) * mib, size)
+        tail = size - whole * mib
+        if tail:
+            self.check(f"dd if=/dev/zero of={USERDATA} bs={BLOCK} seek={whole * mib // BLOCK} "
+                       f"count={tail // BLOCK} conv=notrunc", root=True)
+        progress(size, size)
+
+    def _erase_fill(self, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        removed = [name for name in self.check("ls /sdcard").text.split() if name]
+        for name in removed:
+            self.check(f"rm -rf /sdcard/{name}")
+        df = parse_df_kib(self.check("df /data").text)
+        if df is None:
+            raise DeviceCommandFailed("cannot read free space from `df /data`", "use --method adb-factory-reset")
+        free = df[1] * 1024 // BLOCK * BLOCK
+        self.check(f"mkdir -p {FILL_DIR}")
+        stream = PatternStream(context.pattern_key)
+        files: list[tuple[str, int]] = []
+        written = 0
+        while written < free:
+            size = min(FILL_FILE_MAX, free - written)
+            path = f"{FILL_DIR}/fill-{len(files):04d}.bin"
+            chunks = (stream.next(min(STREAM_CHUNK, size - off)) for off in range(0, size, STREAM_CHUNK))
+            base = written
+
+            def report(done: int, _total: int, base: int = base) -> None:
+                progress(base + done, free)
+            self.check(f"dd of={path} bs={STREAM_CHUNK}", stdin=chunks, progress=report, total=free)
+            files.append((path, size))
+            written += size
+        self._reader = _DdReader(self, files, root=False)
+        return EraseReport(written, Expectation.PATTERN,
+                           f"free user storage fill, {written} bytes in {len(files)} files",
+                           {"deleted_top_level_entries": removed, "fill_bytes": written,
+                            "fill_files": len(files), "data_partition_kib": df[0]})
+
+    def reader(self) -> "_DdReader | None":
+        return self._reader
+
+    def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
+        if method is FACTORY_RESET:
+            return {}
+        if method is FILL_RESET:
+            self.check(f"rm -rf {FILL_DIR}")
+        return {"after_verification": "fill deleted; " if method is FILL_RESET else "",
+                **self._factory_reset()}
+
+    def _factory_reset(self) -> dict[str, Any]:
+        if self.root:
+            self.check("mkdir -p /cache/recovery", root=True)
+            self.check("echo --wipe_data > /cache/recovery/command", root=True)
+            self._reboot("reboot:recovery")
+            self._reset_done = True
+            return {"factory_reset": "recovery --wipe_data"}
+        result = self.run("cmd testharness enable")
+        if result.status != 0:
+            raise DeviceCommandFailed(f"the phone refused the factory reset: {result.error_line()}",
+                                      "remove the screen lock, or reset from Settings and run again")
+        self._reset_done = True
+        return {"factory_reset": "cmd testharness enable (Test Harness Mode reset)"}
+
+    def _reboot(self, service: str) -> None:
+        try:
+            with self.device.open_transport(timeout=10) as conn:
+                conn.send_command(service)
+                conn.check_okay()
+                conn.read_until_close(encoding=None)
+        except (adbutils.AdbError, OSError):
+            pass  # the phone drops the link as it reboots
+
+    def post_state(self) -> dict[str, Any]:
+        if not self._reset_done:
+            return {}
+        wait = float(self.plugin.options.get("reboot_wait", 60))
+        if self.root:
+            return {"returned_over_adb": False,
+                    "note": "rebooted to recovery to wipe; after a reset USB debugging is off, so "
+                            "the post-reset state is not observable over adb"}
+        deadline = time.monotonic() + wait
+        address = self.endpoint.address
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if ":" in address:
+                try:
+                    self.client.connect(address, timeout=3)
+                except (adbutils.AdbError, OSError):
+                    continue
+            if self._alive():
+                accounts = re.findall(r"Account \{name=", self.run("dumpsys account").text)
+                harness = self.run("getprop persist.sys.test_harness").text.strip()
+                return {"returned_over_adb": True, "google_accounts": len(accounts),
+                        "test_harness": harness == "1",
+                        "user_files": self.run("ls /sdcard").text.split()}
+        return {"returned_over_adb": False, "note": f"did not return over adb within {wait:.0f} s"}
+
+
+class _DdReader:
+    """Read-back with `dd` batches over shell v2: one command reads many samples."""
+
+    def __init__(self, session: AdbSession, sources: list[tuple[str, int]], root: bool) -> None:
+        self.session = session
+        self.sources = sources
+        self.root = root
+        self.size = sum(size for _, size in sources)
+        self.block_size = BLOCK
+
+    def _pieces(self, offset: int, length: int) -> list[tuple[str, int, int]]:
+        pieces, base = [], 0
+        for path, size in self.sources:
+            lo, hi = max(offset, base), min(offset + length, base + size)
+            if lo < hi:
+                pieces.append((path, lo - base, hi - lo))
+            base += size
+        return pieces
+
+    def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
+        pending = list(extents)
+        while pending:
+            batch, pending = pending[:READ_BATCH], pending[READ_BATCH:]
+            commands, lengths = [], []
+            for offset, length in batch:
+                pieces = self._pieces(offset, length)
+                lengths.append(sum(n for *_, n in pieces))
+                commands += [f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
+                             for path, off, n in pieces]
+            result = self.session.run(" && ".join(commands), root=self.root)
+            data = result.stdout
+            pos = 0
+            if result.status == 0:
+                for length in lengths:  # a short answer shows up as a short sample
+                    yield data[pos:pos + length]
+                    pos += length
+                continue
+            # `&&` stopped at the first dd that failed: everything before it is complete
+            index = 0
+            while index < len(lengths) and pos + lengths[index] <= len(data):
+                yield data[pos:pos + lengths[index]]
+                pos += lengths[index]
+                index += 1
+            if index < len(batch):
+                yield None
+                pending = batch[index + 1:] + pending

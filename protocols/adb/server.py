@@ -1,0 +1,97 @@
+"""The adb server our client talks to: the real one (Debian's `adb` or the one adbutils
+ships), started on a chosen port so tests and the demo never disturb a user's server."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import adbutils
+
+from erase.errors import DeviceNotFound, PhonewipeError
+
+DEFAULT_PORT = 5037
+
+
+def find_adb(explicit: str | None = None) -> str:
+    if explicit:
+        if not shutil.which(explicit) and not Path(explicit).is_file():
+            raise PhonewipeError(f"adb binary {explicit!r} not found", "install the Debian package adb "
+                                 "or pass --adb-path")
+        return explicit
+    try:
+        return adbutils.adb_path()
+    except adbutils.AdbError as exc:
+        raise PhonewipeError("no adb binary found", "install the Debian package adb "
+                             "(apt-get install adb)") from exc
+
+
+@dataclass
+class AdbServer:
+    """One adb server on ``port``. ``home`` isolates its keys (~/.android) when given."""
+
+    port: int = DEFAULT_PORT
+    adb_path: str | None = None
+    home: Path | None = None
+    _started_here: bool = field(default=False, init=False)
+
+    @property
+    def binary(self) -> str:
+        return find_adb(self.adb_path)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.home is not None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            env["HOME"] = str(self.home)
+            env["ANDROID_USER_HOME"] = str(self.home / ".android")
+            env["ADB_VENDOR_KEYS"] = str(self.home / ".android")
+        env.pop("ANDROID_ADB_SERVER_PORT", None)
+        return env
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([self.binary, "-P", str(self.port), *args], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def running(self) -> bool:
+        try:
+            adbutils.AdbClient(host="127.0.0.1", port=self.port).server_version()
+            return True
+        except (adbutils.AdbError, OSError):
+            return False
+
+    def ensure_started(self) -> None:
+        if self.running():
+            return
+        result = self.run("start-server")
+        if result.returncode != 0 or not self.running():
+            raise PhonewipeError(f"cannot start the adb server on port {self.port}: "
+                                 f"{(result.stderr or result.stdout).strip()[:200]}",
+                                 "check that adb is installed and the port is free")
+        self._started_here = True
+
+    def client(self) -> adbutils.AdbClient:
+        self.ensure_started()
+        return adbutils.AdbClient(host="127.0.0.1", port=self.port, socket_timeout=30)
+
+    def connect(self, address: str, timeout: float = 10.0) -> str:
+        """`adb connect ADDRESS`, then wait until the device is listed. Returns its serial."""
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = client.connect(address, timeout=5)
+            if "connected to" in answer and "unable" not in answer and "failed" not in answer:
+                states = {d.serial: d.state for d in client.list()}
+                if states.get(address) in ("device", "unauthorized"):
+                    return address
+            if time.monotonic() > deadline:
+                raise DeviceNotFound(f"cannot connect the adb server to {address}: {answer.strip()}",
+                                     "check the address and that the device or emulator is running")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.running():
+            self.run("kill-server", timeout=15)
