@@ -39,6 +39,7 @@ class SigningMaterial:
     key: PrivateKey  # a cryptography private key object
     cert: x509.Certificate
     paths: KeyPaths
+    chain: tuple[x509.Certificate, ...] = ()  # issuers after the leaf in signing-cert.pem
 
 
 def key_paths(directory: Path) -> KeyPaths:
@@ -80,11 +81,12 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _write_material(directory: Path, key: PrivateKey, cert: x509.Certificate) -> KeyPaths:
+def _write_material(directory: Path, key: PrivateKey, cert: x509.Certificate,
+                    chain: tuple[x509.Certificate, ...] = ()) -> KeyPaths:
     paths = key_paths(directory)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_atomic(paths.key, key_pem, 0o600)
@@ -145,7 +147,7 @@ def import_pkcs12(p12_path: Path, password: str | bytes | None, directory: Path,
                              "check the path of the PKCS#12 file") from e
     secret = password.encode("utf-8") if isinstance(password, str) else password
     try:
-        key, cert, _extra = pkcs12.load_key_and_certificates(data, secret or None)
+        key, cert, extra = pkcs12.load_key_and_certificates(data, secret or None)
     except (ValueError, TypeError) as e:
         raise PhonewipeError(f"cannot open PKCS#12 file {p12_path}: wrong password or not a "
                              "PKCS#12 file", "check the file and the --password") from e
@@ -158,7 +160,8 @@ def import_pkcs12(p12_path: Path, password: str | bytes | None, directory: Path,
                                            serialization.PublicFormat.SubjectPublicKeyInfo):
         raise PhonewipeError(f"the key in {p12_path} does not belong to its certificate",
                              "export the matching key and certificate")
-    return _write_material(directory, key, cert)
+    chain = tuple(c for c in extra if c != cert)
+    return _write_material(directory, key, cert, chain)
 
 
 def load_signing_material(directory: Path) -> SigningMaterial:
@@ -177,14 +180,14 @@ def load_signing_material(directory: Path) -> SigningMaterial:
     except (ValueError, TypeError) as e:
         raise _missing(directory, f"{KEY_FILE} is corrupt or encrypted") from e
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert, *chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError as e:
         raise _missing(directory, f"{CERT_FILE} is corrupt") from e
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.DER, spki) != \
             cert.public_key().public_bytes(serialization.Encoding.DER, spki):
         raise _missing(directory, f"{KEY_FILE} does not match {CERT_FILE}")
-    return SigningMaterial(key=key, cert=cert, paths=paths)
+    return SigningMaterial(key=key, cert=cert, paths=paths, chain=tuple(chain))
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -260,10 +260,11 @@ def demo(ctx: click.Context, out_dir: Path, profiles: tuple[str, ...], as_json: 
 @click.option("--list", "list_profiles", is_flag=True, help="list the available profiles")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per handset")
 @click.option("--workdir", type=click.Path(path_type=Path), help="where the storage images go")
+@click.option("--userdata-mib", type=click.IntRange(1), help="override the profiles' userdata size")
 @click.pass_context
 @expected_errors
 def emulate(ctx: click.Context, profiles: tuple[str, ...], list_profiles: bool, as_json: bool,
-            workdir: Path | None) -> None:
+            workdir: Path | None, userdata_mib: int | None) -> None:
     """Start emulated handsets, connect them to the adb server, run until interrupted."""
     import tempfile
     from .emulation.fleet import start_handsets, stop_handsets
@@ -274,7 +275,8 @@ def emulate(ctx: click.Context, profiles: tuple[str, ...], list_profiles: bool, 
         if not profiles:
             return
     workdir = workdir or Path(tempfile.mkdtemp(prefix="phonewipe-emulate-"))
-    handsets = start_handsets(list(profiles), workdir, _plugins(ctx))
+    handsets = start_handsets(list(profiles), workdir, _plugins(ctx),
+                              userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

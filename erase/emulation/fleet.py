@@ -3,7 +3,7 @@ has an emulator for the handset's modes (found through the registry)."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,11 @@ class EmulatedHandset:
         self.storage.close()
 
 
-def start_handsets(profile_names: list[str], workdir: Path, plugins: dict[str, Plugin]) -> list[EmulatedHandset]:
+def start_handsets(profile_names: list[str], workdir: Path, plugins: dict[str, Plugin],
+                   userdata_bytes: int | None = None) -> list[EmulatedHandset]:
     profiles = [load_profile(name) for name in profile_names]  # fail before starting any
+    if userdata_bytes:
+        profiles = [replace(p, userdata_bytes=userdata_bytes) for p in profiles]
     seen: Counter[str] = Counter()
     handsets: list[EmulatedHandset] = []
     try:

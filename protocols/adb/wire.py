@@ -114,6 +114,11 @@ def pack_header(command: int, arg0: int, arg1: int, data: bytes | bytearray | me
     return _HEADER.pack(command, arg0, arg1, size, check, command ^ 0xFFFFFFFF)
 
 
+def header_bytes(command: int, arg0: int, arg1: int, length: int, check: int = 0) -> bytes:
+    """Fast header packing for hot paths (no validation of the command)."""
+    return _HEADER.pack(command, arg0, arg1, length, check, command ^ 0xFFFFFFFF)
+
+
 def pack(command: int, arg0: int, arg1: int, data: bytes | bytearray | memoryview = b"",
          *, with_checksum: bool = True) -> bytes:
     """A whole message: header then payload."""

@@ -1,0 +1,215 @@
+"""What a certificate says: every printed field, as pure functions of the `Record`.
+
+The renderer prints exactly `visible_sections(record)`; nothing else on the page depends on
+the record except the QR code and the footer, which carry the record's SHA-256 and id.
+Missing values print as "unknown", never guessed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from erase.model import Record, VerificationResult
+
+STANDARD_LINE = "NIST SP 800-88 Rev. 2 (2025) / IEEE 2883-2022"
+TITLE = "Certificate of Sanitization"
+QR_PREFIX = "phonewipe:record-sha256:"
+UNKNOWN = "unknown"
+MAX_FAILURES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    rows: tuple[tuple[str, str], ...]
+
+
+def _text(value: Any) -> str:
+    """One printable value; missing values print as "unknown", never guessed."""
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": ")) \
+            if value else UNKNOWN
+    text = str(value).strip()
+    return text if text else UNKNOWN
+
+
+def _count(value: Any, unit: str = "") -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return _text(value)
+    return f"{value:,}{' ' + unit if unit else ''}"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return UNKNOWN
+    if value >= 10 ** 9:
+        return f"{value / 10 ** 9:.1f} GB ({value:,} bytes)"
+    if value >= 10 ** 6:
+        return f"{value / 10 ** 6:.1f} MB ({value:,} bytes)"
+    return f"{value:,} bytes"
+
+
+def _ratio(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _text(value)
+    return f"{value:g} ({value * 100:g}%)"
+
+
+def _mapping(data: dict[str, Any]) -> str:
+    if not data:
+        return UNKNOWN
+    return "; ".join(f"{k}: {_text(v)}" for k, v in sorted(data.items()))
+
+
+def _storage(record: Record) -> str:
+    kind = record.device.storage_type or "unknown type"
+    cap = record.device.capacity_bytes
+    return f"{kind}, {_bytes(cap) if cap is not None else 'unknown capacity'}" \
+        if (record.device.storage_type or cap is not None) else UNKNOWN
+
+
+def tool_text(tool: dict[str, str]) -> str:
+    if not tool:
+        return UNKNOWN
+    head = " ".join(p for p in (tool.get("name", ""), tool.get("version", "")) if p)
+    rest = [f"{k} {v}" for k, v in sorted(tool.items()) if k not in ("name", "version")]
+    text = head or UNKNOWN
+    return f"{text} ({', '.join(rest)})" if rest else text
+
+
+def _endpoint(record: Record) -> str:
+    e = record.endpoint
+    return f"{e} ({e.label})" if e.label else str(e)
+
+
+def _plan_value(v: VerificationResult, key: str, fmt: Any = _text) -> str:
+    if key in v.plan and v.plan[key] is not None:
+        return fmt(v.plan[key])
+    if key in ("confidence", "residual") and v.mode in ("nist", "full", "none"):
+        return f"not applicable ({v.mode} mode)"
+    return UNKNOWN
+
+
+def _verification_rows(v: VerificationResult | None) -> tuple[tuple[str, str], ...]:
+    if v is None:
+        return (("Verification", "not performed"),)
+    rows = [
+        ("Mode", _text(v.mode)),
+        ("Status", _text(v.status)),
+        ("Expectation", _text(v.expectation)),
+        ("Scope", _text(v.scope)),
+        ("Plan algorithm", _plan_value(v, "algorithm")),
+        ("Address space", _plan_value(v, "size", _bytes)),
+        ("Plan seed", _plan_value(v, "seed")),
+        ("Block size", _plan_value(v, "block_size", lambda x: _count(x, "bytes"))),
+        ("Planned samples", _plan_value(v, "samples", _count)),
+        ("Confidence", _plan_value(v, "confidence", _ratio)),
+        ("Residual fraction", _plan_value(v, "residual", _ratio)),
+    ]
+    known = {"algorithm", "size", "seed", "block_size", "samples", "confidence", "residual",
+             "mode"}
+    rows += [(f"Plan {k}", _text(val)) for k, val in sorted(v.plan.items()) if k not in known]
+    rows += [
+        ("Samples read", _count(v.samples_read)),
+        ("Bytes read", _bytes(v.bytes_read)),
+        ("Sample digest (SHA-256)", _text(v.digest)),
+        ("Failures", _count(v.failures_total)),
+    ]
+    for i, f in enumerate(v.failures[:MAX_FAILURES_SHOWN], 1):
+        rows.append((f"Failure {i}", f"offset {f.offset:,} (0x{f.offset:x}): {_text(f.found)}"))
+    hidden = max(v.failures_total, len(v.failures)) - min(len(v.failures), MAX_FAILURES_SHOWN)
+    if hidden > 0:
+        rows.append(("More failures", f"{hidden:,} more not shown (see the embedded record)"))
+    if v.reason:
+        rows.append(("Verification note", v.reason))
+    return tuple(rows)
+
+
+def visible_sections(record: Record) -> list[Section]:
+    """Every field the certificate prints, grouped as printed."""
+    d, o, s = record.device, record.operator, record.sanitization
+    org = o.organization.strip() or UNKNOWN
+    sections = [
+        Section("Certificate", (
+            ("Result", record.result_text),
+            ("Outcome", record.outcome.value),
+            ("Record ID", _text(record.record_id)),
+            ("Job ID", _text(record.job_id)),
+            ("Batch ID", _text(record.batch_id) if record.batch_id else "none"),
+            ("Created", _text(record.created_at)),
+            ("Record SHA-256", record.sha256()),
+            ("Schema", _text(record.schema)),
+        )),
+        Section("Person performing sanitization", (
+            ("Name", _text(o.name)),
+            ("Title", _text(o.title)),
+            ("Organization", _text(o.organization)),
+            ("Location", _text(o.location)),
+            ("Phone", _text(o.phone)),
+        )),
+        Section("Media / device", (
+            ("Manufacturer", _text(d.manufacturer)),
+            ("Model", _text(d.model)),
+            ("Serial number", _text(d.serial)),
+            ("IMEI", ", ".join(d.imeis) if d.imeis else UNKNOWN),
+            ("Storage", _storage(record)),
+            ("OS version", _text(d.os_version)),
+            ("Platform", _text(d.platform)),
+            ("Encryption", _text(d.encryption)),
+            ("Asset tag", _text(record.asset_tag)),
+            ("Endpoint", _endpoint(record)),
+        )),
+    ]
+    if s is None:
+        san_rows: tuple[tuple[str, str], ...] = (
+            ("Sanitization", "not performed"),
+            ("Tool", tool_text(record.tool)),
+        )
+    else:
+        san_rows = (
+            ("Category", _text(s.category)),
+            ("Technique", _text(s.technique)),
+            ("Method", f"{_text(s.title)} ({_text(s.method)})"),
+            ("Method details", _mapping(s.details)),
+            ("Justification", _text(s.justification)),
+            ("Standard", _text(s.standard)),
+            ("Tool", tool_text(record.tool)),
+            ("Started", _text(s.started_at)),
+            ("Finished", _text(s.finished_at)),
+            ("Bytes written", _bytes(s.bytes_written)),
+        )
+    sections.append(Section("Sanitization", san_rows))
+    sections.append(Section("Verification", _verification_rows(record.verification)))
+    findings = tuple((f.severity.value.upper(), f"{f.code}: {_text(f.message)}")
+                     for f in record.findings) or (("Findings", "none"),)
+    sections.append(Section("Findings", findings))
+    sections.append(Section("Reason", (("Reason", record.reason.strip() or "none"),)))
+    post = tuple((str(k), _text(v)) for k, v in sorted(record.post_state.items())) \
+        or (("Post state", UNKNOWN),)
+    sections.append(Section("Post-sanitization state", post))
+    dest = record.destination
+    sections.append(Section("Media destination", (
+        ("Destination", _text(dest.kind)),
+        ("Details", dest.details.strip() or "none"),
+    )))
+    sections.append(Section("Signature", (
+        ("Signature", f"Digitally signed (PAdES) by {org}; "
+                      "validate with `phonewipe cert verify`"),
+        ("Date", _text(record.created_at)),
+    )))
+    return sections
+
+
+def visible_fields(record: Record) -> list[tuple[str, str]]:
+    """(label, value) pairs as printed, labels qualified by their section."""
+    return [(f"{sec.title}: {label}", value)
+            for sec in visible_sections(record) for label, value in sec.rows]
+
+
+def qr_payload(record: Record) -> str:
+    return QR_PREFIX + record.sha256()
