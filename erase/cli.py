@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 import threading
@@ -60,6 +61,7 @@ def _config(ctx: click.Context) -> Config:
 def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None) -> None:
     """Erase phones, verify by sampling, issue signed certificates."""
     ctx.ensure_object(dict)
+    logging.getLogger("pyhanko").setLevel(logging.ERROR)  # its warnings are not ours to print
     try:
         config = load_config(config_path)
     except PhonewipeError as exc:
@@ -135,7 +137,7 @@ def _settings(config: Config, kw: dict[str, Any], method: str | None = None) -> 
 
 def _load_signer(keys_dir: Path) -> Any:
     from certificates.sign import CertificateSigner
-    return CertificateSigner.from_directory(keys_dir)
+    return CertificateSigner(keys_dir)
 
 
 class _ProgressView:
@@ -315,7 +317,7 @@ def cert_verify(paths: tuple[Path, ...], trust: Path | None) -> None:
         if report.ok:
             rec = report.record
             console.print(f"[green]valid[/]   {path}: {rec.result_text} for {rec.device.serial or 'unknown serial'}"
-                          f", signed by {report.signer}", highlight=False)
+                          f", signed by {report.signer_subject}", highlight=False)
         else:
             bad += 1
             console.print(f"[red]INVALID[/] {path}: {'; '.join(report.problems)}", highlight=False)
