@@ -94,9 +94,14 @@ def wrap(text: str, font: str, size: float, width: float) -> list[str]:
     lines: list[str] = []
     for line in simpleSplit(printable(text, font), font, size, width) or [""]:
         while len(line) > 1 and stringWidth(line, font, size) > width:
-            cut = len(line) - 1
-            while cut > 1 and stringWidth(line[:cut], font, size) > width:
-                cut -= 1
+            lo, hi = 1, len(line) - 1  # longest prefix that fits, by bisection
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if stringWidth(line[:mid], font, size) <= width:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            cut = lo
             lines.append(line[:cut])
             line = line[cut:]
         lines.append(line)

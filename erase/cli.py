@@ -317,10 +317,11 @@ def cert_verify(paths: tuple[Path, ...], trust: Path | None) -> None:
         if report.ok:
             rec = report.record
             console.print(f"[green]valid[/]   {path}: {rec.result_text} for {rec.device.serial or 'unknown serial'}"
-                          f", signed by {report.signer_subject}", highlight=False)
+                          f", signed by {report.signer_subject}", highlight=False, soft_wrap=True)
         else:
             bad += 1
-            console.print(f"[red]INVALID[/] {path}: {'; '.join(report.problems)}", highlight=False)
+            console.print(f"[red]INVALID[/] {path}: {'; '.join(report.problems)}", highlight=False,
+                          soft_wrap=True)
     sys.exit(6 if bad else 0)
 
 

@@ -4,6 +4,7 @@ log before the next one starts."""
 from __future__ import annotations
 
 import dataclasses
+import traceback
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -93,6 +94,10 @@ class _Job:
             outcome, reason = Outcome.FAILED, f"{exc.message} (during {self.stage}); {advice}"
         except PhonewipeError as exc:
             outcome, reason = (Outcome.FAILED, f"{exc.line()} (during {self.stage})")
+        except Exception as exc:  # a bug must not cost the other phones, the log or a record
+            self.log("internal-error", {"error": repr(exc), "traceback": traceback.format_exc()})
+            outcome, reason = (Outcome.FAILED, f"internal error during {self.stage}: {exc!r}; "
+                                               "please report it with the audit log")
         record = self._record(outcome, reason)
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
                             "reason": reason, "record": record.to_dict()})

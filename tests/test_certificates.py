@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from pyhanko.pdf_utils import embed, generic
-from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils import generic
 
 from certificates import sign as sign_mod
 from certificates.fields import visible_fields
@@ -22,6 +21,7 @@ from certificates.keys import (describe, import_pkcs12, init_keys, load_signing_
 from certificates.render import STANDARD_LINE, printable, render_pdf, wrap
 from certificates.sign import CertificateSigner, certificate_filename
 from certificates.verify import show_certificate, verify_bytes, verify_certificate
+from forgery import swap_embedded_record
 from erase.errors import CertificateInvalid, KeyMissing, OutputError, PhonewipeError
 from erase.model import (Category, Destination, Endpoint, Finding, Identity, Operator, Outcome,
                          Record, SampleFailure, Sanitization, Severity, VerificationResult)
@@ -262,23 +262,9 @@ def test_one_byte_changed_fails(signed: Path, tmp_path: Path, where: float) -> N
     assert not_ok(verify_bytes(bytes(data), tmp_path / "t.pdf"))
 
 
-def _swap_embedded_record(data: bytes, new_json: bytes) -> bytes:
-    """Append an incremental update that points phonewipe-record.json at new content."""
-    w = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
-    ef = embed.EmbeddedFileObject.from_file_data(w, new_json, mime_type="application/json")
-    spec = embed.FileSpec(file_spec_string=sign_mod.ATTACHMENT_NAME,
-                          file_name=sign_mod.ATTACHMENT_NAME, embedded_data=ef)
-    names = w.root["/Names"]["/EmbeddedFiles"]["/Names"]
-    names[1] = w.add_object(spec.as_pdf_object())
-    w.update_container(names)
-    out = io.BytesIO()
-    w.write(out)
-    return out.getvalue()
-
-
 def test_embedded_record_swapped_by_incremental_update_fails(signed: Path, tmp_path: Path) -> None:
     forged = replace(erased_record(), device=replace(erased_record().device, serial="OTHER1"))
-    data = _swap_embedded_record(signed.read_bytes(), forged.canonical_json())
+    data = swap_embedded_record(signed.read_bytes(), forged.canonical_json())
     assert verify_bytes(data, tmp_path / "x.pdf").record == forged  # the swap took effect
     problems = not_ok(verify_bytes(data, tmp_path / "x.pdf"))
     assert "whole file" in problems

@@ -62,6 +62,8 @@ class ShellResult:
         return text[-1] if text else f"exit status {self.status}"
 
 
+_LINK_ERRORS = (adbutils.AdbError, OSError, EOFError)  # what a dropped connection raises
+
 def _quote_for_su(command: str) -> str:
     if "'" in command:
         raise ValueError("commands run through su must not contain single quotes")
@@ -106,7 +108,7 @@ class AdbSession(Session):
         try:
             return any(d.serial == self.endpoint.address and d.state == "device"
                        for d in self.client.list())
-        except (adbutils.AdbError, OSError):
+        except _LINK_ERRORS:
             return False
 
     def _gone(self, what: str) -> DeviceGone:
@@ -119,7 +121,7 @@ class AdbSession(Session):
             conn.send_command(f"shell,v2,raw:{command}")
             conn.check_okay()
             return conn
-        except (adbutils.AdbError, OSError) as exc:
+        except _LINK_ERRORS as exc:
             if not self._alive():
                 raise self._gone("before a command could run") from exc
             raise DeviceCommandFailed(f"the phone refused a shell: {exc}",
@@ -166,8 +168,8 @@ class AdbSession(Session):
                     err += data
                 elif kind == 3:
                     return ShellResult(data[0] if data else 255, bytes(out), bytes(err))
-        except (adbutils.AdbError, OSError) as exc:
-            where = f"after {sent} of {total} bytes ({sent * 100 // total}%)" if total else \
+        except _LINK_ERRORS as exc:
+            where = f"while writing ({sent} of {total} bytes sent)" if total else \
                 "while a command was running"
             if not self._alive():
                 raise self._gone(where) from exc
@@ -380,7 +382,7 @@ class AdbSession(Session):
                 conn.send_command(service)
                 conn.check_okay()
                 conn.read_until_close(encoding=None)
-        except (adbutils.AdbError, OSError):
+        except _LINK_ERRORS:
             pass  # the phone drops the link as it reboots
 
     def post_state(self) -> dict[str, Any]:
@@ -398,7 +400,7 @@ class AdbSession(Session):
             if ":" in address:
                 try:
                     self.client.connect(address, timeout=3)
-                except (adbutils.AdbError, OSError):
+                except _LINK_ERRORS:
                     continue
             if self._alive():
                 accounts = re.findall(r"Account \{name=", self.run("dumpsys account").text)

@@ -22,6 +22,9 @@ def find_adb(explicit: str | None = None) -> str:
             raise PhonewipeError(f"adb binary {explicit!r} not found", "install the Debian package adb "
                                  "or pass --adb-path")
         return explicit
+    system_adb = shutil.which("adb")  # the distribution's adb server, as a user runs it
+    if system_adb:
+        return system_adb
     try:
         return adbutils.adb_path()
     except adbutils.AdbError as exc:
