@@ -115,9 +115,18 @@ class AdbSession(Session):
         return DeviceGone(f"the phone {self.endpoint.address} disconnected {what}",
                           "check the cable and USB port, then run the erase again")
 
+    def _transport(self, timeout: float) -> Any:
+        """A connection switched to this phone. Done by hand because adbutils asks the
+        server its version and sleeps 10 ms on every close: 20 ms per command, which
+        dominates a read-back made of many short commands."""
+        conn = self.client.make_connection(timeout=timeout)
+        conn.send_command(f"host:transport:{self.endpoint.address}")
+        conn.check_okay()
+        return conn
+
     def _open(self, command: str) -> Any:
         try:
-            conn = self.device.open_transport(timeout=60)
+            conn = self._transport(timeout=60)
             conn.send_command(f"shell,v2,raw:{command}")
             conn.check_okay()
             return conn
@@ -150,7 +159,7 @@ class AdbSession(Session):
                 pass  # the command ended early; its exit status says why
             return self._collect(conn, sent, total)
         finally:
-            conn.close()
+            sock.close()  # the exit frame has been read: nothing is left to drain
 
     def _collect(self, conn: Any, sent: int, total: int) -> ShellResult:
         out, err = bytearray(), bytearray()
@@ -378,7 +387,7 @@ class AdbSession(Session):
 
     def _reboot(self, service: str) -> None:
         try:
-            with self.device.open_transport(timeout=10) as conn:
+            with self._transport(timeout=10) as conn:
                 conn.send_command(service)
                 conn.check_okay()
                 conn.read_until_close(encoding=None)
