@@ -232,6 +232,16 @@ def _lex_dollar(src: str, i: int, quoted: bool) -> tuple[Seg, int]:
     return Seg("lit", "$", quoted), i + 1
 
 
+def _lex_substitution(src: str, i: int, quoted: bool) -> tuple[Seg, int]:
+    """A `$...` expansion or a backquoted command starting at src[i]."""
+    if src[i] == "$":
+        return _lex_dollar(src, i, quoted)
+    end = src.find("`", i + 1)
+    if end < 0:
+        raise ShellSyntaxError("unterminated quoted string")
+    return Seg("cmd", src[i + 1:end], quoted), end + 1
+
+
 def _lex_word(src: str, i: int) -> tuple[Word, int]:
     segs: list[Seg] = []
     lit: list[str] = []
@@ -279,18 +289,10 @@ def _lex_word(src: str, i: int) -> tuple[Word, int]:
                         lit.append(src[i + 1])
                     i += 2
                     continue
-                if c == "$":
+                if c in "$`":
                     push_lit(True)
-                    seg, i = _lex_dollar(src, i, True)
+                    seg, i = _lex_substitution(src, i, True)
                     segs.append(seg)
-                    continue
-                if c == "`":
-                    end = src.find("`", i + 1)
-                    if end < 0:
-                        raise ShellSyntaxError("unterminated quoted string")
-                    push_lit(True)
-                    segs.append(Seg("cmd", src[i + 1:end], True))
-                    i = end + 1
                     continue
                 lit.append(c)
                 i += 1
@@ -298,18 +300,10 @@ def _lex_word(src: str, i: int) -> tuple[Word, int]:
                 raise ShellSyntaxError("unterminated quoted string")
             push_lit(True)
             continue
-        if c == "$":
+        if c in "$`":
             push_lit(False)
-            seg, i = _lex_dollar(src, i, False)
+            seg, i = _lex_substitution(src, i, False)
             segs.append(seg)
-            continue
-        if c == "`":
-            end = src.find("`", i + 1)
-            if end < 0:
-                raise ShellSyntaxError("unterminated quoted string")
-            push_lit(False)
-            segs.append(Seg("cmd", src[i + 1:end], False))
-            i = end + 1
             continue
         lit.append(c)
         i += 1
