@@ -95,9 +95,9 @@ class _Job:
         except PhonewipeError as exc:
             outcome, reason = (Outcome.FAILED, f"{exc.line()} (during {self.stage})")
         except Exception as exc:  # a bug must not cost the other phones, the log or a record
-            self.log("internal-error", {"error": repr(exc), "traceback": traceback.format_exc()})
             outcome, reason = (Outcome.FAILED, f"internal error during {self.stage}: {exc!r}; "
                                                "please report it with the audit log")
+            self.log("internal-error", {"error": repr(exc), "traceback": traceback.format_exc()})
         record = self._record(outcome, reason)
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
                             "reason": reason, "record": record.to_dict()})
