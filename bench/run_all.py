@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_adb_throughput.py", "bench_signing.py"]
+BENCHES = ["bench_adb_throughput.py", "bench_signing.py", "bench_station.py", "bench_verify.py"]
 
 
 def main() -> int:

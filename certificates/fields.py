@@ -95,11 +95,23 @@ def _plan_value(v: VerificationResult, key: str, fmt: Any = _text) -> str:
     return UNKNOWN
 
 
-def _verification_rows(v: VerificationResult | None) -> tuple[tuple[str, str], ...]:
+MODE_NAMES = {"nist": "nist (NIST SP 800-88 Rev. 1 sampling)", "quick": "quick (statistical sampling)",
+              "full": "full (every block read)"}
+
+
+def _capacity(v: VerificationResult) -> str:
+    if not v.capacity:
+        return "not checked" if v.mode != "none" else "not applicable"
+    status = str(v.capacity.get("status", UNKNOWN))
+    label = "UNVERIFIED ASSUMPTION" if status == "unverified" else status
+    return f"{label}: {_text(v.capacity.get('note'))}"
+
+
+def _verification_rows(v: VerificationResult | None, layout: int) -> tuple[tuple[str, str], ...]:
     if v is None:
         return (("Verification", "not performed"),)
     rows = [
-        ("Mode", _text(v.mode)),
+        ("Mode", MODE_NAMES.get(v.mode, _text(v.mode)) if layout >= 2 else _text(v.mode)),
         ("Status", _text(v.status)),
         ("Expectation", _text(v.expectation)),
         ("Scope", _text(v.scope)),
@@ -111,8 +123,12 @@ def _verification_rows(v: VerificationResult | None) -> tuple[tuple[str, str], .
         ("Confidence", _plan_value(v, "confidence", _ratio)),
         ("Residual fraction", _plan_value(v, "residual", _ratio)),
     ]
+    if v.coverage and layout >= 2:
+        rows.append(("Coverage", v.coverage))
+    if v.mode != "none" and layout >= 2:
+        rows.append(("Capacity", _capacity(v)))
     known = {"algorithm", "size", "seed", "block_size", "samples", "confidence", "residual",
-             "mode"}
+             "mode", "rule", "subsections", "sample_share", "bytes_planned"}
     rows += [(f"Plan {k}", _text(val)) for k, val in sorted(v.plan.items()) if k not in known]
     rows += [
         ("Samples read", _count(v.samples_read)),
@@ -130,8 +146,13 @@ def _verification_rows(v: VerificationResult | None) -> tuple[tuple[str, str], .
     return tuple(rows)
 
 
-def visible_sections(record: Record) -> list[Section]:
-    """Every field the certificate prints, grouped as printed."""
+LAYOUT_VERSION = 2  # bump whenever the drawn page changes: verify re-renders to compare
+"""Layouts: 1 the first certificates; 2 adds the evidence summary, coverage and capacity.
+Older layouts stay renderable so that certificates issued by older versions still verify."""
+
+
+def visible_sections(record: Record, layout: int = LAYOUT_VERSION) -> list[Section]:
+    """Every field the certificate prints, grouped as printed (as `layout` printed them)."""
     d, o, s = record.device, record.operator, record.sanitization
     org = o.organization.strip() or UNKNOWN
     sections = [
@@ -184,9 +205,11 @@ def visible_sections(record: Record) -> list[Section]:
             ("Bytes written", _bytes(s.bytes_written)),
         )
     sections.append(Section("Sanitization", san_rows))
-    sections.append(Section("Verification", _verification_rows(record.verification)))
+    sections.append(Section("Verification", _verification_rows(record.verification, layout)))
     findings = tuple((f.severity.value.upper(), f"{f.code}: {_text(f.message)}")
                      for f in record.findings) or (("Findings", "none"),)
+    if layout >= 2:
+        sections.append(Section("Evidence", (("Evidence bundle", evidence_text(record.evidence)),)))
     sections.append(Section("Findings", findings))
     sections.append(Section("Reason", (("Reason", record.reason.strip() or "none"),)))
     post = tuple((str(k), _text(v)) for k, v in sorted(record.post_state.items())) \
@@ -203,6 +226,23 @@ def visible_sections(record: Record) -> list[Section]:
         ("Date", _text(record.created_at)),
     )))
     return sections
+
+
+def evidence_text(evidence: dict[str, Any]) -> str:
+    """One line summing up the evidence bundle embedded in the record."""
+    if not evidence:
+        return "none"
+    parts = [f"{_text(evidence.get('schema'))}, embedded in the record"]
+    samples = evidence.get("samples") or {}
+    if samples:
+        parts.append(f"digests of {_count(samples.get('extents'))} samples")
+    t = evidence.get("transcript") or {}
+    if t:
+        parts.append(f"{_count(t.get('commands'))} {_text(t.get('protocol'))} commands")
+    timings = evidence.get("timings") or {}
+    if timings:
+        parts.append(", ".join(f"{k.removesuffix('_s')} {v:g} s" for k, v in sorted(timings.items())))
+    return "; ".join(parts)
 
 
 def visible_fields(record: Record) -> list[tuple[str, str]]:

@@ -23,10 +23,10 @@ from reportlab.pdfgen.canvas import Canvas
 
 from erase.model import Outcome, Record
 
-from .fields import (QR_PREFIX, STANDARD_LINE, TITLE, UNKNOWN, Section, qr_payload,
+from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, TITLE, UNKNOWN, Section,
+                     qr_payload,
                      tool_text, visible_fields, visible_sections)
 
-LAYOUT_VERSION = 1  # bump whenever the drawn page changes: verify re-renders to compare
 PAGE_W, PAGE_H = A4
 MARGIN = 40.0
 CONTENT_W = PAGE_W - 2 * MARGIN
@@ -329,9 +329,9 @@ def _footer(c: Canvas, record: Record, page: int, pages: int) -> None:
     c.drawRightString(PAGE_W - MARGIN, FOOTER_Y, f"page {page} of {pages}")
 
 
-def render_pdf(record: Record) -> bytes:
+def render_pdf(record: Record, layout: int = LAYOUT_VERSION) -> bytes:
     """The certificate as PDF bytes; identical records give identical bytes."""
-    sections = visible_sections(record)
+    sections = visible_sections(record, layout)
     head = sections[0]
     buf = io.BytesIO()
     c = Canvas(buf, pagesize=A4, invariant=1, pageCompression=1, pdfVersion=(1, 7))

@@ -33,6 +33,7 @@ FIELD_NAME = "phonewipe"
 LAYOUT_KEY = "/PhonewipeLayout"  # catalog entry: which renderer drew the pages
 ATTACHMENT_NAME = "phonewipe-record.json"
 ATTACHMENT_MIME = "application/json"
+ATTACHMENT_DESCRIPTION = "phonewipe erasure record (canonical JSON; its SHA-256 is in the QR code)"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -96,23 +97,26 @@ class CertificateSigner:
     def subject(self) -> str:
         return self.material.cert.subject.rfc4514_string()
 
-    def sign_pdf(self, pdf: bytes, record_json: bytes, created: dt.datetime | None = None) -> bytes:
-        """Attach `record_json` to `pdf` and sign, in one incremental update."""
+    def sign_pdf(self, pdf: bytes, record_json: bytes, created: dt.datetime | None = None,
+                 attachment: tuple[str, str] = (ATTACHMENT_NAME, ATTACHMENT_DESCRIPTION)) -> bytes:
+        """Attach `record_json` to `pdf` (as `attachment` = (file name, description)) and
+        sign, in one incremental update."""
         try:
-            return self._sign_once(pdf, record_json, created, self._bytes_reserved)
+            return self._sign_once(pdf, record_json, created, self._bytes_reserved, attachment)
         except SigningError:  # pragma: no cover - reservation too small for an unusual key
-            return self._sign_once(pdf, record_json, created, None)
+            return self._sign_once(pdf, record_json, created, None, attachment)
 
     def _sign_once(self, pdf: bytes, record_json: bytes, created: dt.datetime | None,
-                   bytes_reserved: int | None) -> bytes:
+                   bytes_reserved: int | None,
+                   attachment: tuple[str, str] = (ATTACHMENT_NAME, "")) -> bytes:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
         params = embed.EmbeddedFileParams(embed_size=True, embed_checksum=True,
                                           creation_date=created, modification_date=created)
         data = embed.EmbeddedFileObject.from_file_data(writer, record_json, compress=True,
                                                        params=params, mime_type=ATTACHMENT_MIME)
         embed.embed_file(writer, embed.FileSpec(
-            file_spec_string=ATTACHMENT_NAME, file_name=ATTACHMENT_NAME, embedded_data=data,
-            description="phonewipe erasure record (canonical JSON; its SHA-256 is in the QR code)",
+            file_spec_string=attachment[0], file_name=attachment[0], embedded_data=data,
+            description=attachment[1] or ATTACHMENT_DESCRIPTION,
             af_relationship=generic.pdf_name("/Data")))
         writer.root[LAYOUT_KEY] = generic.NumberObject(LAYOUT_VERSION)
         writer.update_root()

@@ -6,7 +6,9 @@ sentence in `VerifyReport.problems`. Checks:
      intact and covering the whole file (no later incremental updates);
      with `trust`, the signer certificate must be the pinned one;
   2. the embedded `phonewipe-record.json` exists, is canonical JSON and a valid Record;
-  3. what the pages show is what the record says: the pages are re-rendered from the
+  3. the evidence bundle inside the record (erase.evidence) fits the record: schema, plan,
+     number of sample digests;
+  4. what the pages show is what the record says: the pages are re-rendered from the
      embedded record and compared with the signed pages (content streams, decoded, plus
      page resources and size). This covers the QR code, the printed SHA-256 and every field.
 """
@@ -32,6 +34,7 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
 from erase.errors import CertificateInvalid
+from erase.evidence import evidence_problems
 from erase.model import Record
 
 from .keys import load_certificate_file
@@ -207,21 +210,22 @@ def _check_annotations(page: generic.DictionaryObject) -> None:
             raise _Bad("the certificate carries annotations that are not part of the signature")
 
 
-def _check_layout(reader: PdfFileReader) -> None:
+def _signed_layout(reader: PdfFileReader) -> int:
+    """The layout the issuing version drew (the marker is inside the signed revision)."""
     try:
         layout = int(reader.root.get(LAYOUT_KEY, 0))
     except (TypeError, ValueError):
         layout = 0
     if layout == 0:
         raise _Bad("not a phonewipe certificate (no layout marker)")
-    if layout != LAYOUT_VERSION:
-        raise _Bad(f"certificate layout {layout} cannot be re-rendered by this phonewipe "
-                   f"version (layout {LAYOUT_VERSION}); verify it with the version that issued it")
+    if layout > LAYOUT_VERSION:
+        raise _Bad(f"certificate layout {layout} is newer than this phonewipe version knows "
+                   f"(layout {LAYOUT_VERSION}); update phonewipe to verify it")
+    return layout
 
 
 def _compare_pages(signed: PdfFileReader, record: Record, digest: str) -> None:
-    _check_layout(signed)
-    rendered = PdfFileReader(io.BytesIO(render_pdf(record)), strict=False)
+    rendered = PdfFileReader(io.BytesIO(render_pdf(record, _signed_layout(signed))), strict=False)
     mine, theirs = _pages(rendered), _pages(signed)
     for page in theirs:
         _check_annotations(page)
@@ -414,6 +418,7 @@ def verify_bytes(data: bytes, path: Path,
         digest = record.sha256()
         if hashlib.sha256(raw).hexdigest() != digest:
             report.problems.append("the embedded record is not in canonical form")
+        report.problems += evidence_problems(record.evidence, record.verification)
         _compare_pages(reader, record, digest)
     except _Bad as e:
         report.problems.append(str(e))

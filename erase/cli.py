@@ -242,6 +242,51 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
     sys.exit(exit_code(results))
 
 
+# -- re-verification ------------------------------------------------------------------------
+@cli.command("verify")
+@click.option("--plan-from", "cert_path", type=click.Path(path_type=Path), required=True,
+              help="certificate whose sampling plan to re-run")
+@click.argument("serial", required=False)
+@click.option("--fresh-seed", is_flag=True, help="sample new locations under the same plan "
+                                                 "parameters (R2v3 second look)")
+@click.option("--seed", type=int, help="sample with this seed instead of the certificate's")
+@click.option("--trust", type=click.Path(path_type=Path), help="pin the signer (PEM)")
+@click.option("--operator", help="name of the person re-verifying")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+@click.pass_context
+@expected_errors
+def verify(ctx: click.Context, cert_path: Path, serial: str | None, fresh_seed: bool,
+           seed: int | None, trust: Path | None, operator: str | None, as_json: bool) -> None:
+    """Re-read a certified device with its certificate's plan: exit 0 when it still shows
+    what the certificate promised."""
+    from certificates.verify import verify_certificate
+    from .errors import CertificateInvalid
+    from .reverify import reverify_session
+    report = verify_certificate(cert_path, trust=trust)
+    if not report.ok or report.record is None:
+        raise CertificateInvalid(f"{cert_path}: {'; '.join(report.problems)}",
+                                 "re-verify only with a valid certificate")
+    record = report.record
+    wanted = serial or record.device.serial
+    if not wanted:
+        raise UsageError("the certificate names no serial number", "name the device: SERIAL")
+    plugin, endpoint = _match(_discover(_plugins(ctx)), wanted)[0]
+    who = replace(_config(ctx).operator, name=operator) if operator else _config(ctx).operator
+    with plugin.open(endpoint) as session:
+        result = reverify_session(session, record, seed=seed, fresh_seed=fresh_seed, operator=who)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        style = "green" if result.ok else "red"
+        console.print(f"[{style}]{result.verdict.upper()}[/] {record.device.serial}: {result.reason}"
+                      f" ({result.samples} samples, {result.plan['mode']} plan, seed "
+                      f"{result.plan['seed']}{', fresh' if result.fresh_seed else ''})",
+                      highlight=False, soft_wrap=True)
+        for p in result.problems[:10]:
+            console.print(f"  offset {p.offset:,}: {p.found}", highlight=False)
+    sys.exit(0 if result.ok else 12)
+
+
 # -- demo and emulate ---------------------------------------------------------------------
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-output"),
@@ -347,6 +392,8 @@ def cert_show(path: Path, as_json: bool) -> None:
     if record.verification:
         v = record.verification
         rows += [("verification", f"{v.mode}: {v.status} ({v.samples_read} samples)")]
+        rows += [("coverage", v.coverage)] if v.coverage else []
+        rows += [("capacity", v.capacity.get("note", ""))] if v.capacity else []
     rows += [("record sha256", record.sha256())]
     for k, v in rows:
         table.add_row(k, str(v))
@@ -425,6 +472,11 @@ def audit_export(db: Path) -> None:
         for e in log.events():
             click.echo(json.dumps({"id": e.id, "ts": e.ts, "job_id": e.job_id, "serial": e.serial,
                                    "event": e.event, "payload": json.loads(e.payload)}))
+
+
+from .station.commands import register as _register_station  # noqa: E402
+
+_register_station(cli, sys.modules[__name__])  # station, report
 
 
 def main() -> None:

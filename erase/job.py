@@ -4,6 +4,8 @@ log before the next one starts."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field, replace
@@ -11,13 +13,15 @@ from typing import Any, Callable
 
 from . import __version__
 from .audit import AuditLog, now_iso
+from .capacity import check_capacity
 from .errors import DeviceGone, PhonewipeError
 from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Operator, Outcome,
-                    Record, Sanitization, Severity, VerificationResult, _plain)
+                    Record, Sanitization, Severity, Technique, VerificationResult, _plain)
 from .pattern import new_key
 from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
-from .verify import make_plan, run_verification
+from .evidence import build_evidence
+from .verify import make_plan, read_digests, sample_and_check
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
                       "physical destruction (R2v3)")
@@ -66,6 +70,8 @@ class _Job:
     post: dict[str, Any] = field(default_factory=dict)
     scope: str = ""
     stage: str = "detected"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def serial(self) -> str:
@@ -86,7 +92,10 @@ class _Job:
         self.log("detected", {"endpoint": str(self.endpoint)})
         try:
             with self.plugin.open(self.endpoint) as session:
-                outcome, reason = self._flow(session)
+                try:
+                    outcome, reason = self._flow(session)
+                finally:
+                    self.evidence = self._evidence(session)
         except _Stop as stop:
             outcome, reason = stop.outcome, stop.reason
         except DeviceGone as exc:
@@ -113,9 +122,14 @@ class _Job:
             raise _Stop(Outcome.BLOCKED, " ".join(f.message for f in blockers))
         self.method = self._choose(session.methods())
         key = new_key()
+        s = self.settings
+        seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big") >> 1
+        before = self._before_erase(session, seed)
         started = now_iso()
         self.log("erasing", {"method": self.method.name})
+        clock = time.monotonic()
         report = session.erase(self.method, EraseContext(pattern_key=key), self.progress("erasing"))
+        self.timings["erase_s"] = time.monotonic() - clock
         self.scope = report.scope
         self.sanitization = Sanitization(
             method=self.method.name, title=self.method.title, technique=self.method.technique.value,
@@ -130,14 +144,20 @@ class _Job:
                 reason="this device and method offer no read-back of storage")
             self.log("verification-unavailable", {})
         else:
-            s = self.settings
-            plan = make_plan(s.verify_mode, reader.size, reader.block_size, s.seed,
+            plan = make_plan(s.verify_mode, reader.size, reader.block_size, seed,
                              s.confidence, s.residual)
             self.log("verifying", {"plan": plan.to_dict()})
-            self.verification = run_verification(reader, plan, report.expectation, key,
-                                                 report.scope, self.progress("verifying"))
-            self.verification = replace(self.verification,
-                                        plan={**self.verification.plan, "pattern_key": key.hex()})
+            clock = time.monotonic()
+            if before is not None and before[0] != plan:
+                before = None  # the address space changed size: no like-for-like comparison
+            sampling = sample_and_check(reader, plan, report.expectation, key, report.scope,
+                                        self.progress("verifying"),
+                                        before[1] if before else None,
+                                        check_capacity(reader.size, report.capacity_evidence))
+            self.timings["verify_s"] = time.monotonic() - clock
+            self.evidence = {"samples": sampling.evidence(before[1] if before else None)}
+            self.verification = replace(sampling.result,
+                                        plan={**sampling.result.plan, "pattern_key": key.hex()})
             self.log("verified", {"status": self.verification.status,
                                   "failures_total": self.verification.failures_total,
                                   "digest": self.verification.digest})
@@ -145,7 +165,9 @@ class _Job:
                 raise _Stop(Outcome.FAILED, f"verification failed: {self.verification.reason}; "
                                             f"{DESTRUCTION_ADVICE}")
         self.log("finishing", {})
+        clock = time.monotonic()
         finish = session.finish(self.method, self.progress("finishing"))
+        self.timings["finish_s"] = time.monotonic() - clock
         self.sanitization = replace(self.sanitization,
                                     details={**self.sanitization.details, **finish},
                                     finished_at=now_iso())
@@ -156,6 +178,33 @@ class _Job:
             return Outcome.ERASED_VERIFIED, ""
         return Outcome.ERASED_UNVERIFIED, "the device offers no read-back of its storage, so the " \
                                           "erase is reported as performed but not verified"
+
+    def _before_erase(self, session: Session, seed: int) -> tuple[Any, list[bytes | None]] | None:
+        """NIST Rev. 1: a cryptographic erase is verified by reading the same pseudo-random
+        locations before and after it; this is the "before" (None when not readable)."""
+        if self.method is None or self.method.technique is not Technique.CRYPTO_ERASE \
+                or not self.method.verifiable:
+            return None
+        reader = session.readback()
+        if reader is None:
+            return None
+        s = self.settings
+        plan = make_plan(s.verify_mode, reader.size, reader.block_size, seed, s.confidence,
+                         s.residual)
+        self.log("sampling-before-erase", {"plan": plan.to_dict()})
+        return plan, read_digests(reader, plan)
+
+    def _tool(self) -> dict[str, str]:
+        return {"name": "phonewipe", "version": __version__, "plugin": self.plugin.name}
+
+    def _evidence(self, session: Session) -> dict[str, Any]:
+        """The evidence bundle (erase.evidence) for whatever part of the flow ran."""
+        v = self.verification
+        return build_evidence(
+            tool=self._tool(),
+            plan={k: val for k, val in v.plan.items() if k != "pattern_key"} if v else None,
+            samples=self.evidence.get("samples"), transcript=session.transcript(),
+            timings=self.timings, capacity=v.capacity if v else None)
 
     def _choose(self, methods: list[EraseMethod]) -> EraseMethod:
         if not methods:
@@ -180,10 +229,10 @@ class _Job:
             record_id=str(uuid.uuid4()), job_id=self.job_id, created_at=now_iso(),
             outcome=outcome, device=identity, endpoint=self.endpoint,
             operator=self.settings.operator, destination=self.settings.destination,
-            tool={"name": "phonewipe", "version": __version__, "plugin": self.plugin.name},
-            findings=tuple(self.findings), sanitization=sanitization,
+            tool=self._tool(), findings=tuple(self.findings), sanitization=sanitization,
             verification=self.verification, reason=reason, post_state=self.post,
-            asset_tag=self.settings.asset_tag, batch_id=self.settings.batch_id)
+            asset_tag=self.settings.asset_tag, batch_id=self.settings.batch_id,
+            evidence=self.evidence)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -191,7 +240,10 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def run_job(plugin: Plugin, endpoint: Endpoint, settings: JobSettings, audit: AuditLog,
-            progress: StageFn | None = None) -> Record:
+            progress: StageFn | None = None, job_id: str | None = None) -> Record:
     """Erase, verify and record one device. Never raises for device-side failures: they
-    end as a FAILED or BLOCKED record."""
-    return _Job(plugin, endpoint, settings, audit, progress).run()
+    end as a FAILED or BLOCKED record. `job_id` lets a caller log about the job first."""
+    job = _Job(plugin, endpoint, settings, audit, progress)
+    if job_id:
+        job.job_id = job_id
+    return job.run()

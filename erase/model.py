@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-RECORD_SCHEMA = "phonewipe.record/1"
+RECORD_SCHEMA = "phonewipe.record/2"  # /2: verification coverage and capacity, evidence
 
 
 class Outcome(str, enum.Enum):
@@ -143,6 +143,8 @@ class VerificationResult:
     failures_total: int = 0
     digest: str | None = None  # sha256 of all sampled bytes in plan order
     reason: str = ""
+    coverage: str = ""  # what the plan covered, in words (e.g. the NIST Rev. 1 rule)
+    capacity: dict[str, Any] = field(default_factory=dict)  # erase.capacity.CapacityCheck
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class Record:
     post_state: dict[str, Any] = field(default_factory=dict)
     asset_tag: str = ""
     batch_id: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)  # erase.evidence, phonewipe.evidence/1
     schema: str = RECORD_SCHEMA
 
     @property
@@ -184,7 +187,13 @@ class Record:
         return self.outcome.result_text
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        data = _plain(dataclasses.asdict(self))
+        if self.schema == "phonewipe.record/1":  # as issued: without the fields /2 added
+            data.pop("evidence", None)
+            if data.get("verification"):
+                for key in ("coverage", "capacity"):
+                    data["verification"].pop(key, None)
+        return data
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.to_dict())
@@ -226,6 +235,7 @@ class Record:
             post_state=dict(data.get("post_state", {})),
             asset_tag=data.get("asset_tag", ""),
             batch_id=data.get("batch_id", ""),
+            evidence=dict(data.get("evidence", {})),
             schema=data.get("schema", RECORD_SCHEMA),
         )
 

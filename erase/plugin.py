@@ -58,6 +58,9 @@ class EraseReport:
     expectation: Expectation | None
     scope: str  # e.g. "userdata block device, 64 MiB" or "user-writable storage fill"
     details: dict[str, Any] = field(default_factory=dict)
+    # the size of the erased area by sources independent of the one the erase used
+    # (e.g. {"/proc/partitions": ...}); empty when the protocol offers none
+    capacity_evidence: dict[str, int] = field(default_factory=dict)
 
 
 class Session(abc.ABC):
@@ -81,6 +84,20 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def reader(self) -> BlockReader | None:
         """Read-back of what the last erase wrote, or None when the device cannot be read."""
+
+    def readback(self) -> BlockReader | None:
+        """Read access to the storage a method erases, without erasing: for before/after
+        samples of a cryptographic erase and for re-verification. None when not readable."""
+        return None
+
+    def not_recheckable(self, record: Any) -> str | None:
+        """Why `readback()` cannot re-check this certificate's samples (they were read from
+        something that no longer exists, e.g. fill files a reset removed), or None."""
+        return None
+
+    def transcript(self) -> dict[str, Any]:
+        """A summary of the protocol exchange so far (commands, bytes) for the evidence."""
+        return {}
 
     def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
         """Steps after verification (delete the fill, factory reset...). Returns details."""

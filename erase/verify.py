@@ -9,25 +9,31 @@ certificate's record, in any language:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
+from .capacity import MISMATCH, CapacityCheck
 from .errors import UsageError
+from .evidence import sample_digest, samples_block
 from .model import Expectation, SampleFailure, VerificationResult
 from .pattern import pattern_bytes
-from .plaintext import entropy_bits_per_byte, known_plaintext
+from .plaintext import entropy_bits_per_byte, fs_magic, known_plaintext
 from .plugin import BlockReader, Extent
 
 MODES = ("quick", "nist", "full")
 MAX_LISTED_FAILURES = 20
+MAX_FOUND_CHARS = 160  # each listed failure says what was found in at most this many characters
 FULL_CHUNK = 1024 * 1024
 NIST_SUBSECTIONS = 1000
 NIST_SAMPLE_SHARE = 0.05
 MIN_ENTROPY = 7.0  # bits/byte over one sample; random data gives ~7.95 on 4 KiB
 PLAN_DOMAIN = b"phonewipe-plan/1"
+PLAN_ALGORITHM = "phonewipe-plan/1 (sha256 counter, stratified)"
+NIST_RULE = "NIST SP 800-88 Rev. 1 sampling"
 
 
 def quick_sample_count(confidence: float, residual: float) -> int:
@@ -53,10 +59,37 @@ class VerificationPlan:
     residual: float | None = None
 
     def to_dict(self) -> dict:
+        """Everything a third party needs to re-derive the extents (see `plan_from_dict`)."""
         data = asdict(self)
-        data["algorithm"] = "phonewipe-plan/1 (sha256 counter, stratified)"
-        data["samples"] = len(self.extents())
+        extents = self.extents()
+        data["algorithm"] = PLAN_ALGORITHM
+        data["samples"] = len(extents)
+        data["bytes_planned"] = sum(length for _, length in extents)
+        if self.mode == "nist":
+            data["rule"] = NIST_RULE
+            data["subsections"] = self.subsections
+            data["sample_share"] = NIST_SAMPLE_SHARE
         return data
+
+    @property
+    def subsections(self) -> int:
+        return min(NIST_SUBSECTIONS, self.blocks)
+
+    def describe(self) -> str:
+        """What the plan covered, in one sentence for the certificate."""
+        extents = self.extents()
+        read = sum(length for _, length in extents)
+        share = f"{read:,} of {self.size:,} bytes ({read / max(1, self.size):.1%}) read"
+        if self.mode == "nist":
+            return (f"{NIST_RULE}: {self.subsections:,} equal subsections, two non-overlapping "
+                    f"pseudo-random samples of at least {NIST_SAMPLE_SHARE:.0%} of each, plus "
+                    f"the first and last addressable blocks; {share}")
+        if self.mode == "quick":
+            n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
+            return (f"statistical sampling: {n:,} stratified pseudo-random blocks plus the first "
+                    f"and last, finding an escaped share of {self.residual:g} or more with "
+                    f"confidence {self.confidence:g}; {share}")
+        return f"full verification: every block; {share}"
 
     @property
     def blocks(self) -> int:
@@ -64,6 +97,13 @@ class VerificationPlan:
 
     def extents(self) -> list[Extent]:
         """The (offset, length) pieces to read, in order."""
+        return list(self._extents)
+
+    @functools.cached_property
+    def _extents(self) -> tuple[Extent, ...]:
+        return tuple(self._derive())
+
+    def _derive(self) -> list[Extent]:
         bs, blocks = self.block_size, self.blocks
         if blocks == 0:
             return []
@@ -114,6 +154,29 @@ class VerificationPlan:
         return sum(length for _, length in self.extents()) / max(1, self.size)
 
 
+def plan_from_dict(data: dict) -> VerificationPlan:
+    """The plan a record describes, re-derived from its parameters (UsageError when the
+    record's plan is not one this version can reproduce)."""
+    if data.get("algorithm") != PLAN_ALGORITHM:
+        raise UsageError(f"the certificate's sampling plan uses {data.get('algorithm')!r}, "
+                         f"which this version cannot re-derive", "use the phonewipe version "
+                         "named in the certificate")
+    try:
+        plan = VerificationPlan(mode=str(data["mode"]), size=int(data["size"]),
+                                block_size=int(data["block_size"]), seed=int(data["seed"]),
+                                confidence=data.get("confidence"), residual=data.get("residual"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"the certificate's sampling plan is incomplete ({exc})",
+                         "it was not issued by phonewipe, or is damaged") from exc
+    if plan.mode not in MODES or plan.block_size <= 0:
+        raise UsageError(f"the certificate's sampling plan is invalid ({plan.mode}, block size "
+                         f"{plan.block_size})", "it was not issued by phonewipe, or is damaged")
+    if "samples" in data and len(plan.extents()) != data["samples"]:
+        raise UsageError("re-deriving the certificate's plan gives a different sample count",
+                         "the record was altered, or another plan version made it")
+    return plan
+
+
 def make_plan(mode: str, size: int, block_size: int = 4096, seed: int | None = None,
               confidence: float = 0.99, residual: float = 0.001) -> VerificationPlan:
     if mode not in MODES:
@@ -150,6 +213,20 @@ def check_sample(data: bytes, offset: int, expectation: Expectation,
     return None
 
 
+def check_changed(data: bytes, offset: int, block_size: int) -> str | None:
+    """Content a key destruction or reset changed: zeros (discarded), or high-entropy data
+    with no known plaintext; the file-system superblock a reset makes at offset 0 is
+    expected. None when fine, else what was found."""
+    for pos in range(0, len(data), block_size):
+        block = data[pos:pos + block_size]
+        if not block.strip(b"\x00") or (offset + pos == 0 and fs_magic(block, 0)):
+            continue
+        problem = check_sample(block, offset + pos, Expectation.NO_PLAINTEXT, None)
+        if problem:
+            return problem
+    return None
+
+
 def _describe_mismatch(data: bytes, offset: int, wanted: str) -> str:
     found = known_plaintext(data, offset)
     if found:
@@ -162,53 +239,104 @@ def _describe_mismatch(data: bytes, offset: int, wanted: str) -> str:
 ProgressFn = Callable[[int, int], None]
 
 
+@dataclass
+class Sampling:
+    """A verification's result and the per-extent digests for the evidence bundle."""
+
+    result: VerificationResult
+    digests: list[bytes | None]
+
+    def evidence(self, before: Sequence[bytes | None] | None = None) -> dict:
+        return samples_block(self.digests, before)
+
+
+def read_digests(reader: BlockReader, plan: VerificationPlan) -> list[bytes | None]:
+    """Per-extent digests of what the device holds now (crypto erase: read before erasing)."""
+    return [None if data is None else sample_digest(data)
+            for data in _read_all(reader, plan.extents())]
+
+
 def run_verification(reader: BlockReader, plan: VerificationPlan, expectation: Expectation,
                      pattern_key: bytes | None, scope: str = "",
                      progress: ProgressFn | None = None) -> VerificationResult:
+    return sample_and_check(reader, plan, expectation, pattern_key, scope, progress).result
+
+
+def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: Expectation,
+                     pattern_key: bytes | None, scope: str = "",
+                     progress: ProgressFn | None = None,
+                     before: Sequence[bytes | None] | None = None,
+                     capacity: CapacityCheck | None = None) -> Sampling:
+    """Read every extent of the plan and check it; `before` holds the digests of the same
+    extents read before a cryptographic erase (identical content = not erased)."""
     extents = plan.extents()
+    if before is not None and len(before) != len(extents):
+        raise ValueError("before-erase digests do not match the plan")
     total = sum(length for _, length in extents)
     digest = hashlib.sha256()
+    digests: list[bytes | None] = []
     failures: list[SampleFailure] = []
     failures_total = 0
+    unchanged = 0
     done = 0
-    samples = 0
     for (offset, length), data in zip(extents, _read_all(reader, extents)):
-        samples += 1
+        digests.append(None if data is None else sample_digest(data))
         if data is None:
             problem = "unreadable (the device reported an I/O error)"
         elif len(data) != length:
             problem = f"short read ({len(data)} of {length} bytes)"
         else:
             digest.update(data)
-            problem = _check_extent(data, offset, plan.block_size, expectation, pattern_key)
+            problem = check_extent(data, offset, plan.block_size, expectation, pattern_key)
+            if before is not None and before[len(digests) - 1] == digests[-1]:
+                unchanged += 1
+                problem = problem or "unchanged by the erase (same content before and after)"
+            elif before is not None and problem and expectation is Expectation.NO_PLAINTEXT:
+                problem = check_changed(data, offset, plan.block_size)
         if problem:
             failures_total += 1
             if len(failures) < MAX_LISTED_FAILURES:
-                failures.append(SampleFailure(offset, problem))
+                failures.append(SampleFailure(offset, problem[:MAX_FOUND_CHARS]))
         done += length
         if progress:
             progress(done, total)
+    samples = len(digests)
     if samples != len(extents):
         raise RuntimeError("reader returned fewer samples than planned")
-    status = "passed" if failures_total == 0 and extents else "failed"
-    return VerificationResult(
+    reasons = []
+    if not extents:
+        reasons.append("nothing to sample")
+    if failures_total:
+        reasons.append(f"{failures_total} of {samples} samples do not show {expectation.value}")
+    if capacity is not None and capacity.status == MISMATCH:
+        reasons.append(f"capacity: {capacity.note()}")
+    status = "failed" if reasons else "passed"
+    notes = []
+    if before is not None:
+        notes.append(f"cryptographic erase: {samples:,} samples compared before and after the "
+                     f"erase, {unchanged:,} unchanged")
+    return Sampling(VerificationResult(
         mode=plan.mode, status=status, expectation=expectation.value, scope=scope,
         plan=plan.to_dict(), samples_read=samples, bytes_read=done,
         failures=tuple(failures), failures_total=failures_total, digest=digest.hexdigest(),
-        reason="" if status == "passed" else
-        ("nothing to sample" if not extents else
-         f"{failures_total} of {samples} samples do not show {expectation.value}"),
-    )
+        reason="; ".join(reasons + notes), coverage=plan.describe(),
+        capacity=capacity.to_dict() if capacity is not None else {},
+    ), digests)
 
 
-def _check_extent(data: bytes, offset: int, block_size: int, expectation: Expectation,
+def check_extent(data: bytes, offset: int, block_size: int, expectation: Expectation,
                   pattern_key: bytes | None) -> str | None:
-    if expectation is not Expectation.NO_PLAINTEXT or len(data) <= block_size:
+    """Whole extents are compared at once; a failing one is described by its first bad
+    block (entropy is judged per block anyway)."""
+    if len(data) <= block_size:
         return check_sample(data, offset, expectation, pattern_key)
-    for pos in range(0, len(data), block_size):  # entropy is judged per block
+    if expectation is not Expectation.NO_PLAINTEXT and \
+            check_sample(data, offset, expectation, pattern_key) is None:
+        return None
+    for pos in range(0, len(data), block_size):
         problem = check_sample(data[pos:pos + block_size], offset + pos, expectation, pattern_key)
         if problem:
-            return problem
+            return problem if pos == 0 else f"{problem}, from offset {offset + pos:,}"
     return None
 
 

@@ -294,9 +294,9 @@ def test_same_hash_but_different_visible_page_fails(signer: CertificateSigner, t
     genuine = erased_record()
     real = render_mod.visible_sections
 
-    def doctored(record: Record):
+    def doctored(record: Record, layout: int):
         return [replace(sec, rows=tuple((k, "SM-X999" if k == "Model" else v)
-                                        for k, v in sec.rows)) for sec in real(record)]
+                                        for k, v in sec.rows)) for sec in real(record, layout)]
 
     monkeypatch.setattr(render_mod, "visible_sections", doctored)
     page = render_pdf(genuine)
@@ -391,3 +391,16 @@ def test_signed_update_carries_attachment_and_layout_marker(signed: Path) -> Non
     assert int(reader.root[sign_mod.LAYOUT_KEY]) >= 1
     af = reader.root["/AF"]
     assert af[0].get_object()["/AFRelationship"] == generic.pdf_name("/Data")
+
+
+OLD_CERTIFICATES = Path(__file__).parent.parent / "fixtures" / "certificates" / "layout-1"
+
+
+@pytest.mark.parametrize("pdf", sorted(OLD_CERTIFICATES.glob("*.pdf")), ids=lambda p: p.name)
+def test_certificates_from_earlier_versions_still_verify(pdf: Path, tmp_path: Path) -> None:
+    report = verify_certificate(pdf, trust=OLD_CERTIFICATES / "signing-cert.pem")
+    assert report.ok, report.problems
+    assert report.record.schema == "phonewipe.record/1"
+    data = bytearray(pdf.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    assert not_ok(verify_bytes(bytes(data), tmp_path / pdf.name))

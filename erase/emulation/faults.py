@@ -38,7 +38,8 @@ def lying_regions(size: int, fraction: float, layout: str, seed: int) -> list[tu
     """Byte ranges a lying device silently leaves untouched."""
     if fraction <= 0:
         return []
-    total = max(LYING_RUN, int(size * fraction) // 4096 * 4096)
+    total = max(4096, int(size * fraction) // 4096 * 4096)
+    run = min(LYING_RUN, total)
     if layout == "contiguous":
         start = (size // 3) // 4096 * 4096
         return [(start, min(size, start + total))]
@@ -47,10 +48,10 @@ def lying_regions(size: int, fraction: float, layout: str, seed: int) -> list[tu
         start = (size // 2 - total // 2) // 4096 * 4096
         return [(start, start + total)]
     rng = random.Random(seed)
-    runs = max(1, total // LYING_RUN)
-    slots = max(1, size // LYING_RUN)
+    runs = max(1, total // run)
+    slots = max(1, size // run)
     chosen = rng.sample(range(slots), min(runs, slots))
-    return _merge([(s * LYING_RUN, min(size, (s + 1) * LYING_RUN)) for s in chosen])
+    return _merge([(s * run, min(size, (s + 1) * run)) for s in chosen])
 
 
 @dataclass
@@ -122,6 +123,18 @@ class FaultInjector:
         ahead = self._slow_bytes / rate - (now - self._slow_since)
         if ahead > 0:
             time.sleep(ahead)
+
+    def mask_read(self, offset: int, data: bytes) -> bytes:
+        """What the device returns for a read: with `untouched_reads_zero`, regions it
+        skipped read as zeros once erasing began (a device trying to look erased)."""
+        if not (self.faults.untouched_reads_zero and self.written and self._skip):
+            return data
+        out = bytearray(data)
+        for lo, hi in self._skip:
+            a, b = max(lo, offset), min(hi, offset + len(data))
+            if a < b:
+                out[a - offset:b - offset] = bytes(b - a)
+        return bytes(out)
 
     def check_read(self, offset: int, length: int) -> None:
         for lo, hi in self.faults.unreadable:

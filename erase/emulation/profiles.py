@@ -51,6 +51,8 @@ class Faults:
     unreadable: tuple[tuple[float, float], ...] = ()  # ranges (share of size) that fail reads
     slow_mib_s: float = 0.0  # write throughput cap (0 = unlimited)
     reset_lies: bool = False  # factory reset acknowledged but nothing happens
+    untouched_reads_zero: bool = False  # skipped regions read back as zeros once erasing began
+    hidden_fraction: float = 0.0  # share of userdata past the size the block device reports
 
 
 @dataclass(frozen=True)
@@ -92,16 +94,35 @@ def _section(data: dict[str, Any], name: str, kind: type, path: Path) -> Any:
                           "fix the profile file") from exc
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"profile file {path} does not exist", "fix the profile's `extends`")
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile {path} is not valid TOML: {exc}", "fix the profile file") from exc
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
 def load_profile(name: str, directory: Path = PROFILES_DIR) -> HandsetProfile:
     path = Path(name) if name.endswith(".toml") else directory / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
         raise ConfigError(f"no emulated handset profile named {name!r}",
                           f"choose one of: {known} (phonewipe emulate --list)")
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"profile {path} is not valid TOML: {exc}", "fix the profile file") from exc
+    data = _read_toml(path)
+    if "extends" in data:  # a variant: the base profile with some values replaced
+        base = str(data.pop("extends"))
+        if base == path.stem:
+            raise ConfigError(f"profile {path} extends itself", "fix the profile file")
+        data = _merged(_read_toml(directory / f"{base}.toml"), data)
     storage = data.get("storage", {})
     return HandsetProfile(
         name=path.stem,

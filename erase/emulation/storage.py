@@ -103,7 +103,9 @@ class HandsetStorage:
     def __init__(self, directory: Path, profile: HandsetProfile) -> None:
         self.directory = Path(directory)
         self.profile = profile
-        self.size = profile.userdata_bytes
+        self.physical_size = profile.userdata_bytes
+        hidden = int(self.physical_size * profile.faults.hidden_fraction) // BLOCK * BLOCK
+        self.size = self.physical_size - hidden  # what the block device admits to
         self.faults = FaultInjector(profile.faults, self.size, profile.seed)
         self._lock = threading.RLock()
         self._fds: dict[str, int] = {}
@@ -116,7 +118,7 @@ class HandsetStorage:
         """Make a used phone's storage: old ciphertext everywhere, then personal data."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        size = profile.userdata_bytes
+        size = profile.userdata_bytes  # the whole medium, a hidden area included
         old_key = profile.seed.to_bytes(32, "big")
         with open(directory / "userdata.img", "wb") as f:
             for off in range(0, size, CHUNK):
@@ -146,12 +148,19 @@ class HandsetStorage:
                 remnant_at += -(-len(item.content) // BLOCK) * BLOCK + 7 * BLOCK
             else:
                 self.create_file(item.path, item.content, faulty=False)
+        hidden_at = self.size
+        for item in load_personal_data():  # a hidden area keeps a copy nobody can reach
+            if hidden_at + len(item.content) > self.physical_size:
+                break
+            self._raw_write(hidden_at, item.content)
+            hidden_at += -(-len(item.content) // BLOCK) * BLOCK
         self.save()
 
     def _write_superblock(self) -> None:
         sb = bytearray(BLOCK)
         sb[EXT4_MAGIC_OFFSET:EXT4_MAGIC_OFFSET + 2] = b"\x53\xef"
         sb[0x478:0x478 + 8] = b"userdata"
+        sb[0x468:0x468 + 16] = os.urandom(16)  # s_uuid: every mkfs makes a new one
         self._raw_write(0, bytes(sb))
 
     # -- persistence ----------------------------------------------------------------------
@@ -180,7 +189,13 @@ class HandsetStorage:
             self._fds.clear()
 
     def partition_size(self, partition: str) -> int:
+        """The size the block device reports (BLKGETSIZE64, what `dd` reaches)."""
         return self.size if partition == "userdata" else SMALL_PARTITIONS[partition]
+
+    def table_size(self, partition: str) -> int:
+        """The size in the partition table (/proc/partitions, sysfs): larger than
+        `partition_size` on a handset that hides an area."""
+        return self.physical_size if partition == "userdata" else SMALL_PARTITIONS[partition]
 
     # -- raw block access (what `dd` on /dev/block/by-name/* reaches) ---------------------
     def _raw_write(self, offset: int, data: bytes | memoryview) -> None:
@@ -202,7 +217,7 @@ class HandsetStorage:
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
         self.faults.check_read(offset, length)
-        return os.pread(self._fd("userdata"), length, offset)
+        return self.faults.mask_read(offset, os.pread(self._fd("userdata"), length, offset))
 
     def write_partition(self, partition: str, offset: int, data: bytes) -> None:
         if partition == "userdata":

@@ -28,7 +28,7 @@ BLOCK = 4096
 STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
 FILL_FILE_MAX = 256 * 1024 * 1024
-READ_BATCH = 64
+READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
 
 RAW_PATTERN = EraseMethod(
     "adb-raw-pattern", "Overwrite of the userdata block device with a host-keyed pseudo-random "
@@ -102,6 +102,7 @@ class AdbSession(Session):
         self._reader: _DdReader | None = None
         self._reset_done = False
         self._identity: Identity | None = None
+        self._log = _Transcript()
 
     # -- plumbing --------------------------------------------------------------------------
     def _alive(self) -> bool:
@@ -145,6 +146,7 @@ class AdbSession(Session):
         conn = self._open(self._as_root(command) if root else command)
         sock = conn.conn
         sent = 0
+        result: ShellResult | None = None
         try:
             try:
                 for chunk in stdin or ():
@@ -157,9 +159,11 @@ class AdbSession(Session):
                     sock.sendall(struct.pack("<BI", 4, 0))  # close stdin
             except OSError:
                 pass  # the command ended early; its exit status says why
-            return self._collect(conn, sent, total)
+            result = self._collect(conn, sent, total)
+            return result
         finally:
             sock.close()  # the exit frame has been read: nothing is left to drain
+            self._log.add(command, sent, result)
 
     def _collect(self, conn: Any, sent: int, total: int) -> ShellResult:
         out, err = bytearray(), bytearray()
@@ -315,7 +319,8 @@ class AdbSession(Session):
         return EraseReport(size, method.expectation, f"userdata block device, {size} bytes",
                            {"device": USERDATA, "bytes": size, "root": self.root,
                             "pattern": "AES-256-CTR keystream, key held by the host"
-                            if method is RAW_PATTERN else "zeros"})
+                            if method is RAW_PATTERN else "zeros"},
+                           capacity_evidence=self.table_sizes())
 
     def _zero_fill(self, size: int, progress: ProgressFn) -> None:
         mib = 1024 * 1024
@@ -362,6 +367,44 @@ class AdbSession(Session):
 
     def reader(self) -> "_DdReader | None":
         return self._reader
+
+    def readback(self) -> "_DdReader | None":
+        """The userdata block device, read with root, without erasing anything."""
+        if self.state != "device" or not self.root:
+            return None
+        return _DdReader(self, [(USERDATA, self._userdata_size())], root=True)
+
+    def not_recheckable(self, record: Any) -> str | None:
+        if record.sanitization and record.sanitization.method == FILL_RESET.name:
+            return ("its samples were read from fill files that the recorded factory reset "
+                    "removed, so they cannot be read again")
+        return None
+
+    def transcript(self) -> dict[str, Any]:
+        return self._log.summary()
+
+    def table_sizes(self) -> dict[str, int]:
+        """The userdata partition's size from the partition table (/proc/partitions and
+        sysfs), independent of the BLKGETSIZE64 ioctl behind `blockdev`."""
+        table = self.run("cat /proc/partitions")
+        kib = {parts[3]: int(parts[2]) for parts in (line.split() for line in table.text.splitlines())
+               if len(parts) == 4 and parts[2].isdigit()}
+        if table.status != 0 or not kib:
+            return {}
+        events = self.run("cat " + " ".join(f"/sys/class/block/{name}/uevent" for name in sorted(kib)))
+        dev = current = None
+        for line in events.text.splitlines():
+            key, _, value = line.partition("=")
+            current = value if key == "DEVNAME" else current
+            if key == "PARTNAME" and value == "userdata":
+                dev = current
+        if dev not in kib:
+            return {}
+        evidence = {"/proc/partitions": kib[dev] * 1024}
+        sectors = self.run(f"cat /sys/class/block/{dev}/size").text.strip()
+        if sectors.isdigit():
+            evidence[f"/sys/class/block/{dev}/size"] = int(sectors) * 512
+        return evidence
 
     def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
         if method is FACTORY_RESET:
@@ -418,6 +461,32 @@ class AdbSession(Session):
                         "test_harness": harness == "1",
                         "user_files": self.run("ls /sdcard").text.split()}
         return {"returned_over_adb": False, "note": f"did not return over adb within {wait:.0f} s"}
+
+
+class _Transcript:
+    """Counts of the shell commands a session ran, by program, for the evidence bundle."""
+
+    MAX_PROGRAMS = 32
+
+    def __init__(self) -> None:
+        self.commands = self.failed = self.sent = self.received = 0
+        self.programs: dict[str, int] = {}
+
+    def add(self, command: str, sent: int, result: ShellResult | None) -> None:
+        self.commands += 1
+        self.sent += sent
+        if result is None or result.status != 0:
+            self.failed += 1
+        if result is not None:
+            self.received += len(result.stdout) + len(result.stderr)
+        program = command.split()[0] if command.split() else ""
+        if program in self.programs or len(self.programs) < self.MAX_PROGRAMS:
+            self.programs[program] = self.programs.get(program, 0) + 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"protocol": "adb shell v2", "commands": self.commands, "failed": self.failed,
+                "stdin_bytes": self.sent, "output_bytes": self.received,
+                "by_program": dict(sorted(self.programs.items()))}
 
 
 class _DdReader:

@@ -142,6 +142,8 @@ class AndOr:
 
 _OPERATORS = ("&&", "||", ";;", ";", "|", "&", "\n", "(", ")")
 _WORD_END = set(" \t\n;&|<>()")
+_REDIR_RE = re.compile(r"(\d*)(>>|>&|<&|>\||>|<)")
+_PLAIN_WORD_RE = re.compile(r"[^ \t\n;&|<>()'\"\\$`]+")  # needs no quoting or expansion
 
 
 def _lex(src: str) -> list:
@@ -160,14 +162,14 @@ def _lex(src: str) -> list:
             while i < n and src[i] != "\n":
                 i += 1
             continue
-        m = re.match(r"(\d*)(>>|>&|<&|>\||>|<)", src[i:])
+        m = _REDIR_RE.match(src, i)
         if m:
             fd_text, op = m.group(1), m.group(2)
             if op == ">|":
                 op = ">"
             fd = int(fd_text) if fd_text else (0 if op in ("<", "<&") else 1)
             tokens.append(("redir", fd, op))
-            i += m.end()
+            i = m.end()
             continue
         matched = next((op for op in _OPERATORS if src.startswith(op, i)), None)
         if matched:
@@ -243,6 +245,9 @@ def _lex_substitution(src: str, i: int, quoted: bool) -> tuple[Seg, int]:
 
 
 def _lex_word(src: str, i: int) -> tuple[Word, int]:
+    plain = _PLAIN_WORD_RE.match(src, i)
+    if plain and (plain.end() == len(src) or src[plain.end()] in _WORD_END):
+        return (Seg("lit", plain.group(0), False),), plain.end()  # the common case, fast
     segs: list[Seg] = []
     lit: list[str] = []
 
@@ -673,9 +678,17 @@ class Vfs:
             lines = ["major minor  #blocks  name", ""]
             major = 179 if self.disk_name() == "mmcblk0p" else 8
             for name, number in PARTITION_NUMBERS.items():
-                kib = self.storage.partition_size(name) // 1024
+                kib = self.storage.table_size(name) // 1024
                 lines.append(f"{major:4d} {number:8d} {kib:10d} {self.disk_name()}{number}")
             return ("\n".join(lines) + "\n").encode()
+        m = re.fullmatch(r"/sys/class/block/" + self.disk_name() + r"(\d+)/(size|uevent)", path)
+        names = {n: name for name, n in PARTITION_NUMBERS.items()}
+        if m and int(m.group(1)) in names:  # sysfs: 512-byte sectors, and the GPT name
+            name, dev = names[int(m.group(1))], f"{self.disk_name()}{m.group(1)}"
+            if m.group(2) == "size":
+                return f"{self.storage.table_size(name) // 512}\n".encode()
+            return f"MAJOR=8\nMINOR={m.group(1)}\nDEVNAME={dev}\nDEVTYPE=partition\n" \
+                   f"PARTN={m.group(1)}\nPARTNAME={name}\n".encode()
         if path == "/proc/version":
             return b"Linux version 5.10.198-android13-4 (build-user@build-host) #1 SMP PREEMPT\n"
         return None

@@ -1,0 +1,1 @@
+"""Station mode: many phones at once, hot-plug, batches, reconciliation, batch reports."""

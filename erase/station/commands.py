@@ -1,0 +1,211 @@
+"""`phonewipe station` and `phonewipe report`, registered on the main click group."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from ..errors import ConfigError, UsageError
+from ..plugin import Plugin, PluginOptions
+
+
+def parse_emulate(specs: tuple[str, ...]) -> list[str]:
+    """`rooted:8 frp-locked` -> eight rooted handsets and one FRP-locked one."""
+    names: list[str] = []
+    for spec in specs:
+        name, _, count = spec.partition(":")
+        try:
+            n = int(count) if count else 1
+        except ValueError:
+            raise UsageError(f"bad --emulate value {spec!r}", "write PROFILE or PROFILE:COUNT") from None
+        names += [name] * n
+    return names
+
+
+def new_batch_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("B%Y%m%d-%H%M%S")
+
+
+def register(group: click.Group, base: ModuleType) -> None:
+    """Add the station commands to `group`; `base` is erase.cli (helpers, consoles)."""
+
+    @group.command()
+    @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+                  help="station directory: audit.sqlite and batches/<BATCH>/")
+    @click.option("--batch", "batch_id", help="batch id (default: resume the batch a stopped "
+                  "station left open, else a new one)")
+    @click.option("--assets", type=click.Path(path_type=Path),
+                  help="expected-asset list CSV: asset_tag, serial_or_imei, owner")
+    @click.option("--method", help="erase method name (default: the strongest each device allows)")
+    @click.option("--timeout", type=click.FloatRange(1), default=7200, show_default=True,
+                  help="seconds a device may take from arrival to its record")
+    @click.option("--poll", type=click.FloatRange(0.05), default=0.5, show_default=True,
+                  help="seconds between device discoveries")
+    @click.option("--max-jobs", type=click.IntRange(1), default=64, show_default=True)
+    @click.option("--second-look", "second_look_share", type=click.FloatRange(0, 1), default=0.05,
+                  show_default=True, help="share of PASSed devices picked for an R2v3 second look")
+    @click.option("--second-look-by", help="who does the second look (default: the operator)")
+    @click.option("--json-lines", is_flag=True, help="no table: one JSON event per line on stdout")
+    @click.option("--exit-when-idle", is_flag=True,
+                  help="close the batch and exit once no job runs and nothing new arrived")
+    @click.option("--idle-seconds", type=click.FloatRange(0), default=3.0, show_default=True)
+    @click.option("--emulate", "emulate_specs", multiple=True, metavar="PROFILE[:N]",
+                  help="serve emulated handsets on a private adb server (testing, demos)")
+    @click.option("--userdata-mib", type=click.IntRange(1), help="emulated handsets' userdata size")
+    @base._operator_options
+    @click.pass_context
+    @base.expected_errors
+    def station(ctx: click.Context, out_dir: Path, batch_id: str | None, assets: Path | None,
+                method: str | None, timeout: float, poll: float, max_jobs: int,
+                second_look_share: float, second_look_by: str | None, json_lines: bool,
+                exit_when_idle: bool, idle_seconds: float, emulate_specs: tuple[str, ...],
+                userdata_mib: int | None, keys_dir: Path | None, **kw: Any) -> None:
+        """Watch for phones, erase each one as it arrives, many at once, as one batch."""
+        from ..audit import AuditLog
+        from ..runner import check_output_dir
+        from .ledger import open_batch
+        from .manifest import load_manifest
+        from .reports import batch_dir, write_reports
+        from .station import Station, StationOptions
+        from .view import JsonLines, LiveTable
+
+        config = base._config(ctx)
+        manifest = load_manifest(assets) if assets else None
+        check_output_dir(out_dir)
+        profiles = parse_emulate(emulate_specs)
+        if profiles and keys_dir is None:
+            from ..demo import ensure_demo_keys
+            keys_dir = ensure_demo_keys(out_dir / "keys")
+        signer = base._load_signer(keys_dir or config.keys_dir)
+        handsets: list[Any] = []
+        plugins: dict[str, Plugin]
+        if profiles:
+            plugins, handsets = _emulated_bench(profiles, out_dir, userdata_mib)
+        else:
+            plugins = base._plugins(ctx)
+        out = base.console
+        try:
+            with AuditLog(out_dir / "audit.sqlite") as audit:
+                batch_id = batch_id or open_batch(audit) or new_batch_id()
+                cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
+                options = StationOptions(
+                    batch_id=batch_id, settings=base._settings(config, kw, method),
+                    cert_dir=cert_dir, manifest=manifest, timeout=timeout, poll=poll,
+                    max_jobs=max_jobs, exit_when_idle=exit_when_idle, idle_seconds=idle_seconds,
+                    second_look_share=second_look_share, second_look_by=second_look_by or "")
+                st = Station(plugins, audit, signer, options,
+                             listener=JsonLines() if json_lines else None)
+
+                def terminate(*_: Any) -> None:  # SIGTERM: stop cleanly, like Ctrl-C twice
+                    st.interrupt()
+                    st.interrupt()
+                signal.signal(signal.SIGTERM, terminate)
+                signal.signal(signal.SIGINT, lambda *_: st.interrupt())
+                if json_lines:
+                    how = st.run()
+                else:
+                    from rich.live import Live
+                    with Live(LiveTable(st), console=out, refresh_per_second=4):
+                        how = st.run()
+                if how == "aborted":
+                    aborted = [r for r in st.rows.values() if r.state == "aborted" or
+                               (r.job_id and not r.final and r.key in st.workers)]
+                    msg = (f"stopped: {len(aborted)} running job(s) aborted and recorded as such "
+                           f"({', '.join(r.serial or r.port for r in aborted) or 'none'}); run the "
+                           f"same command again to redo them and finish batch {batch_id}")
+                    (base.err_console if not json_lines else base.err_console).print(msg, highlight=False)
+                    sys.exit(130)
+                outputs = write_reports(audit, batch_id, out_dir, signer)
+        finally:
+            if handsets:
+                from ..emulation.fleet import stop_handsets
+                stop_handsets(handsets)
+                plugins["adb"].server.stop()  # type: ignore[attr-defined]
+        if json_lines:
+            st.emit("reports", summary=str(outputs.summary_pdf), csv=str(outputs.records_csv),
+                    json=str(outputs.records_json))
+        else:
+            _print_outputs(out, outputs)
+        sys.exit(_unexpected(st, handsets, base))
+
+    @group.command()
+    @click.argument("batch_id")
+    @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+                  help="the station directory holding audit.sqlite")
+    @click.option("--keys", "keys_dir", type=click.Path(path_type=Path), help="signing key directory")
+    @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+    @click.pass_context
+    @base.expected_errors
+    def report(ctx: click.Context, batch_id: str, out_dir: Path, keys_dir: Path | None,
+               as_json: bool) -> None:
+        """Rebuild a batch's signed summary PDF, CSV and JSON from the audit log alone."""
+        from ..audit import AuditLog
+        from .reports import write_reports
+        audit_path = out_dir / "audit.sqlite"
+        if not audit_path.is_file():
+            raise ConfigError(f"no audit log at {audit_path}", "give the --out directory the station used")
+        if keys_dir is None and (out_dir / "keys" / "signing-key.pem").is_file():
+            keys_dir = out_dir / "keys"  # the key an emulated station made for itself
+        signer = base._load_signer(keys_dir or base._config(ctx).keys_dir)
+        with AuditLog(audit_path) as audit:
+            outputs = write_reports(audit, batch_id, out_dir, signer)
+        if as_json:
+            click.echo(json.dumps(outputs.summary, indent=2, sort_keys=True))
+        else:
+            _print_outputs(base.console, outputs)
+
+
+def _print_outputs(console: Any, outputs: Any) -> None:
+    s = outputs.summary
+    rec = s["reconciliation"]
+    console.print(f"batch {s['batch_id']}: {s['device_count']} devices, "
+                  + ", ".join(f"{k}: {v}" for k, v in s["totals"].items()), highlight=False)
+    if rec["has_manifest"]:
+        console.print("reconciliation: " + ", ".join(
+            f"{k.replace('_', ' ')}: {len(v)}" for k, v in rec.items() if isinstance(v, list)),
+            highlight=False)
+    for p in (outputs.summary_pdf, outputs.records_csv, outputs.records_json):
+        console.print(f"  {p}", highlight=False)
+
+
+def _emulated_bench(profiles: list[str], out_dir: Path, userdata_mib: int | None):
+    from ..demo import free_port
+    from ..emulation.fleet import start_handsets
+    from ..plugin import load_plugins
+    shutil.rmtree(out_dir / "handsets", ignore_errors=True)
+    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": out_dir / ".adb-home",
+                                          "reboot_wait": 20}))
+    handsets = start_handsets(profiles, out_dir / "handsets", plugins,
+                              userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
+    return plugins, handsets
+
+
+def _unexpected(st: Any, handsets: list[Any], base: ModuleType) -> int:
+    """With emulated handsets: 1 when one did not end as its profile says it must."""
+    if not handsets:
+        return 0
+    expected = {h.serial: h.profile.expect for h in handsets}
+    serial_at = {address: h.serial for h in handsets for address in h.endpoints.values()}
+    bad = 0
+    seen = set()
+    for row in st.rows.values():
+        serial = row.serial or serial_at.get(row.port, "")  # a locked phone may not say who it is
+        seen.add(serial)
+        want = expected.get(serial)
+        if want is not None and row.outcome != want:
+            bad += 1
+            base.err_console.print(f"[red]unexpected:[/] {serial} ended {row.outcome or row.state},"
+                                   f" expected {want}: {row.reason}", highlight=False)
+    missing = set(expected) - seen
+    for serial in sorted(missing):
+        bad += 1
+        base.err_console.print(f"[red]unexpected:[/] {serial} never got a record", highlight=False)
+    return 1 if bad else 0

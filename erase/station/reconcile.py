@@ -1,0 +1,83 @@
+"""Reconcile a batch's final records with its expected-asset list."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..model import Outcome, Record
+from .manifest import Asset, Manifest, normalise
+
+
+@dataclass
+class Reconciliation:
+    erased: list[dict[str, Any]] = field(default_factory=list)
+    blocked: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    expected_never_seen: list[dict[str, Any]] = field(default_factory=list)
+    seen_not_expected: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    has_manifest: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.to_dict().items() if isinstance(v, list)}
+
+
+def device_keys(record: Record) -> list[str]:
+    return [k for k in [normalise(record.device.serial), *map(normalise, record.device.imeis)] if k]
+
+
+def _entry(record: Record, assets: list[Asset]) -> dict[str, Any]:
+    return {"serial": record.device.serial or "", "imeis": list(record.device.imeis),
+            "outcome": record.outcome.value, "result": record.result_text,
+            "asset_tags": [a.asset_tag for a in assets], "owners": [a.owner for a in assets],
+            "record_id": record.record_id, "reason": record.reason}
+
+
+def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliation:
+    out = Reconciliation(has_manifest=manifest is not None)
+    assets = list(manifest.assets) if manifest else []
+    by_key: dict[str, list[Asset]] = defaultdict(list)
+    by_tag: dict[str, list[Asset]] = defaultdict(list)
+    for asset in assets:
+        by_key[asset.key].append(asset)
+        if asset.asset_tag:
+            by_tag[asset.asset_tag].append(asset)
+    for key, rows in by_key.items():
+        if len(rows) > 1:
+            out.duplicates.append(f"{rows[0].identifier} is listed {len(rows)} times in the asset "
+                                  f"list (" + ", ".join(f"{a.asset_tag or '?'} line {a.line}"
+                                                        for a in rows) + ")")
+    for tag, rows in by_tag.items():
+        if len({a.key for a in rows}) > 1:
+            out.duplicates.append(f"asset tag {tag} is given to {len(rows)} different devices ("
+                                  + ", ".join(f"{a.identifier} line {a.line}" for a in rows) + ")")
+    seen_devices: dict[str, list[Record]] = defaultdict(list)
+    matched: set[int] = set()
+    for record in records:
+        keys = device_keys(record)
+        seen_devices[keys[0] if keys else record.endpoint.address].append(record)
+        mine = [a for a in assets if a.key in keys]
+        matched.update(id(a) for a in mine)
+        entry = _entry(record, mine)
+        if manifest is not None and not mine:
+            out.seen_not_expected.append(entry)
+        if record.outcome in (Outcome.ERASED_VERIFIED, Outcome.ERASED_UNVERIFIED):
+            out.erased.append(entry)
+        elif record.outcome is Outcome.BLOCKED:
+            out.blocked.append(entry)
+        else:
+            out.failed.append(entry)
+        if len({a.key for a in mine}) > 1:
+            out.duplicates.append(f"device {record.device.serial} matches {len(mine)} different "
+                                  "asset-list lines by serial and IMEI: "
+                                  + ", ".join(a.asset_tag for a in mine))
+    for key, recs in seen_devices.items():
+        if len(recs) > 1:
+            out.duplicates.append(f"device {recs[0].device.serial or key} has {len(recs)} final "
+                                  "records in this batch")
+    out.expected_never_seen = [asdict(a) for a in assets if id(a) not in matched]
+    return out

@@ -1,0 +1,78 @@
+"""Reconciliation of a batch against its expected-asset list, and the batch exports, without
+any phone: records are built directly."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from erase.errors import ConfigError
+from erase.model import Destination, Endpoint, Identity, Operator, Outcome, Record
+from erase.station.manifest import load_manifest
+from erase.station.reconcile import reconcile
+from erase.station.reports import records_csv
+
+SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "sample-batch.csv"
+
+
+def record(serial: str, outcome: Outcome, imei: str = "", n: int = 0) -> Record:
+    return Record(record_id=f"rec-{serial}-{n}", job_id=f"job-{serial}-{n}",
+                  created_at="2026-11-23T00:00:00.000Z", outcome=outcome,
+                  device=Identity(platform="android", serial=serial, imeis=(imei,) if imei else ()),
+                  endpoint=Endpoint("adb", "adb", f"tcp:{serial}"), operator=Operator("T"),
+                  destination=Destination(), tool={"name": "phonewipe"}, batch_id="B1")
+
+
+def test_every_planted_discrepancy_is_named() -> None:
+    manifest = load_manifest(SAMPLE)
+    records = [record("PWROOT0000", Outcome.ERASED_VERIFIED),
+               record("PWUNRT0000", Outcome.ERASED_UNVERIFIED),
+               record("PWFRPL0000", Outcome.BLOCKED),
+               record("PWLIE10000", Outcome.FAILED),
+               record("PWSTRAY001", Outcome.ERASED_VERIFIED),  # seen, not on the list
+               record("PWTWICE001", Outcome.FAILED), record("PWTWICE001", Outcome.FAILED, n=1)]
+    rec = reconcile(records, manifest)
+    assert {e["serial"] for e in rec.erased} == {"PWROOT0000", "PWUNRT0000", "PWSTRAY001"}
+    assert [e["serial"] for e in rec.blocked] == ["PWFRPL0000"]
+    assert {e["serial"] for e in rec.failed} == {"PWLIE10000", "PWTWICE001"}
+    assert [a["asset_tag"] for a in rec.expected_never_seen] == ["IT-0005"]
+    assert {e["serial"] for e in rec.seen_not_expected} == {"PWSTRAY001", "PWTWICE001"}
+    dupes = " | ".join(rec.duplicates)
+    assert "PWROOT0000 is listed 2 times" in dupes and "IT-0006" in dupes
+    assert "PWTWICE001 has 2 final records" in dupes
+    assert [e["asset_tags"] for e in rec.erased if e["serial"] == "PWROOT0000"] == [["IT-0001", "IT-0006"]]
+
+
+def test_a_device_is_matched_by_imei_when_the_list_gives_one(tmp_path: Path) -> None:
+    path = tmp_path / "assets.csv"
+    path.write_text("Asset Tag,IMEI,Cost Centre\nA-1, 3569 3803 5643 809 ,CC-1\nA-1,999,CC-2\n")
+    manifest = load_manifest(path)
+    rec = reconcile([record("ANY", Outcome.ERASED_VERIFIED, imei="356938035643809")], manifest)
+    assert rec.erased[0]["asset_tags"] == ["A-1"] and rec.erased[0]["owners"] == ["CC-1"]
+    assert [a["identifier"] for a in rec.expected_never_seen] == ["999"]
+    assert any("asset tag A-1 is given to 2 different devices" in d for d in rec.duplicates)
+
+
+def test_an_asset_list_without_an_identifier_column_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "assets.csv"
+    path.write_text("asset_tag,owner\nA-1,x\n")
+    with pytest.raises(ConfigError, match="no serial or IMEI column"):
+        load_manifest(path)
+
+
+def test_no_asset_list_reconciles_records_only() -> None:
+    rec = reconcile([record("X1", Outcome.BLOCKED)], None)
+    assert not rec.has_manifest and rec.seen_not_expected == [] and rec.expected_never_seen == []
+    assert [e["serial"] for e in rec.blocked] == ["X1"]
+
+
+def test_csv_export_has_the_record_fields_under_their_json_names() -> None:
+    records = [record("PWROOT0000", Outcome.ERASED_VERIFIED, imei="356938035643809")]
+    rows = list(csv.DictReader(io.StringIO(records_csv(records))))
+    assert rows[0]["device.serial"] == "PWROOT0000"
+    assert json.loads(rows[0]["device.imeis"]) == ["356938035643809"]
+    assert rows[0]["outcome"] == "ERASED_VERIFIED" and rows[0]["batch_id"] == "B1"
+    assert rows[0]["record_sha256"] == records[0].sha256()
