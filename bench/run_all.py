@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_adb_throughput.py", "bench_signing.py", "bench_station.py", "bench_verify.py"]
+BENCHES = ["bench_adb_throughput.py", "bench_signing.py", "bench_station.py", "bench_verify.py",
+           "bench_fastboot.py"]
 
 
 def main() -> int:

@@ -57,8 +57,11 @@ def _config(ctx: click.Context) -> Config:
               help="TOML config (operator, destination, keys); default ./phonewipe.toml or "
                    "~/.config/phonewipe/config.toml")
 @click.option("--adb-port", type=int, help="port of the adb server (default 5037)")
+@click.option("--fastboot-tcp", "fastboot_tcp", multiple=True, metavar="tcp:HOST:PORT",
+              help="also look for a fastboot device at this TCP address (repeatable)")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None) -> None:
+def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None,
+        fastboot_tcp: tuple[str, ...]) -> None:
     """Erase phones, verify by sampling, issue signed certificates."""
     ctx.ensure_object(dict)
     logging.getLogger("pyhanko").setLevel(logging.ERROR)  # its warnings are not ours to print
@@ -68,7 +71,8 @@ def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None) -> N
         err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     ctx.obj["config"] = config
-    ctx.obj["plugin_options"] = PluginOptions({"adb_port": adb_port or config.adb_port})
+    ctx.obj["plugin_options"] = PluginOptions({"adb_port": adb_port or config.adb_port,
+                                               "fastboot_tcp": list(fastboot_tcp)})
 
 
 def _plugins(ctx: click.Context) -> dict[str, Plugin]:

@@ -25,6 +25,9 @@ class Config:
     confidence: float = 0.99
     residual: float = 0.001
     adb_port: int = 5037
+    station_timeout: float = 7200.0  # [station] timeout: seconds per device
+    second_look_share: float = 0.05  # [station] second_look: share of PASSed devices
+    second_look_by: str = ""  # [station] second_look_by: who does the second look
     source: Path | None = None
 
 
@@ -56,13 +59,17 @@ def load_config(path: Path | None = None) -> Config:
         verification = _table(data, "verification", path)
         keys = _table(data, "keys", path)
         adb = _table(data, "adb", path)
+        station = _table(data, "station", path)
         config = Config(
             operator=operator, destination=destination,
             keys_dir=Path(str(keys.get("dir", DEFAULT_KEYS_DIR))).expanduser(),
             verify_mode=str(verification.get("mode", "quick")),
             confidence=float(verification.get("confidence", 0.99)),
             residual=float(verification.get("residual", 0.001)),
-            adb_port=int(adb.get("port", 5037)), source=path)
+            adb_port=int(adb.get("port", 5037)),
+            station_timeout=float(station.get("timeout", 7200.0)),
+            second_look_share=float(station.get("second_look", 0.05)),
+            second_look_by=str(station.get("second_look_by", "")), source=path)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config file {path} has a bad value: {exc}",
                           "fix the file (see README, 'Configuration')") from exc

@@ -21,6 +21,7 @@ from .pattern import new_key
 from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
 from .evidence import build_evidence
+from .follow import Followed, follow_for_readback
 from .verify import make_plan, read_digests, sample_and_check
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
@@ -72,6 +73,7 @@ class _Job:
     stage: str = "detected"
     evidence: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    followed: Followed | None = None  # the phone found again in a mode that reads back
 
     @property
     def serial(self) -> str:
@@ -96,6 +98,8 @@ class _Job:
                     outcome, reason = self._flow(session)
                 finally:
                     self.evidence = self._evidence(session)
+                    if self.followed is not None:
+                        self.followed.close()
         except _Stop as stop:
             outcome, reason = stop.outcome, stop.reason
         except DeviceGone as exc:
@@ -138,6 +142,9 @@ class _Job:
         self.log("erased", {"bytes_written": report.bytes_written, "scope": report.scope})
 
         reader = session.reader() if self.method.verifiable else None
+        if reader is None and report.expectation is not None:  # e.g. erased in the bootloader
+            self.followed = follow_for_readback(self.plugin, session, self.serial, self.log)
+            reader = self.followed.reader if self.followed else None
         if reader is None or report.expectation is None:
             self.verification = VerificationResult(
                 mode="none", status="unavailable", scope=report.scope,

@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "phonewipe.protocols"
 
 BUILTIN_PLUGINS: dict[str, str] = {
     "adb": "protocols.adb:AdbPlugin",
+    "fastboot": "protocols.fastboot:FastbootPlugin",
 }
 
 ProgressFn = Callable[[int, int], None]
@@ -105,6 +106,12 @@ class Session(abc.ABC):
 
     def post_state(self) -> dict[str, Any]:
         return {}
+
+    def reboot_to(self, mode: str) -> bool:
+        """Reboot the device into ``mode`` (e.g. "adb": boot Android) so that another
+        plugin can reach it (erase.follow); False when this session cannot. The session
+        is not usable for device commands afterwards."""
+        return False
 
     def close(self) -> None:
         pass

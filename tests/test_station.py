@@ -88,23 +88,28 @@ def batch32(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     tmp = tmp_path_factory.mktemp("station32")
     out, rc_file = tmp / "out", tmp / "rc"
     socket_name = f"pw-{os.getpid()}"
+    config = tmp / "phonewipe.toml"
+    config.write_text('[operator]\nname = "Station Tester"\norganization = "Test Org"\n'
+                      '[station]\nsecond_look = 0.5\nsecond_look_by = "Second Looker"\n')
     specs = [arg for name, n in MIX.items() for arg in ("--emulate", f"{name}:{n}")]
     command = " ".join([
-        f"HOME={tmp}", "COLUMNS=200", "LINES=60", *PHONEWIPE, "station", "--out", str(out), *specs, "--userdata-mib", "4",
+        f"HOME={tmp}", "COLUMNS=200", "LINES=60", *PHONEWIPE, "--config", str(config), "station", "--out", str(out), *specs, "--userdata-mib", "4",
         "--exit-when-idle", "--idle-seconds", "2", "--assets", str(SAMPLE_ASSETS),
-        "--operator", "'Station Tester'", "--second-look", "0.5", f"; echo $? > {rc_file}; sleep 120"])
+        f"; echo $? > {rc_file}; sleep 120"])
     subprocess.run([tmux, "-L", socket_name, "new-session", "-d", "-s", "station", "-x", "200",
                     "-y", "60", f"cd {ROOT} && {command}"], check=True)
     screens: list[str] = []
+
+    def capture() -> None:
+        screens.append(subprocess.run([tmux, "-L", socket_name, "capture-pane", "-p", "-t", "station"],
+                                      capture_output=True, text=True).stdout)
     try:
         deadline = time.monotonic() + 150
         while not rc_file.exists() and time.monotonic() < deadline:
-            screens.append(subprocess.run([tmux, "-L", socket_name, "capture-pane", "-p", "-t", "station"],
-                                          capture_output=True, text=True).stdout)
+            capture()
             time.sleep(0.5)
         time.sleep(0.3)
-        screens.append(subprocess.run([tmux, "-L", socket_name, "capture-pane", "-p", "-t", "station"],
-                                      capture_output=True, text=True).stdout)
+        capture()
     finally:
         subprocess.run([tmux, "-L", socket_name, "kill-server"], capture_output=True)
     assert rc_file.exists(), "the station did not finish in time:\n" + (screens[-1] if screens else "")
@@ -150,7 +155,8 @@ def test_batch_outputs_reconcile_and_report_rebuilds_them(batch32: tuple[Path, l
     assert any("PWROOT0000 is listed 2 times" in d for d in rec["duplicates"])
     assert len(rec["seen_not_expected"]) == 28  # 32 seen, 4 distinct listed serials
     assert summary["operator"]["name"] == "Station Tester"
-    assert summary["second_look"] and all(s["by"] == "Station Tester" for s in summary["second_look"])
+    picks = summary["second_look"]  # half of the 16 PASSes, by the person the config names
+    assert len(picks) == 8 and all(s["by"] == "Second Looker" for s in picks), picks
     before = json.loads((batch / "records.json").read_text())
     for name in ("summary.pdf", "records.csv", "records.json", "summary.json"):
         (batch / name).unlink()
@@ -271,3 +277,13 @@ def test_ctrl_c_aborts_cleanly_and_a_restart_redoes_it_within_the_timeout(tmp_pa
     [record] = [p for j, e, p in log if e == "record" and j == redo]
     assert record["outcome"] == "FAILED" and "timeout" in record["reason"]
     assert_one_final_record_per_device(out, 2)
+
+
+def test_a_bad_asset_list_stops_the_station_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "assets.csv"
+    bad.write_text("asset_tag,owner\nA-1,x\n")
+    result = phonewipe("station", "--out", str(tmp_path / "out"), "--assets", str(bad))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "serial or IMEI" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "audit.sqlite").exists()  # nothing started

@@ -40,6 +40,7 @@ class Locks:
     device_owner: str = ""  # package of an MDM device-owner app
     screen_lock: bool = False
     bootloader_locked: bool = True
+    oem_unlocking: bool = False  # "OEM unlocking" on and the owner confirms `flashing unlock`
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,16 @@ class HandsetStorage:
         return sorted(p for p in self.table.files if p.startswith(prefix))
 
     # -- device-level operations ----------------------------------------------------------
+    def userdata_wiped(self) -> None:
+        """A bootloader erased or flashed userdata: the file system and the accounts and
+        device owner kept on it are gone (what the medium holds now is what was written)."""
+        with self._lock:
+            self.table = FileTable(free=[[16 * BLOCK, self.size]])
+            self.state.device_owner = ""
+            self.state.google_accounts = []
+            self.state.screen_lock = False
+            self.save()
+
     def factory_reset(self) -> None:
         """Model a reset of an encrypted phone: the user-data key is destroyed, so what is
         left on the medium is ciphertext under a key nobody has; then a fresh file system."""

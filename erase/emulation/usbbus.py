@@ -63,6 +63,7 @@ class Gadget(Protocol):
     """The device side of one emulated USB function."""
 
     spec: DeviceSpec
+    generation: int  # changes each time the device reboots: it enumerates afresh
 
     def present(self) -> bool:
         """Whether the device is on the bus now (right mode, not rebooting, cable in)."""
@@ -93,6 +94,10 @@ class InPipe:
         with self._cond:
             self._queue.clear()
             self._cond.notify_all()
+
+    def pending(self) -> bool:
+        with self._cond:
+            return bool(self._queue)
 
     def wake(self) -> None:
         with self._cond:
@@ -127,6 +132,7 @@ class _Slot:
     gadget: Gadget
     address: int = 0  # 0 while absent
     port: int = 0
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,9 @@ class EmulatedUsbBus:
         with self._lock:
             if not slot.gadget.present():
                 slot.address = 0
-            elif not slot.address:
+            elif not slot.address or slot.generation != slot.gadget.generation:
                 slot.address = next(self._addresses)
+                slot.generation = slot.gadget.generation
             return slot.address
 
     def devices(self) -> list[_DevId]:

@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import sys
-from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,14 +44,17 @@ def register(group: click.Group, base: ModuleType) -> None:
     @click.option("--assets", type=click.Path(path_type=Path),
                   help="expected-asset list CSV: asset_tag, serial_or_imei, owner")
     @click.option("--method", help="erase method name (default: the strongest each device allows)")
-    @click.option("--timeout", type=click.FloatRange(1), default=7200, show_default=True,
-                  help="seconds a device may take from arrival to its record")
+    @click.option("--timeout", type=click.FloatRange(1),
+                  help="seconds a device may take from arrival to its record (default 7200, "
+                       "or [station] timeout)")
     @click.option("--poll", type=click.FloatRange(0.05), default=0.5, show_default=True,
                   help="seconds between device discoveries")
     @click.option("--max-jobs", type=click.IntRange(1), default=64, show_default=True)
-    @click.option("--second-look", "second_look_share", type=click.FloatRange(0, 1), default=0.05,
-                  show_default=True, help="share of PASSed devices picked for an R2v3 second look")
-    @click.option("--second-look-by", help="who does the second look (default: the operator)")
+    @click.option("--second-look", "second_look_share", type=click.FloatRange(0, 1),
+                  help="share of PASSed devices picked for an R2v3 second look (default 0.05, "
+                       "or [station] second_look)")
+    @click.option("--second-look-by", help="who does the second look (default: [station] "
+                  "second_look_by, else the operator)")
     @click.option("--json-lines", is_flag=True, help="no table: one JSON event per line on stdout")
     @click.option("--exit-when-idle", is_flag=True,
                   help="close the batch and exit once no job runs and nothing new arrived")
@@ -64,8 +66,8 @@ def register(group: click.Group, base: ModuleType) -> None:
     @click.pass_context
     @base.expected_errors
     def station(ctx: click.Context, out_dir: Path, batch_id: str | None, assets: Path | None,
-                method: str | None, timeout: float, poll: float, max_jobs: int,
-                second_look_share: float, second_look_by: str | None, json_lines: bool,
+                method: str | None, timeout: float | None, poll: float, max_jobs: int,
+                second_look_share: float | None, second_look_by: str | None, json_lines: bool,
                 exit_when_idle: bool, idle_seconds: float, emulate_specs: tuple[str, ...],
                 userdata_mib: int | None, keys_dir: Path | None, **kw: Any) -> None:
         """Watch for phones, erase each one as it arrives, many at once, as one batch."""
@@ -78,6 +80,9 @@ def register(group: click.Group, base: ModuleType) -> None:
         from .view import JsonLines, LiveTable
 
         config = base._config(ctx)
+        if not 0 <= config.second_look_share <= 1:
+            raise ConfigError(f"[station] second_look must be a share between 0 and 1, not "
+                              f"{config.second_look_share}", "fix the config file (e.g. 0.05)")
         manifest = load_manifest(assets) if assets else None
         check_output_dir(out_dir)
         profiles = parse_emulate(emulate_specs)
@@ -98,9 +103,13 @@ def register(group: click.Group, base: ModuleType) -> None:
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
                     batch_id=batch_id, settings=base._settings(config, kw, method),
-                    cert_dir=cert_dir, manifest=manifest, timeout=timeout, poll=poll,
-                    max_jobs=max_jobs, exit_when_idle=exit_when_idle, idle_seconds=idle_seconds,
-                    second_look_share=second_look_share, second_look_by=second_look_by or "")
+                    cert_dir=cert_dir, manifest=manifest,
+                    timeout=timeout if timeout is not None else config.station_timeout,
+                    poll=poll, max_jobs=max_jobs, exit_when_idle=exit_when_idle,
+                    idle_seconds=idle_seconds,
+                    second_look_share=second_look_share if second_look_share is not None
+                    else config.second_look_share,
+                    second_look_by=second_look_by or config.second_look_by)
                 st = Station(plugins, audit, signer, options,
                              listener=JsonLines() if json_lines else None)
 

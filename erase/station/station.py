@@ -101,6 +101,12 @@ def fallback_record(job_id: str, identity: dict[str, Any] | None, endpoint: dict
                   reason=reason, asset_tag=settings.asset_tag, batch_id=settings.batch_id)
 
 
+def record_payload(record: Record, by: str) -> dict[str, Any]:
+    """The audit payload of a final record the station wrote itself (as the job's own)."""
+    return {"outcome": record.outcome.value, "record_sha256": record.sha256(),
+            "reason": record.reason, "record": record.to_dict(), "by": by}
+
+
 class JobAudit:
     """What a job sees as its audit log: events go to the real log, update the live row,
     and the station decides what the job's end means (record, abort, or too late)."""
@@ -112,6 +118,7 @@ class JobAudit:
         self.identity: dict[str, Any] | None = None
         self.record: Record | None = None  # the job's one final record, once written
         self.forced = False  # the station wrote that record for a job stuck past its deadline
+        self.aborted = False  # the job was stopped by the operator and logged as such
 
     def append(self, job_id: str, serial: str, event: str, payload: dict[str, Any] | None = None) -> int:
         payload = payload or {}
@@ -124,6 +131,7 @@ class JobAudit:
                     event, payload = "late-result", {"outcome": payload.get("outcome"),
                                                      "reason": payload.get("reason")}
                 elif self.guard.stopped_by == "abort":
+                    self.aborted = True
                     event, payload = "aborted", {"stage": self.row.state,
                                                  "reason": payload.get("reason", "")}
                 else:
@@ -161,6 +169,7 @@ class Station:
         self._look_offset = secrets.randbelow(max(1, int(1 / share))) if share > 0 else 0
         self._last_progress: dict[str, float] = {}
         self.errors: list[str] = []
+        self.discovery_errors: list[str] = []  # from the latest poll, for the live view
         self._interrupts = 0
 
     # -- events -----------------------------------------------------------------------------
@@ -325,6 +334,7 @@ class Station:
 
     def step(self) -> None:
         change = self.watcher.poll()
+        self.discovery_errors = change.errors
         for error in change.errors:
             if error not in self.errors:
                 self.errors.append(error)
@@ -351,9 +361,13 @@ class Station:
     def _arrived(self, plugin: Plugin, endpoint: Endpoint) -> None:
         self.last_activity = time.monotonic()
         with self.lock:
-            key = self.by_address.get(endpoint.address)
+            # a USB address or label that is a known serial: the same phone in another mode,
+            # followed without a probe that could disturb the job driving it there
+            key = self.by_address.get(endpoint.address) or self.by_serial.get(endpoint.address) \
+                or self.by_serial.get(endpoint.label)
             row = self.rows.get(key) if key else None
             if row is not None and (row.busy or row.final):
+                self.by_address.setdefault(endpoint.address, row.key)
                 row.present = True
                 if endpoint.mode not in row.modes:
                     row.modes.append(endpoint.mode)
@@ -522,8 +536,7 @@ class Station:
             record = fallback_record(row.job_id, gate.identity, _endpoint_dict(row), settings, reason)
             gate.forced = True
             gate.append(row.job_id, row.serial or row.port, "record",
-                        {"outcome": record.outcome.value, "record_sha256": record.sha256(),
-                         "reason": reason, "record": record.to_dict(), "by": "station-timeout"})
+                        record_payload(record, "station-timeout"))
             self._certify(None, record, key)
 
     def finish(self) -> None:
@@ -533,6 +546,15 @@ class Station:
                 thread.join(max(0.0, deadline - time.monotonic()))
             with self.final_lock:
                 self.sealed = True
+                # jobs still inside one device call: recorded as aborted all the same
+                for _, _, gate in list(self.workers.values()):
+                    if gate is not None and gate.record is None and not gate.aborted:
+                        gate.aborted = True
+                        self.audit.append(gate.row.job_id, gate.row.serial or gate.row.port,
+                                          "aborted", {"stage": gate.row.state, "reason":
+                                                      "still waiting on the device when the "
+                                                      "station stopped"})
+                        gate.row.state = "aborted"
             with self.lock:
                 aborted = [r.job_id for r in self.rows.values() if r.job_id and not r.final
                            and r.key in self.workers]
@@ -555,9 +577,7 @@ class Station:
             settings = replace(self.options.settings, batch_id=self.options.batch_id,
                                asset_tag=job.asset_tag)
             record = fallback_record(job.job_id, job.identity, job.endpoint, settings, reason)
-            self.audit.append(job.job_id, job.device_key, "record",
-                              {"outcome": record.outcome.value, "record_sha256": record.sha256(),
-                               "reason": reason, "record": record.to_dict(), "by": "batch-close"})
+            self.audit.append(job.job_id, job.device_key, "record", record_payload(record, "batch-close"))
             row = self.rows.get(key)
             if row:
                 row.outcome, row.result, row.reason, row.state = \

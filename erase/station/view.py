@@ -76,6 +76,8 @@ class LiveTable:
             status += " - finishing running jobs, no new ones (Ctrl-C again to abort them)"
         else:
             status += " - Ctrl-C: finish running jobs and stop"
+        for error in st.discovery_errors:
+            status += f"\ndiscovery problem: {error}"
         return Group(Text(status), table)  # status first: a tall table is cropped at the bottom
 
 

@@ -5,6 +5,7 @@ speaking the real wire protocol over loopback TCP, reached by the same server.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import adbutils
@@ -54,4 +55,16 @@ class AdbPlugin(Plugin):
         adbd.start()
         if storage.state.mode == "adb":
             self.server.connect(adbd.address)
+        else:  # starts in the bootloader: connect once it boots Android (erase.follow)
+            threading.Thread(target=self._connect_when_online, args=(adbd,), daemon=True,
+                             name=f"adb-connect-{adbd.port}").start()
         return adbd
+
+    def _connect_when_online(self, adbd: Any) -> None:
+        while not adbd.stopped:
+            if adbd.wait_online(1.0):
+                try:
+                    self.server.connect(adbd.address)
+                    return
+                except PhonewipeError:
+                    continue

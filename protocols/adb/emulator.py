@@ -592,6 +592,10 @@ class EmulatedAdbd:
         return self.storage.state.mode
 
     @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
     def online(self) -> bool:
         """Whether a host connecting now would reach adbd."""
         return (not self.unplugged and not self.storage.faults.unplugged

@@ -98,7 +98,11 @@ def parse(image: bytes | memoryview) -> Iterator[Extent]:
         body = view[pos + chunk_hdr:pos + total]
         if total < chunk_hdr or len(body) != total - chunk_hdr:
             raise SparseError("sparse chunk size runs past the image", "send a valid image")
+        if kind == CRC32:
+            blocks = 0
         length = blocks * blk
+        if out_block + blocks > total_blocks:
+            raise SparseError("sparse chunks run past the image size", "send a valid image")
         if kind == RAW:
             if len(body) != length:
                 raise SparseError("RAW chunk size does not match its blocks", "send a valid image")
@@ -109,13 +113,9 @@ def parse(image: bytes | memoryview) -> Iterator[Extent]:
             yield Extent(out_block * blk, length, fill=bytes(body))
         elif kind == DONT_CARE:
             yield Extent(out_block * blk, length)
-        elif kind == CRC32:
-            blocks = 0
-        else:
+        elif kind != CRC32:
             raise SparseError(f"unknown sparse chunk type {kind:#x}", "send a valid image")
         out_block += blocks
-        if out_block > total_blocks:
-            raise SparseError("sparse chunks run past the image size", "send a valid image")
         pos += total
     if pos != len(view):
         raise SparseError("trailing bytes after the last sparse chunk", "send a valid image")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from erase.errors import ProtocolError
+from erase.errors import DeviceGone, DeviceNotFound, ProtocolError
 
 MAX_REPLY = 256
 MAX_COMMAND = 4096  # the protocol allows 64 bytes over USB; newer bootloaders take 4 KiB
@@ -48,3 +48,18 @@ def parse_reply(raw: bytes) -> Reply:
 
 def frame(payload_length: int) -> bytes:
     return TCP_LENGTH.pack(payload_length)
+
+
+class FastbootTimeout(ProtocolError):
+    """The device did not answer in time."""
+
+
+def gone(address: str, what: str) -> DeviceGone:
+    return DeviceGone(f"the fastboot device {address} disconnected {what}",
+                      "check the cable and that the phone is still in the bootloader, then run again")
+
+
+def not_found(address: str, why: str) -> DeviceNotFound:
+    return DeviceNotFound(f"no fastboot device at {address}: {why}",
+                          "put the phone in the bootloader (adb reboot bootloader) and run "
+                          "`phonewipe devices`")

@@ -1,0 +1,84 @@
+"""fastboot plugin: phones in the Android bootloader, over USB (pyusb) or TCP.
+
+fastboot cannot read storage back, so its methods are reported ERASED_UNVERIFIED unless the
+job follows the phone into another mode that can (erase.follow). Options
+(`PluginOptions`): ``fastboot_tcp`` (list of ``tcp:HOST:PORT`` to probe), ``usb_bus`` (an
+`EmulatedUsbBus` shared with other plugins), ``fastboot_timeout`` (seconds per reply),
+``fastboot_max_download`` (the emulator's download buffer).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from erase.emulation.usbbus import EmulatedUsbBus
+from erase.errors import DeviceNotFound, PhonewipeError
+from erase.model import Endpoint
+from erase.plugin import Plugin, PluginOptions, Session
+
+MODE = "fastboot"
+
+
+class FastbootPlugin(Plugin):
+    name = "fastboot"
+
+    def __init__(self, options: PluginOptions | None = None) -> None:
+        super().__init__(options)
+        self.usb_bus: EmulatedUsbBus = self.options.get("usb_bus") or EmulatedUsbBus()
+        self.timeout = float(self.options.get("fastboot_timeout", 30))
+
+    def _backends(self) -> list[Any]:
+        """The real USB (libusb, when installed) and the emulated bus."""
+        return [None, self.usb_bus.backend()]
+
+    def discover(self) -> list[Endpoint]:
+        from .transport_usb import find_devices, usb_address
+
+        found = []
+        for backend in self._backends():
+            for device in find_devices(backend):
+                try:
+                    import usb.util
+                    serial = usb.util.get_string(device, device.iSerialNumber) or ""
+                except Exception:  # no permission to read strings: still list it
+                    serial = ""
+                found.append(Endpoint(self.name, MODE, usb_address(device), serial))
+        for address in self.options.get("fastboot_tcp", ()) or ():
+            try:
+                with self.open(Endpoint(self.name, MODE, _tcp(address))) as session:
+                    serial = session.client.getvar("serialno")
+            except PhonewipeError:
+                continue  # not in the bootloader now: absent
+            found.append(Endpoint(self.name, MODE, _tcp(address), serial))
+        return found
+
+    def connect(self, endpoint: Endpoint) -> Any:
+        """A `FastbootClient` on the endpoint's transport."""
+        from .client import FastbootClient
+        from .transport_tcp import TcpTransport
+        from .transport_usb import UsbTransport, find_devices, usb_address
+
+        if endpoint.address.startswith("tcp:"):
+            transport = TcpTransport(endpoint.address, timeout=min(self.timeout, 10))
+            return FastbootClient(transport, self.timeout)
+        for backend in self._backends():
+            for device in find_devices(backend):
+                if usb_address(device) == endpoint.address:
+                    return FastbootClient(UsbTransport(device, backend, min(self.timeout, 10)),
+                                          self.timeout)
+        raise DeviceNotFound(f"no fastboot device at {endpoint.address}",
+                             "check the cable and run `phonewipe devices`")
+
+    def open(self, endpoint: Endpoint) -> Session:
+        from .session import FastbootSession
+
+        return FastbootSession(self, endpoint, self.connect(endpoint))
+
+    def start_emulator(self, storage: Any, profile: Any) -> Any:
+        from .emulator import EmulatedBootloader
+
+        return EmulatedBootloader(storage, self.usb_bus,
+                                  int(self.options.get("fastboot_max_download", 16 * 1024 * 1024)))
+
+
+def _tcp(address: str) -> str:
+    return address if address.startswith("tcp:") else f"tcp:{address}"
