@@ -125,8 +125,7 @@ def register(group: click.Group, base: ModuleType) -> None:
                     with Live(LiveTable(st), console=out, refresh_per_second=4):
                         how = st.run()
                 if how == "aborted":
-                    aborted = [r for r in st.rows.values() if r.state == "aborted" or
-                               (r.job_id and not r.final and r.key in st.workers)]
+                    aborted = st.aborted_rows
                     msg = (f"stopped: {len(aborted)} running job(s) aborted and recorded as such "
                            f"({', '.join(r.serial or r.port for r in aborted) or 'none'}); run the "
                            f"same command again to redo them and finish batch {batch_id}")

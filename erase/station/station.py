@@ -169,6 +169,7 @@ class Station:
         self._look_offset = secrets.randbelow(max(1, int(1 / share))) if share > 0 else 0
         self._last_progress: dict[str, float] = {}
         self.errors: list[str] = []
+        self.aborted_rows: list[DeviceRow] = []  # set when the operator aborts
         self.discovery_errors: list[str] = []  # from the latest poll, for the live view
         self._interrupts = 0
 
@@ -545,20 +546,23 @@ class Station:
             for thread, _, _ in list(self.workers.values()):
                 thread.join(max(0.0, deadline - time.monotonic()))
             with self.final_lock:
-                self.sealed = True
+                self.sealed = True  # from here no job writes to the log
+                gates = [gate for _, _, gate in list(self.workers.values()) if gate is not None]
                 # jobs still inside one device call: recorded as aborted all the same
-                for _, _, gate in list(self.workers.values()):
-                    if gate is not None and gate.record is None and not gate.aborted:
+                for gate in gates:
+                    if gate.record is None and not gate.aborted:
                         gate.aborted = True
                         self.audit.append(gate.row.job_id, gate.row.serial or gate.row.port,
                                           "aborted", {"stage": gate.row.state, "reason":
                                                       "still waiting on the device when the "
                                                       "station stopped"})
                         gate.row.state = "aborted"
+            # decided from what the log holds, so the stop line and the audit always agree
+            self.aborted_rows = [gate.row for gate in gates if gate.aborted]
+            aborted = [row.job_id for row in self.aborted_rows]
             with self.lock:
-                aborted = [r.job_id for r in self.rows.values() if r.job_id and not r.final
-                           and r.key in self.workers]
-                finished = [r.job_id for r in self.rows.values() if r.final]
+                finished = sorted({r.job_id for r in self.rows.values() if r.final}
+                                  | {gate.row.job_id for gate in gates if gate.record is not None})
             self._batch_log("station-stopped", {"how": "aborted by the operator",
                                                 "finished": finished, "aborted": aborted})
             self.emit("station-stopped", finished=len(finished), aborted=aborted)
