@@ -74,6 +74,7 @@ class _Job:
     evidence: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     followed: Followed | None = None  # the phone found again in a mode that reads back
+    reached: tuple[str, int, int] | None = None  # latest progress: stage, done, total bytes
 
     @property
     def serial(self) -> str:
@@ -86,6 +87,7 @@ class _Job:
 
     def progress(self, stage: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
+            self.reached = (stage, done, total)
             if self.stage_cb:
                 self.stage_cb(self.job_id, stage, done, total)
         return report
@@ -104,9 +106,9 @@ class _Job:
             outcome, reason = stop.outcome, stop.reason
         except DeviceGone as exc:
             advice = DESTRUCTION_ADVICE if self.stage in ("erasing", "verifying") else exc.advice
-            outcome, reason = Outcome.FAILED, f"{exc.message} (during {self.stage}); {advice}"
+            outcome, reason = Outcome.FAILED, f"{exc.message} ({self._how_far()}); {advice}"
         except PhonewipeError as exc:
-            outcome, reason = (Outcome.FAILED, f"{exc.line()} (during {self.stage})")
+            outcome, reason = (Outcome.FAILED, f"{exc.line()} ({self._how_far()})")
         except Exception as exc:  # a bug must not cost the other phones, the log or a record
             outcome, reason = (Outcome.FAILED, f"internal error during {self.stage}: {exc!r}; "
                                                "please report it with the audit log")
@@ -115,6 +117,13 @@ class _Job:
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
                             "reason": reason, "record": record.to_dict()})
         return record
+
+    def _how_far(self) -> str:
+        """Where a failed job stopped, for its reason: the stage, and the bytes done in it."""
+        if self.reached and self.reached[0] == self.stage and self.reached[2] > 0:
+            _, done, total = self.reached
+            return f"during {self.stage}, {done / 2**20:.1f} of {total / 2**20:.1f} MiB done"
+        return f"during {self.stage}"
 
     def _flow(self, session: Session) -> tuple[Outcome, str]:
         self.identity = session.identify()
