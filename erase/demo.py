@@ -12,10 +12,12 @@ from rich.console import Console
 from .errors import PhonewipeError
 from .job import JobSettings
 from .model import Destination, Operator
-from .plugin import PluginOptions, load_plugins
+from .emulation.fleet import EmulatedHandset
+from .model import Endpoint
+from .plugin import Plugin, PluginOptions, load_plugins
 from .runner import check_output_dir
 
-DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct"]
+DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked"]
 DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
                          organization="phonewipe demo", location="loopback bench")
 
@@ -31,6 +33,23 @@ def ensure_demo_keys(keys_dir: Path) -> Path:
     if not (keys_dir / "signing-key.pem").exists():
         init_keys(keys_dir, "phonewipe demo", "phonewipe demo signing key")
     return keys_dir
+
+
+def demo_targets(plugins: dict[str, Plugin],
+                 handsets: list[EmulatedHandset]) -> list[tuple[Plugin, Endpoint]]:
+    """One endpoint per emulated handset, in the mode it starts in (adb or the bootloader)."""
+    owner = {address: h for h in handsets for address in h.endpoints.values()}
+    owner.update({h.serial: h for h in handsets})
+    targets = []
+    for plugin in plugins.values():
+        for e in plugin.discover():
+            handset = owner.get(e.address) or owner.get(e.label)
+            if handset is not None and handset.storage.state.mode == e.mode:
+                targets.append((plugin, e))
+    if len(targets) != len(handsets):
+        raise PhonewipeError(f"only {len(targets)} of {len(handsets)} emulated handsets were found",
+                             "run `make demo` again; see the adb server log")
+    return targets
 
 
 def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: Console,
@@ -49,18 +68,15 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
         err_console.print(f"starting emulated handsets and a private adb server on port "
                           f"{adb.server.port} ...", highlight=False)
         handsets = start_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets", plugins)
-        by_address = {h.endpoints.get("adb"): h for h in handsets}
-        targets = [(adb, e) for e in adb.discover() if e.address in by_address]
-        if len(targets) != len(handsets):
-            raise PhonewipeError(f"only {len(targets)} of {len(handsets)} emulated handsets reached "
-                                 "the adb server", "run `make demo` again; see the adb server log")
+        targets = demo_targets(plugins, handsets)
         settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"))
         results = run_erase(targets, settings, out_dir, keys_dir, as_json)
     finally:
         stop_handsets(handsets)
         adb.server.stop()
-    unexpected = [(r, by_address[r.record.endpoint.address]) for r in results
-                  if r.record.outcome.value != by_address[r.record.endpoint.address].profile.expect]
+    by_serial = {h.serial: h for h in handsets}
+    unexpected = [(r, by_serial[r.record.device.serial]) for r in results
+                  if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]
     if not as_json:
         console.print(f"\nsigned certificates in {out_dir / 'certificates'}:", highlight=False)
         for r in results:

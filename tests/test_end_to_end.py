@@ -63,19 +63,23 @@ def shown(path: Path) -> dict:
 
 def test_demo_certifies_each_handset_with_the_honest_outcome(demo: Path) -> None:
     certs = certificates(demo)
-    assert set(certs) == {"PWROOT0000", "PWUNRT0000", "PWFRPL0000", "PWLIE10000"}
+    assert set(certs) == {"PWROOT0000", "PWUNRT0000", "PWFRPL0000", "PWLIE10000", "PWFBUN0000"}
     outcomes = {serial: shown(path)["outcome"] for serial, path in certs.items()}
     assert outcomes == {"PWROOT0000": "ERASED_VERIFIED", "PWUNRT0000": "ERASED_VERIFIED",
-                        "PWFRPL0000": "BLOCKED", "PWLIE10000": "FAILED"}
+                        "PWFRPL0000": "BLOCKED", "PWLIE10000": "FAILED",
+                        "PWFBUN0000": "ERASED_VERIFIED"}
     rooted, unrooted = shown(certs["PWROOT0000"]), shown(certs["PWUNRT0000"])
     assert rooted["sanitization"]["method"] == "adb-raw-pattern"
     assert unrooted["sanitization"]["method"] == "adb-fill-reset"
     assert "remove the account" in shown(certs["PWFRPL0000"])["reason"]
     assert shown(certs["PWLIE10000"])["verification"]["failures_total"] > 0
+    bootloader = shown(certs["PWFBUN0000"])  # erased in fastboot, sampled after following to adb
+    assert bootloader["sanitization"]["method"] == "fastboot-raw-pattern"
+    assert bootloader["verification"]["status"] == "passed"
 
 
 def test_no_planted_marker_survives_in_an_erased_image(demo: Path) -> None:
-    for serial in ("PWROOT0000", "PWUNRT0000"):
+    for serial in ("PWROOT0000", "PWUNRT0000", "PWFBUN0000"):
         image = demo / "handsets" / serial / "userdata.img"
         assert image.stat().st_size >= 16 * 1024 * 1024
         assert surviving_markers(image) == [], serial
@@ -102,7 +106,7 @@ def test_pdftotext_shows_the_certificate_fields(demo: Path) -> None:
 def test_cert_verify_accepts_the_demo_certificates(demo: Path) -> None:
     result = phonewipe("cert", "verify", *map(str, certificates(demo).values()))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("valid") == 4
+    assert result.stdout.count("valid") == len(certificates(demo)) == 5
 
 
 def test_cert_verify_rejects_one_changed_byte(demo: Path, tmp_path: Path) -> None:
