@@ -31,6 +31,7 @@ from erase.station.station import Station, StationOptions  # noqa: E402
 MIB = int(os.environ.get("BENCH_STATION_MIB", "32"))
 RATE = float(os.environ.get("BENCH_STATION_RATE", "2"))
 COUNTS = [int(n) for n in os.environ.get("BENCH_STATION_COUNTS", "1,8,32").split(",")]
+PER_PROCESS = int(os.environ.get("BENCH_STATION_PER_PROCESS", "8"))
 GOAL = 1.5
 
 
@@ -44,15 +45,22 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
     """(wall seconds, PASSed devices, station CPU s, handsets' CPU s) for n handsets at once. The handsets run in their own
     process (`phonewipe emulate`), as phones do: their CPU work is not the station's."""
     tmp.mkdir(parents=True)
-    profile = tmp / "bench-handset.toml"
-    profile.write_text(f'extends = "rooted"\ndescription = "bench"\n[device]\nserial_prefix = "PWBNCH"\n'
-                       f'[faults]\nslow_mib_s = {RATE}\n')
+
+    def profile(group: int) -> Path:  # serial numbers are counted per process: one prefix each
+        path = tmp / f"bench-handset-{group}.toml"
+        path.write_text(f'extends = "rooted"\ndescription = "bench"\n[device]\n'
+                        f'serial_prefix = "PWBN{group:02d}"\n[faults]\nslow_mib_s = {RATE}\n')
+        return path
     port = free_port()
     env = {**os.environ, "HOME": str(tmp)}
-    emulate = subprocess.Popen([sys.executable, "-m", "erase.cli", "--adb-port", str(port), "emulate",
-                                *[str(profile)] * n, "--json", "--userdata-mib", str(MIB),
-                                "--workdir", str(tmp / "handsets")], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # phones bring their own CPUs: one emulator process per PER_PROCESS handsets, so one
+    # Python interpreter's lock does not serialize 32 phones' protocol work
+    groups = [min(PER_PROCESS, n - i) for i in range(0, n, PER_PROCESS)]
+    emulators = [subprocess.Popen([sys.executable, "-m", "erase.cli", "--adb-port", str(port), "emulate",
+                                   *[str(profile(g))] * k, "--json", "--userdata-mib", str(MIB),
+                                   "--workdir", str(tmp / f"handsets{g}")], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                 for g, k in enumerate(groups)]
     marks: dict[str, float] = {}
 
     def listen(event: dict) -> None:
@@ -63,9 +71,10 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
 
     plugins = load_plugins(PluginOptions({"adb_port": port}))
     try:
-        for _ in range(n):
-            if not emulate.stdout.readline():
-                raise SystemExit("the emulated handsets did not start")
+        for emulate, k in zip(emulators, groups):
+            for _ in range(k):
+                if not emulate.stdout.readline():
+                    raise SystemExit("the emulated handsets did not start")
         os.environ["HOME"] = str(tmp)  # the adb server's keys live there, as for `emulate`
         with AuditLog(tmp / "audit.sqlite") as audit:
             options = StationOptions(batch_id=f"bench-{n}", settings=JobSettings(
@@ -73,13 +82,16 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
                                      cert_dir=tmp / "certificates", poll=0.1, exit_when_idle=True,
                                      idle_seconds=0.5, second_look_share=0)
             station = Station(plugins, audit, signer, options, listener=listen)
-            cpu0, phones0 = time.process_time(), cpu_seconds(emulate.pid)
+            cpu0, phones0 = time.process_time(), sum(cpu_seconds(e.pid) for e in emulators)
             station.run()
-            cpu, phones = time.process_time() - cpu0, cpu_seconds(emulate.pid) - phones0
+            cpu = time.process_time() - cpu0
+            phones = sum(cpu_seconds(e.pid) for e in emulators) - phones0
             passed = sum(1 for r in station.rows.values() if r.outcome == "ERASED_VERIFIED")
     finally:
-        emulate.send_signal(signal.SIGTERM)
-        emulate.wait(30)
+        for emulate in emulators:
+            emulate.send_signal(signal.SIGTERM)
+        for emulate in emulators:
+            emulate.wait(30)
         plugins["adb"].server.stop()  # type: ignore[attr-defined]
     return marks["last"] - marks["first"], passed, cpu, phones
 
