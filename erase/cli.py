@@ -224,12 +224,16 @@ def _match(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Pl
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="directory for certificates/ and audit.sqlite")
 @click.option("--method", help="erase method name (default: the strongest the device allows)")
+@click.option("--via", type=click.Choice(["fastboot"]),
+              help="reboot a phone found over adb into this mode and erase it there "
+                   "(checks for accounts and device management still run over adb first)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
 @_operator_options
 @click.pass_context
 @expected_errors
 def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_dir: Path,
-          method: str | None, as_json: bool, keys_dir: Path | None, **kw: Any) -> None:
+          method: str | None, via: str | None, as_json: bool, keys_dir: Path | None,
+          **kw: Any) -> None:
     """Erase, verify and certify phones: SERIAL... or --all."""
     if bool(serials) == all_devices:
         raise UsageError("name the devices to erase, or pass --all", "see `phonewipe devices`")
@@ -241,7 +245,7 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
             raise DeviceNotFound("no devices connected", "check the cables and run `phonewipe devices`")
     else:
         targets = [t for s in serials for t in _match(found, s)]
-    results = run_erase(targets, _settings(config, kw, method), out_dir,
+    results = run_erase(targets, replace(_settings(config, kw, method), via=via), out_dir,
                         keys_dir or config.keys_dir, as_json)
     sys.exit(exit_code(results))
 

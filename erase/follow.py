@@ -1,6 +1,7 @@
-"""Following one phone across modes: after an erase in a mode without read-back (the
-bootloader), reboot the phone into Android, find the same serial number through another
-plugin (found through the registry, never imported), and sample through that session.
+"""Following one phone across modes: reboot it from one mode into another (adb into the
+bootloader to erase there, the bootloader back into Android to sample what the erase did),
+and find the same serial number through another plugin (found through the registry, never
+imported).
 
 The phone is identified by its serial only: an endpoint whose `identify()` reports another
 serial is never used, so a different phone cannot stand in for the erased one.
@@ -23,6 +24,15 @@ LogFn = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
+class Found:
+    """The phone found again in another mode, through the plugin that serves that mode."""
+
+    plugin: Plugin
+    endpoint: Endpoint
+    session: Session
+
+
+@dataclass
 class Followed:
     """The phone found again in another mode, with read access to its storage."""
 
@@ -34,40 +44,60 @@ class Followed:
         self.session.close()
 
 
-def follow_for_readback(plugin: Plugin, session: Session, serial: str | None,
-                        log: LogFn) -> Followed | None:
-    """Reboot the phone from ``session`` into adb and return a reader there; None (with
-    the reason in the audit log) when the phone cannot be followed or read."""
-    if not serial or not plugin.options.get("follow_modes", True):
-        return None
-    if not session.reboot_to(FOLLOW_MODE):
-        return None
+class NotFollowed(PhonewipeError):
+    """The phone could not be brought into, or found in, the mode asked for."""
+
+
+def follow_to(plugin: Plugin, session: Session, serial: str | None, mode: str,
+              log: LogFn) -> Found:
+    """Reboot the phone from ``session`` into ``mode`` and return an open session of the
+    same serial there (the audit log says how it went)."""
+    if not serial:
+        raise NotFollowed("the phone reported no serial number, so it cannot be recognised "
+                          "in another mode", "erase it in the mode it is in")
+    if not plugin.options.get("follow_modes", True):
+        raise NotFollowed("following phones across modes is turned off", "erase it in the mode it is in")
+    if not session.reboot_to(mode):
+        raise NotFollowed(f"the phone cannot be rebooted into {mode} mode from {plugin.name}",
+                          f"put it into {mode} mode by hand and run again")
     timeout = float(plugin.options.get("follow_timeout", DEFAULT_TIMEOUT_S))
-    log("following", {"to": FOLLOW_MODE, "serial": serial, "timeout_s": timeout})
+    log("following", {"to": mode, "serial": serial, "timeout_s": timeout})
     others = [p for name, p in load_plugins(plugin.options).items() if name != plugin.name]
     deadline = time.monotonic() + timeout
     while True:
         for other in others:
-            found = _find(other, serial)
-            if found is None:
-                continue
-            endpoint, found_session = found
-            reader = found_session.readback()
-            log("followed", {"endpoint": str(endpoint), "readable": reader is not None})
-            if reader is None:
-                found_session.close()
-                return None
-            return Followed(found_session, reader, endpoint)
+            found = _find(other, serial, mode)
+            if found is not None:
+                log("followed", {"endpoint": str(found[0]), "mode": mode})
+                return Found(other, *found)
         if time.monotonic() > deadline:
-            log("follow-timeout", {"serial": serial, "waited_s": timeout})
-            return None
+            log("follow-timeout", {"serial": serial, "mode": mode, "waited_s": timeout})
+            raise NotFollowed(f"the phone did not appear in {mode} mode within {timeout:.0f} s "
+                              "of the reboot", "check the cable (and, on Linux, the udev rule "
+                              "in the README), then run again")
         time.sleep(POLL_S)
 
 
-def _find(plugin: Plugin, serial: str) -> tuple[Endpoint, Session] | None:
-    """An open, identified session of the phone with ``serial`` in FOLLOW_MODE, if seen."""
+def follow_for_readback(plugin: Plugin, session: Session, serial: str | None,
+                        log: LogFn) -> Followed | None:
+    """Reboot the phone from ``session`` into adb and return a reader there; None (with
+    the reason in the audit log) when the phone cannot be followed or read."""
     try:
-        endpoints = [e for e in plugin.discover() if e.mode == FOLLOW_MODE]
+        found = follow_to(plugin, session, serial, FOLLOW_MODE, log)
+    except NotFollowed:
+        return None
+    reader = found.session.readback()
+    if reader is None:
+        log("readback-unavailable", {"endpoint": str(found.endpoint)})
+        found.session.close()
+        return None
+    return Followed(found.session, reader, found.endpoint)
+
+
+def _find(plugin: Plugin, serial: str, mode: str) -> tuple[Endpoint, Session] | None:
+    """An open, identified session of the phone with ``serial`` in ``mode``, if seen."""
+    try:
+        endpoints = [e for e in plugin.discover() if e.mode == mode]
     except PhonewipeError:
         return None
     for endpoint in endpoints:

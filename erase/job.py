@@ -21,7 +21,7 @@ from .pattern import new_key
 from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
 from .evidence import build_evidence
-from .follow import Followed, follow_for_readback
+from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
 from .verify import make_plan, read_digests, sample_and_check
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
@@ -40,6 +40,7 @@ class JobSettings:
     seed: int | None = None
     asset_tag: str = ""
     batch_id: str = ""
+    via: str | None = None  # erase in this mode (e.g. "fastboot"), rebooting the phone into it
 
 
 StageFn = Callable[[str, str, int, int], None]
@@ -74,6 +75,7 @@ class _Job:
     evidence: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     followed: Followed | None = None  # the phone found again in a mode that reads back
+    switched: Found | None = None  # the phone in the mode it was erased in (JobSettings.via)
     reached: tuple[str, int, int] | None = None  # latest progress: stage, done, total bytes
 
     @property
@@ -99,9 +101,12 @@ class _Job:
                 try:
                     outcome, reason = self._flow(session)
                 finally:
-                    self.evidence = self._evidence(session)
+                    self.evidence = self._evidence(self.switched.session if self.switched
+                                                   else session)
                     if self.followed is not None:
                         self.followed.close()
+                    if self.switched is not None:
+                        self.switched.session.close()
         except _Stop as stop:
             outcome, reason = stop.outcome, stop.reason
         except DeviceGone as exc:
@@ -128,12 +133,16 @@ class _Job:
     def _flow(self, session: Session) -> tuple[Outcome, str]:
         self.identity = session.identify()
         self.log("identified", {"identity": _as_dict(self.identity)})
-        self.findings = session.preflight()
+        via = self.settings.via if self.settings.via != self.endpoint.mode else None
+        self.findings = session.preflight_for(via) if via else session.preflight()
         self.log("preflight", {"findings": [_as_dict(f) for f in self.findings]})
-        blockers = [f for f in self.findings if f.severity is Severity.BLOCKER]
-        if blockers:
-            raise _Stop(Outcome.BLOCKED, " ".join(f.message for f in blockers))
-        self.method = self._choose(session.methods())
+        self._stop_on_blockers(self.findings)
+        plugin = self.plugin
+        if via:
+            self.switched = self._switch(session, via)  # chooses the method there
+            plugin, session = self.switched.plugin, self.switched.session
+        else:
+            self.method = self._choose(session.methods())
         key = new_key()
         s = self.settings
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big") >> 1
@@ -152,7 +161,7 @@ class _Job:
 
         reader = session.reader() if self.method.verifiable else None
         if reader is None and report.expectation is not None:  # e.g. erased in the bootloader
-            self.followed = follow_for_readback(self.plugin, session, self.serial, self.log)
+            self.followed = follow_for_readback(plugin, session, self.serial, self.log)
             reader = self.followed.reader if self.followed else None
         if reader is None or report.expectation is None:
             self.verification = VerificationResult(
@@ -195,6 +204,33 @@ class _Job:
         return Outcome.ERASED_UNVERIFIED, "the device offers no read-back of its storage, so the " \
                                           "erase is reported as performed but not verified"
 
+    def _stop_on_blockers(self, findings: list[Finding]) -> None:
+        blockers = [f for f in findings if f.severity is Severity.BLOCKER]
+        if blockers:
+            raise _Stop(Outcome.BLOCKED, " ".join(f.message for f in blockers))
+
+    def _switch(self, session: Session, mode: str) -> Found:
+        """Reboot the phone into ``mode`` and go on there, with that mode's checks too. A
+        phone that cannot be erased there is rebooted back to where it came from."""
+        try:
+            found = follow_to(self.plugin, session, self.serial, mode, self.log)
+        except NotFollowed as exc:
+            raise _Stop(Outcome.FAILED, f"nothing was erased: {exc.line()}") from exc
+        try:
+            self.log("identified", {"mode": mode, "identity": _as_dict(found.session.identify())})
+            more = found.session.preflight()
+            self.log("preflight", {"mode": mode, "findings": [_as_dict(f) for f in more]})
+            self.findings += more
+            self._stop_on_blockers(more)
+            self.method = self._choose(found.session.methods())
+        except (_Stop, PhonewipeError):
+            if found.session.reboot_to(self.endpoint.mode):
+                self.log("returned", {"to": self.endpoint.mode})
+            found.session.close()
+            raise
+        self.log("switched", {"from": self.endpoint.mode, "to": mode, "endpoint": str(found.endpoint)})
+        return found
+
     def _before_erase(self, session: Session, seed: int) -> tuple[Any, list[bytes | None]] | None:
         """NIST Rev. 1: a cryptographic erase is verified by reading the same pseudo-random
         locations before and after it; this is the "before" (None when not readable)."""
@@ -211,7 +247,8 @@ class _Job:
         return plan, read_digests(reader, plan)
 
     def _tool(self) -> dict[str, str]:
-        return {"name": "phonewipe", "version": __version__, "plugin": self.plugin.name}
+        plugin = self.switched.plugin if self.switched else self.plugin
+        return {"name": "phonewipe", "version": __version__, "plugin": plugin.name}
 
     def _evidence(self, session: Session) -> dict[str, Any]:
         """The evidence bundle (erase.evidence) for whatever part of the flow ran."""

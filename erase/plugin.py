@@ -107,6 +107,12 @@ class Session(abc.ABC):
     def post_state(self) -> dict[str, Any]:
         return {}
 
+    def preflight_for(self, mode: str) -> list[Finding]:
+        """The findings that still matter when the erase runs in another ``mode`` (reached
+        with `reboot_to`): by default all of them; a plugin drops those that only concern
+        its own methods."""
+        return self.preflight()
+
     def reboot_to(self, mode: str) -> bool:
         """Reboot the device into ``mode`` (e.g. "adb": boot Android) so that another
         plugin can reach it (erase.follow); False when this session cannot. The session

@@ -2,6 +2,7 @@
 to adb, found again by serial, sampled there. Real adb server on a private port."""
 from __future__ import annotations
 
+import json
 import os
 import time
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 from conftest import require_binary
 from erase.audit import AuditLog
 from erase.demo import free_port
+from erase.emulation.personal import planted_markers
 from erase.emulation.fleet import start_handsets, stop_handsets
 from erase.job import JobSettings, run_job
 from erase.model import Outcome
@@ -104,3 +106,53 @@ def test_adb_reboot_bootloader_and_fastboot_reboot_move_one_handset(fleet) -> No
         time.sleep(0.2)
     assert handset.storage.state.mode == "adb" and fastboot.discover() == []
     assert any(d.serial == address and d.state == "device" for d in adb.server.client().list())
+
+
+# -- adb -> bootloader -> adb: one job, `JobSettings.via` ----------------------------------
+def erase_via_fastboot(plugins, handset, tmp_path: Path):
+    adb = plugins["adb"]
+    (endpoint,) = [e for e in adb.discover() if e.address == handset.endpoints["adb"]]
+    with AuditLog(tmp_path / "audit.sqlite") as audit:
+        record = run_job(adb, endpoint, JobSettings(seed=4, via="fastboot"), audit)
+    with sqlite3.connect(tmp_path / "audit.sqlite") as db:
+        log = [(e, json.loads(p)) for e, p in db.execute("SELECT event, payload FROM events ORDER BY id")]
+    return record, log
+
+
+def test_phone_in_android_is_erased_in_the_bootloader_and_verified_back_in_android(
+        fleet, tmp_path: Path) -> None:
+    plugins, start = fleet
+    handset = start("rooted")
+    record, log = erase_via_fastboot(plugins, handset, tmp_path)
+    assert record.outcome is Outcome.ERASED_VERIFIED, record.reason
+    assert record.sanitization.method == "fastboot-raw-pattern" and record.tool["plugin"] == "fastboot"
+    assert record.verification.status == "passed" and record.verification.samples_read > 100
+    assert record.device.model == "Pixel 6a"  # the identity read over adb, not just "bluejay"
+    trips = [p["to"] for e, p in log if e == "following"]
+    assert trips == ["fastboot", "adb"]  # adb -> bootloader (erase) -> adb (sample)
+    events = [e for e, _ in log]
+    assert events.index("switched") < events.index("erasing") < events.index("verifying")
+    assert handset.storage.state.mode == "adb"
+    image = (handset.storage.directory / "userdata.img").read_bytes()
+    assert not any(m in image for m in planted_markers() if m)
+
+
+def test_a_locked_bootloader_is_blocked_and_the_phone_goes_back_to_android(
+        fleet, tmp_path: Path) -> None:
+    plugins, start = fleet
+    handset = start("unrooted")
+    before = (handset.storage.directory / "userdata.img").read_bytes()
+    record, log = erase_via_fastboot(plugins, handset, tmp_path)
+    assert record.outcome is Outcome.BLOCKED and "bootloader is locked" in record.reason
+    events = [e for e, _ in log]
+    assert "following" in events and "returned" in events and "erasing" not in events
+    assert handset.storage.state.mode == "adb"  # not left stranded in the bootloader
+    assert (handset.storage.directory / "userdata.img").read_bytes() == before
+
+
+def test_an_account_blocks_before_any_reboot(fleet, tmp_path: Path) -> None:
+    plugins, start = fleet
+    handset = start("frp-locked")
+    record, log = erase_via_fastboot(plugins, handset, tmp_path)
+    assert record.outcome is Outcome.BLOCKED and "remove the account" in record.reason
+    assert "following" not in [e for e, _ in log] and handset.storage.state.mode == "adb"

@@ -107,7 +107,7 @@ def test_device_failures_end_as_failed_records(job, case, kwargs, words) -> None
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory):
     b = Bench(tmp_path_factory.mktemp("fastboot-bench"),
-              ["bootloader-locked", "bootloader-unlocked-user"])
+              ["bootloader-locked", "bootloader-unlocked-user", "rooted"])
     try:
         yield b
     finally:
@@ -130,7 +130,8 @@ def test_devices_lists_bootloader_phones(bench: Bench) -> None:
     result = bench.run(*fastboot_args(bench), "devices", "--json")
     assert result.returncode == 0, result.stderr
     listed = {d["address"]: d for d in json.loads(result.stdout)}
-    for info in bench.handsets.values():
+    for name in ("bootloader-locked", "bootloader-unlocked-user"):
+        info = bench.handsets[name]
         assert listed[info["endpoints"]["fastboot"]]["plugin"] == "fastboot"
         assert listed[info["endpoints"]["fastboot"]]["mode"] == "fastboot"
 
@@ -161,3 +162,18 @@ def test_cli_unknown_fastboot_method_is_one_line(bench: Bench, tmp_path: Path) -
                        str(tmp_path), "--keys", str(bench.keys))
     assert result.returncode == 3
     assert "NO-SUCH" in one_error_line(result)
+
+
+def test_cli_erase_via_fastboot_takes_a_phone_from_android_and_back(bench: Bench, tmp_path: Path) -> None:
+    serial = bench.handsets["rooted"]["serial"]
+    result = bench.run(*fastboot_args(bench), "erase", serial, "--via", "fastboot", "--out",
+                       str(tmp_path), "--keys", str(bench.keys), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["outcome"] == "ERASED_VERIFIED", entry
+    shown = json.loads(bench.run("cert", "show", "--json", entry["certificate"]).stdout)
+    assert shown["sanitization"]["method"] == "fastboot-raw-pattern"
+    with sqlite3.connect(tmp_path / "audit.sqlite") as db:
+        trips = [json.loads(p)["to"] for (p,) in
+                 db.execute("SELECT payload FROM events WHERE event = 'following' ORDER BY id")]
+    assert trips == ["fastboot", "adb"]

@@ -437,6 +437,19 @@ class AdbSession(Session):
         except _LINK_ERRORS:
             pass  # the phone drops the link as it reboots
 
+    def preflight_for(self, mode: str) -> list[Finding]:
+        # a screen lock only stops adb's own reset; an erase in another mode removes it
+        return [Finding(Severity.WARNING, f.code, f"A screen lock is set (the erase in {mode} "
+                        "mode removes it).") if f.code == "screen-lock" else f
+                for f in self.preflight()]
+
+    def reboot_to(self, mode: str) -> bool:
+        """Into the bootloader (fastboot) on request; "adb" is where the phone already is."""
+        if mode != "fastboot":
+            return False
+        self._reboot("reboot:bootloader")
+        return True
+
     def post_state(self) -> dict[str, Any]:
         if not self._reset_done:
             return {}

@@ -23,7 +23,8 @@ class FastbootPlugin(Plugin):
 
     def __init__(self, options: PluginOptions | None = None) -> None:
         super().__init__(options)
-        self.usb_bus: EmulatedUsbBus = self.options.get("usb_bus") or EmulatedUsbBus()
+        # kept in the options, so every plugin loaded with them (erase.follow) sees one bus
+        self.usb_bus: EmulatedUsbBus = self.options.values.setdefault("usb_bus", EmulatedUsbBus())
         self.timeout = float(self.options.get("fastboot_timeout", 30))
 
     def _backends(self) -> list[Any]:
