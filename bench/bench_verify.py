@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from erase.verify import make_plan, sample_and_check
 
 IMAGE_MIB = int(os.environ.get("BENCH_VERIFY_MIB", "4096"))
 GOAL_QUICK_SHARE = 0.05
+ROUNDS = 3
 
 
 def _serve(workdir: Path) -> None:
@@ -74,18 +76,26 @@ def main() -> int:
 
         erase_zeros, _ = _timed(lambda: session.erase(methods["adb-raw-zeros"],
                                                       EraseContext(new_key()), ignore))
-        key = new_key()
-        erase_s, report = _timed(lambda: session.erase(methods["adb-raw-pattern"],
-                                                       EraseContext(key), ignore))
+        # best of ROUNDS on both sides of each ratio: this machine's noise is one-sided
+        erase_s = float("inf")
+        for _ in range(ROUNDS):
+            key = new_key()
+            seconds, report = _timed(lambda: session.erase(methods["adb-raw-pattern"],
+                                                           EraseContext(key), ignore))
+            erase_s = min(erase_s, seconds)
         reader = session.reader()
         rows = []
         for mode in ("quick", "nist"):
-            plan = make_plan(mode, reader.size, reader.block_size, seed=1)
-            seconds, sampling = _timed(lambda: sample_and_check(reader, plan, report.expectation, key))
-            assert sampling.result.status == "passed", sampling.result.reason
-            rows.append((mode, seconds, sampling.result.samples_read, sampling.result.bytes_read))
+            best = float("inf")
+            for seed in range(ROUNDS):  # a new seed each round: other offsets, no warm cache
+                plan = make_plan(mode, reader.size, reader.block_size, seed=seed)
+                seconds, sampling = _timed(lambda: sample_and_check(reader, plan, report.expectation, key))
+                assert sampling.result.status == "passed", sampling.result.reason
+                best = min(best, seconds)
+            rows.append((mode, best, sampling.result.samples_read, sampling.result.bytes_read))
         size = reader.size
-        print(f"image {size / 2**30:.2f} GiB (sparse), emulated adbd in its own process, real adb server")
+        print(f"image {size / 2**30:.2f} GiB (sparse), emulated adbd in its own process, real adb server, "
+              f"best of {ROUNDS}")
         print(f"erase, keyed pattern streamed from the host: {erase_s:7.2f} s "
               f"({size / erase_s / 2**20:.0f} MiB/s)")
         print(f"erase, zeros written on the device:          {erase_zeros:7.2f} s (reference)")
@@ -100,6 +110,7 @@ def main() -> int:
         emu.stdin.close()
         emu.wait(timeout=30)
         plugin.server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

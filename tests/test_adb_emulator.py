@@ -14,6 +14,8 @@ from typing import Callable, Iterator
 
 import adbutils
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
@@ -692,6 +694,18 @@ def sh(storage: HandsetStorage, command: str, root: bool = False,
                              stdout=out.extend, stderr=err.extend)
     status = shell.run(command, ctx)
     return status, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+_PLAIN_PIECES = st.sampled_from([" ", "\t", "\n", ";", ";;", "&", "&&", "|", "||", "(", ")", "<", ">",
+                                  ">>", ">&", "<&", ">|", "2>", "12>", "a", "b2", "7", "=",
+                                  "/dev/null", "if=/x", "bs=4096", "-c"])
+
+
+@given(st.lists(_PLAIN_PIECES, max_size=40).map("".join))
+def test_the_fast_lexer_reads_plain_lines_as_the_general_one_does(src: str) -> None:
+    """A read-back batch (thousands of unquoted words) takes the one-regex path."""
+    assert shell._NOTHING_TO_QUOTE_RE.fullmatch(src)
+    assert shell._lex_plain(src) == shell._lex_any(src)
 
 
 def test_shell_sequencing_quotes_and_status(handset: HandsetStorage) -> None:

@@ -21,7 +21,8 @@ from erase.emulation.profiles import load_profile
 from erase.emulation.storage import HandsetStorage
 from erase.job import JobSettings, run_job
 from erase.model import Category, EraseMethod, Expectation, Outcome, Technique
-from erase.plugin import EraseReport, PluginOptions, load_plugins
+from erase.pattern import new_key
+from erase.plugin import EraseContext, EraseReport, PluginOptions, load_plugins
 from erase.reverify import certified_plan, reverify
 from erase.verify import make_plan
 from test_job import StoragePlugin, StorageSession
@@ -154,7 +155,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port = free_port()
     plugins = load_plugins(PluginOptions({"adb_port": port, "adb_home": tmp / "home"}),
                            only=["adb"])
-    handsets = start_handsets(["rooted", "unrooted", "hidden-area", "lying-zeros"], tmp / "handsets", plugins,
+    handsets = start_handsets(["rooted", "unrooted", "hidden-area", "lying-zeros", "unreadable"],
+                              tmp / "handsets", plugins,
                               userdata_bytes=8 << 20)
     from certificates.keys import init_keys
     init_keys(tmp / "keys", "Test Org", "test signing")
@@ -187,6 +189,32 @@ def test_zeros_for_untouched_blocks_are_caught_over_the_wire(bench: dict[str, An
     record = adb_job(bench, "lying-zeros", method="adb-raw-pattern", verify_mode="nist")
     assert record.outcome is Outcome.FAILED, record.reason
     assert record.verification.failures[0].found.startswith("zeros where the keyed pattern")
+
+
+def test_read_back_batches_cross_unreadable_sectors_sample_by_sample(bench: dict[str, Any]) -> None:
+    """Batches run one ahead on a second shell; an I/O error ends a batch's `&&` chain, and
+    the reader must still give each planned extent its own answer, in order."""
+    from erase.pattern import pattern_bytes
+    from protocols.adb.client import READ_BATCH  # plugin internals: the batch size only
+    handset = bench["handsets"]["unreadable"]
+    plugin = bench["plugin"]
+    session = plugin.open([e for e in plugin.discover() if e.address == handset.endpoints["adb"]][0])
+    session.identify()
+    key = new_key()
+    method = {m.name: m for m in session.methods()}["adb-raw-pattern"]
+    session.erase(method, EraseContext(key), lambda done, total: None)
+    reader = session.reader()
+    block = reader.block_size
+    blocks = reader.size // block
+    extents = [((i * 7919) % blocks * block, block) for i in range(3 * READ_BATCH + 17)]
+    # scattered: unreadable extents land in several batches, some next to each other
+    lo, hi = 0.40 * reader.size, 0.41 * reader.size  # fixtures/profiles/unreadable.toml
+    samples = list(reader.read_many(extents))
+    assert len(samples) == len(extents)
+    bad = [(off, data) for (off, n), data in zip(extents, samples) if off < hi and off + n > lo]
+    good = [(off, data) for (off, n), data in zip(extents, samples) if not (off < hi and off + n > lo)]
+    assert bad and all(data is None for _, data in bad)
+    assert all(data == pattern_bytes(key, off, block) for off, data in good)
 
 
 def _cli(bench: dict[str, Any], *args: str) -> subprocess.CompletedProcess:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import struct
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
@@ -29,6 +31,7 @@ STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
 FILL_FILE_MAX = 256 * 1024 * 1024
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
+READ_AHEAD = 1  # read-back commands in flight at once
 
 RAW_PATTERN = EraseMethod(
     "adb-raw-pattern", "Overwrite of the userdata block device with a host-keyed pseudo-random "
@@ -522,11 +525,24 @@ class _DdReader:
         return pieces
 
     def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
-        pending = list(extents)
+        """READ_AHEAD batches in flight on their own shells: the phone reads the next
+        batches while the host receives and checks this one."""
+        batches = [extents[i:i + READ_BATCH] for i in range(0, len(extents), READ_BATCH)]
+        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="adb-readback") as pool:
+            in_flight = deque(pool.submit(self._read_batch, b) for b in batches[:READ_AHEAD])
+            for following in batches[READ_AHEAD:]:
+                current = in_flight.popleft()
+                in_flight.append(pool.submit(self._read_batch, following))
+                yield from current.result()
+            while in_flight:
+                yield from in_flight.popleft().result()
+
+    def _read_batch(self, batch: Sequence[Extent]) -> list[bytes | None]:
+        samples: list[bytes | None] = []
+        pending = list(batch)
         while pending:
-            batch, pending = pending[:READ_BATCH], pending[READ_BATCH:]
             commands, lengths = [], []
-            for offset, length in batch:
+            for offset, length in pending:
                 pieces = self._pieces(offset, length)
                 lengths.append(sum(n for *_, n in pieces))
                 commands += [f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
@@ -536,15 +552,16 @@ class _DdReader:
             pos = 0
             if result.status == 0:
                 for length in lengths:  # a short answer shows up as a short sample
-                    yield data[pos:pos + length]
+                    samples.append(data[pos:pos + length])
                     pos += length
-                continue
+                return samples
             # `&&` stopped at the first dd that failed: everything before it is complete
             index = 0
             while index < len(lengths) and pos + lengths[index] <= len(data):
-                yield data[pos:pos + lengths[index]]
+                samples.append(data[pos:pos + lengths[index]])
                 pos += lengths[index]
                 index += 1
-            if index < len(batch):
-                yield None
-                pending = batch[index + 1:] + pending
+            if index < len(pending):
+                samples.append(None)
+            pending = pending[index + 1:]
+        return samples

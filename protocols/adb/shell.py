@@ -142,12 +142,22 @@ class AndOr:
 
 _OPERATORS = ("&&", "||", ";;", ";", "|", "&", "\n", "(", ")")
 _WORD_END = set(" \t\n;&|<>()")
+_OPERATOR_START = set(";&|<>()\n")
 _REDIR_RE = re.compile(r"(\d*)(>>|>&|<&|>\||>|<)")
 _PLAIN_WORD_RE = re.compile(r"[^ \t\n;&|<>()'\"\\$`]+")  # needs no quoting or expansion
 
 
+_NOTHING_TO_QUOTE_RE = re.compile(r"[^'\"\\$`#]*")
+# blanks before each token; findall() gives (fd, redirection, operator, word) per token
+_PLAIN_TOKEN_RE = re.compile(r"[ \t]*(?:(\d*)(>>|>&|<&|>\||>|<)|(&&|\|\||;;|[;|&\n()])|([^ \t\n;&|<>()]+))")
+
+
 def _lex(src: str) -> list:
     """Tokens: ('op', str) | ('redir', fd, op) | ('word', Word)."""
+    return _lex_plain(src) if _NOTHING_TO_QUOTE_RE.fullmatch(src) else _lex_any(src)
+
+
+def _lex_any(src: str) -> list:
     tokens: list = []
     i, n = 0, len(src)
     while i < n:
@@ -162,22 +172,39 @@ def _lex(src: str) -> list:
             while i < n and src[i] != "\n":
                 i += 1
             continue
-        m = _REDIR_RE.match(src, i)
-        if m:
-            fd_text, op = m.group(1), m.group(2)
-            if op == ">|":
-                op = ">"
-            fd = int(fd_text) if fd_text else (0 if op in ("<", "<&") else 1)
-            tokens.append(("redir", fd, op))
-            i = m.end()
-            continue
-        matched = next((op for op in _OPERATORS if src.startswith(op, i)), None)
-        if matched:
-            tokens.append(("op", ";" if matched == "\n" else matched))
-            i += len(matched)
-            continue
+        if c in _OPERATOR_START or "0" <= c <= "9":  # else it can only be a word
+            m = _REDIR_RE.match(src, i)
+            if m:
+                fd_text, op = m.group(1), m.group(2)
+                if op == ">|":
+                    op = ">"
+                fd = int(fd_text) if fd_text else (0 if op in ("<", "<&") else 1)
+                tokens.append(("redir", fd, op))
+                i = m.end()
+                continue
+            matched = next((op for op in _OPERATORS if src.startswith(op, i)), None)
+            if matched:
+                tokens.append(("op", ";" if matched == "\n" else matched))
+                i += len(matched)
+                continue
         word, i = _lex_word(src, i)
         tokens.append(("word", word))
+    return tokens
+
+
+def _lex_plain(src: str) -> list:
+    """`_lex` for a line without quotes, expansions, escapes or comments (a read-back batch
+    is thousands of such words): one regular expression does it all."""
+    tokens: list = []
+    for fd_text, redir_op, op, word in _PLAIN_TOKEN_RE.findall(src):
+        if word:
+            tokens.append(("word", (Seg("lit", word, False),)))
+        elif op:
+            tokens.append(("op", ";" if op == "\n" else op))
+        else:
+            redir_op = ">" if redir_op == ">|" else redir_op
+            fd = int(fd_text) if fd_text else (0 if redir_op in ("<", "<&") else 1)
+            tokens.append(("redir", fd, redir_op))
     return tokens
 
 
@@ -858,13 +885,13 @@ class IO:
     """The three standard streams of one command."""
 
     def __init__(self, ctx: ShellContext, stdin: Reader, out: Writer, err: Writer,
-                 is_root: bool) -> None:
+                 is_root: bool, vfs: Vfs | None = None) -> None:
         self.ctx = ctx
         self.stdin = stdin
         self.out = out
         self.err = err
         self.root = is_root
-        self.vfs = Vfs(ctx, is_root)
+        self.vfs = vfs or Vfs(ctx, is_root)
 
     def say(self, text: str) -> None:
         self.out(text.encode())
@@ -1032,6 +1059,8 @@ def _expand_var(name: str, ctx: ShellContext, is_root: bool) -> str:
 
 
 def _expand(word: Word, ctx: ShellContext, is_root: bool, vfs: Vfs) -> list[str]:
+    if len(word) == 1 and word[0].kind == "lit" and (word[0].quoted or not _WILD.intersection(word[0].text)):
+        return [word[0].text]  # the common case: one literal, nothing to expand
     fields: list[str] = []
     cur: list[str] = []
     started = False
@@ -1081,6 +1110,10 @@ def _expand(word: Word, ctx: ShellContext, is_root: bool, vfs: Vfs) -> list[str]
     return fields
 
 
+_WILD = frozenset("*?[")
+_ASSIGNMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.S)
+
+
 def _run_simple(command: Simple, ctx: ShellContext, stdin: Reader, out: Writer, err: Writer,
                 is_root: bool) -> int:
     ctx.check()
@@ -1111,6 +1144,9 @@ def _run_simple(command: Simple, ctx: ShellContext, stdin: Reader, out: Writer, 
                     return 1
                 fds[redir.fd] = source
                 continue
+            if path == "/dev/null":
+                fds[redir.fd] = _discard
+                continue
             try:
                 sink = vfs.open_write(path, append=redir.op == ">>")
                 if redir.op == ">":
@@ -1120,13 +1156,13 @@ def _run_simple(command: Simple, ctx: ShellContext, stdin: Reader, out: Writer, 
                 return 1
             opened.append(sink)
             fds[redir.fd] = _sink_writer(sink)
-        while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0], re.S):
+        while argv and "=" in argv[0] and _ASSIGNMENT_RE.fullmatch(argv[0]):
             name, _, value = argv.pop(0).partition("=")
             if not argv:
                 ctx.env[name] = value
         if not argv:
             return 0
-        io = IO(ctx, fds[0], fds[1], fds[2], is_root)  # type: ignore[arg-type]
+        io = IO(ctx, fds[0], fds[1], fds[2], is_root, vfs)  # type: ignore[arg-type]
         return _dispatch(argv, io)
     finally:
         for sink in opened:
@@ -1456,10 +1492,14 @@ _DD_FLAGS = {"conv": {"notrunc", "noerror", "sync", "fsync"},
              "status": {"noxfer", "none"},
              "iflag": {"count_bytes", "skip_bytes"},
              "oflag": {"seek_bytes", "append"}}
+_DD_KEYS = frozenset(("if", "of", "bs", "ibs", "obs", "count", "skip", "seek", *_DD_FLAGS))
+
+
+_NUMBER_RE = re.compile(r"(\d+)([cwbkKmMgGtT]?)")
 
 
 def _number(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([cwbkKmMgGtT]?)", text)
+    m = _NUMBER_RE.fullmatch(text)
     if not m:
         raise ValueError(text)
     return int(m.group(1)) * _SUFFIXES[m.group(2)]
@@ -1485,8 +1525,7 @@ def _dd(argv: list[str], io: IO) -> int:
     inp = outp = None
     for arg in argv[1:]:
         key, eq, value = arg.partition("=")
-        if not eq or key not in ("if", "of", "bs", "ibs", "obs", "count", "skip", "seek",
-                                 *_DD_FLAGS):
+        if not eq or key not in _DD_KEYS:
             io.complain(f"dd: unknown argument {arg}\n")
             return 1
         if key in _DD_FLAGS:
@@ -1648,7 +1687,7 @@ def _dd(argv: list[str], io: IO) -> int:
             ctx.storage.sync()
     finally:
         sink.close()
-    if not quiet:
+    if not quiet and io.err is not _discard:
         elapsed = max(time.monotonic() - start, 1e-6)
         text = f"{in_full}+{in_part} records in\n{out_full}+{out_part} records out\n"
         if "noxfer" not in flags["status"]:
