@@ -1,6 +1,7 @@
 """Parsers of what a phone prints: never crash on arbitrary text, find what is there."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,3 +39,52 @@ def test_df_reads_total_and_available(total: int, avail: int) -> None:
             f"/dev/block/dm-5 {total} 0 {avail} 1% /data\n")
     assert parse_df_kib(text) == (total, avail)
     assert parse_df_kib("Filesystem 1K-blocks Used Available Use% Mounted on\n") is None
+
+
+# -- the client's reading of a shell v2 answer, over a real socket ----------------------------
+def _session_reading(answer: bytes, piece: int):
+    """An AdbSession and a connection whose far end sends ``answer`` ``piece`` bytes at a
+    time, then closes."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from erase.demo import free_port
+    from erase.model import Endpoint
+    from erase.plugin import PluginOptions, load_plugins
+    from protocols.adb.client import AdbSession
+
+    plugin = load_plugins(PluginOptions({"adb_port": free_port()}), only=["adb"])["adb"]
+    session = AdbSession(plugin, Endpoint("adb", "adb", "127.0.0.1:9"), "device")
+    near, far = socket.socketpair()
+    near.settimeout(10)
+
+    def send() -> None:
+        for i in range(0, len(answer), piece):
+            far.sendall(answer[i:i + piece])
+        far.close()
+    threading.Thread(target=send, daemon=True).start()
+    return session, SimpleNamespace(conn=near)
+
+
+def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
+    from protocols.adb import wire
+    blocks = [bytes([i % 256]) * 4096 for i in range(300)]
+    answer = b"".join(wire.shell_header(wire.SHELL_STDOUT, len(b)) + b for b in blocks)
+    answer += wire.shell_header(wire.SHELL_STDERR, 3) + b"err" + wire.shell_exit_packet(7)
+    session, conn = _session_reading(answer, piece=1021)
+    result = session._collect(conn, 0, 0)
+    assert (result.status, result.stdout, result.stderr) == (7, b"".join(blocks), b"err")
+
+
+@pytest.mark.parametrize("answer, words", [
+    (b"\x01\xff\xff\xff\x7f", "exceeds"),  # 2 GiB of stdout announced
+    (b"\x09\x00\x00\x00\x00", "unknown packet id 9"),
+])
+def test_a_malformed_shell_frame_is_one_clear_line(answer: bytes, words: str) -> None:
+    from erase.errors import ProtocolError
+    session, conn = _session_reading(answer, piece=len(answer))
+    with pytest.raises(ProtocolError) as caught:
+        session._collect(conn, 0, 0)
+    line = caught.value.line()
+    assert "malformed shell frame" in line and words in line and "\n" not in line

@@ -206,9 +206,12 @@ def test_read_back_batches_cross_unreadable_sectors_sample_by_sample(bench: dict
     reader = session.reader()
     block = reader.block_size
     blocks = reader.size // block
-    extents = [((i * 7919) % blocks * block, block) for i in range(3 * READ_BATCH + 17)]
-    # scattered: unreadable extents land in several batches, some next to each other
     lo, hi = 0.40 * reader.size, 0.41 * reader.size  # fixtures/profiles/unreadable.toml
+    # scattered: unreadable extents land in several batches; then one run of adjacent
+    # blocks (read by one dd) from readable into unreadable and out again
+    extents = [((i * 7919) % blocks * block, block) for i in range(3 * READ_BATCH + 17)]
+    first_bad = int(lo) // block
+    extents += [(b * block, block) for b in range(first_bad - 10, first_bad + 40)]
     samples = list(reader.read_many(extents))
     assert len(samples) == len(extents)
     bad = [(off, data) for (off, n), data in zip(extents, samples) if off < hi and off + n > lo]

@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 import struct
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
@@ -21,6 +19,8 @@ from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, 
 from erase.pattern import PatternStream
 from erase.plugin import EraseContext, EraseReport, Extent, ProgressFn, Session
 
+from . import wire
+
 if TYPE_CHECKING:
     from . import AdbPlugin
 
@@ -31,7 +31,8 @@ STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
 FILL_FILE_MAX = 256 * 1024 * 1024
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
-READ_AHEAD = 1  # read-back commands in flight at once
+MAX_SHELL_PACKET = 64 * 1024 * 1024  # larger is a malformed frame, not a real answer
+RECV_CHUNK = 256 * 1024
 
 RAW_PATTERN = EraseMethod(
     "adb-raw-pattern", "Overwrite of the userdata block device with a host-keyed pseudo-random "
@@ -169,21 +170,29 @@ class AdbSession(Session):
             self._log.add(command, sent, result)
 
     def _collect(self, conn: Any, sent: int, total: int) -> ShellResult:
+        """Read shell v2 packets to the exit packet, in large reads: a read-back batch
+        answers with hundreds of 4 KiB packets."""
         out, err = bytearray(), bytearray()
+        decoder = wire.ShellDecoder(max_packet=MAX_SHELL_PACKET)
+        exit_status = bytearray()
         try:
             while True:
-                header = conn.read_exact(5)
-                kind, length = header[0], struct.unpack("<I", header[1:])[0]
-                if length > 64 * 1024 * 1024:
-                    raise ProtocolError(f"the phone sent a malformed shell frame ({length} bytes)",
-                                        "reconnect the phone and run again")
-                data = conn.read_exact(length) if length else b""
-                if kind == 1:
-                    out += data
-                elif kind == 2:
-                    err += data
-                elif kind == 3:
-                    return ShellResult(data[0] if data else 255, bytes(out), bytes(err))
+                chunk = conn.conn.recv(RECV_CHUNK)
+                if not chunk:
+                    raise EOFError("the shell connection closed")
+                for kind, piece, done in decoder.fragments(chunk):
+                    if kind == wire.SHELL_STDOUT:
+                        out += piece
+                    elif kind == wire.SHELL_STDERR:
+                        err += piece
+                    elif kind == wire.SHELL_EXIT:
+                        exit_status += piece
+                        if done:
+                            return ShellResult(exit_status[0] if exit_status else 255,
+                                               bytes(out), bytes(err))
+        except ProtocolError as exc:
+            raise ProtocolError(f"the phone sent a malformed shell frame ({exc})",
+                                "reconnect the phone and run again") from exc
         except _LINK_ERRORS as exc:
             where = f"while writing ({sent} of {total} bytes sent)" if total else \
                 "while a command was running"
@@ -525,28 +534,27 @@ class _DdReader:
         return pieces
 
     def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
-        """READ_AHEAD batches in flight on their own shells: the phone reads the next
-        batches while the host receives and checks this one."""
-        batches = [extents[i:i + READ_BATCH] for i in range(0, len(extents), READ_BATCH)]
-        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="adb-readback") as pool:
-            in_flight = deque(pool.submit(self._read_batch, b) for b in batches[:READ_AHEAD])
-            for following in batches[READ_AHEAD:]:
-                current = in_flight.popleft()
-                in_flight.append(pool.submit(self._read_batch, following))
-                yield from current.result()
-            while in_flight:
-                yield from in_flight.popleft().result()
+        for i in range(0, len(extents), READ_BATCH):
+            yield from self._read_batch(extents[i:i + READ_BATCH])
 
     def _read_batch(self, batch: Sequence[Extent]) -> list[bytes | None]:
         samples: list[bytes | None] = []
         pending = list(batch)
         while pending:
-            commands, lengths = [], []
+            runs: list[list] = []  # [path, offset, length]: adjacent samples share one dd
+            lengths = []
             for offset, length in pending:
                 pieces = self._pieces(offset, length)
                 lengths.append(sum(n for *_, n in pieces))
-                commands += [f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
-                             for path, off, n in pieces]
+                for path, off, n in pieces:
+                    if runs and runs[-1][0] == path and runs[-1][1] + runs[-1][2] == off:
+                        runs[-1][2] += n
+                    else:
+                        runs.append([path, off, n])
+            # dd stops at an unreadable block after writing the ones before it, so a failed
+            # run still delivers every whole sample ahead of the bad one
+            commands = [f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
+                        for path, off, n in runs]
             result = self.session.run(" && ".join(commands), root=self.root)
             data = result.stdout
             pos = 0

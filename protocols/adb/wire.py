@@ -276,19 +276,20 @@ class ShellDecoder:
         return not self._header and self._left == 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, memoryview]]:
-        return [(packet_id, piece) for packet_id, piece, _ in self._decode(data)]
+        return [(packet_id, piece) for packet_id, piece, _ in self.fragments(data)]
 
     def packets(self, data: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
         """Whole packets completed by ``data`` (fragments are joined)."""
         out: list[tuple[int, bytes]] = []
-        for packet_id, piece, done in self._decode(data):
+        for packet_id, piece, done in self.fragments(data):
             self._partial.append(piece)
             if done:
                 out.append((packet_id, b"".join(self._partial)))
                 self._partial = []
         return out
 
-    def _decode(self, data: bytes | bytearray | memoryview) -> list[tuple[int, memoryview, bool]]:
+    def fragments(self, data: bytes | bytearray | memoryview) -> list[tuple[int, memoryview, bool]]:
+        """``(packet_id, piece, last piece of its packet)`` for everything ``data`` completes."""
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
