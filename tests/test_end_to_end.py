@@ -198,7 +198,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    b = Bench(tmp_path_factory.mktemp("bench"), ["rooted", "unplug-40", "partial-50"])
+    b = Bench(tmp_path_factory.mktemp("bench"), ["rooted", "unplug-40", "partial-50", "android-6"])
     try:
         yield b
     finally:
@@ -259,6 +259,19 @@ def test_cable_pulled_or_partial_erase_ends_failed_with_a_certificate(
         events = [e for (e,) in db.execute("SELECT event FROM events ORDER BY id")]
     assert events[:4] == ["detected", "identified", "preflight", "erasing"]
     assert events[-2:] == ["record", "certified"]
+
+
+def test_a_phone_without_shell_v2_is_blocked_by_name_with_what_to_do(bench: Bench, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = bench.erase("android-6", out, "--json")
+    assert result.returncode == 11, result.stdout + result.stderr
+    [entry] = json.loads(result.stdout)
+    assert entry["outcome"] == "BLOCKED"
+    assert "Android 6.0.1" in entry["reason"] and "bootloader" in entry["reason"], entry["reason"]
+    record = shown(Path(entry["certificate"]))
+    assert record["device"]["model"] == "Nexus 5X"  # identified through the old shell
+    image = Path(bench.handsets["android-6"]["storage"]) / "userdata.img"
+    assert len(surviving_markers(image)) == len(MARKERS)  # blocked means untouched
 
 
 def test_rooted_handset_erased_through_the_cli_passes(bench: Bench, tmp_path: Path) -> None:

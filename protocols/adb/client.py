@@ -30,6 +30,7 @@ BLOCK = 4096
 STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
 FILL_FILE_MAX = 256 * 1024 * 1024
+NO_SHELL_V2 = "device without shell v2"  # session state of a pre-Android-7 phone
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
 MAX_SHELL_PACKET = 64 * 1024 * 1024  # larger is a malformed frame, not a real answer
 RECV_CHUNK = 256 * 1024
@@ -210,6 +211,17 @@ class AdbSession(Session):
 
     # -- identity and preflight ------------------------------------------------------------
     def identify(self) -> Identity:
+        if self.state == "device" and not self._speaks_shell_v2():
+            self.state = NO_SHELL_V2
+        if self.state == NO_SHELL_V2:  # who it is, through the old shell, for the record
+            self.props = parse_getprop(self._v1_text("getprop"))
+            p = self.props
+            self._identity = Identity(
+                platform="android", manufacturer=p.get("ro.product.manufacturer") or None,
+                model=p.get("ro.product.model") or None, serial=p.get("ro.serialno") or None,
+                os_version=p.get("ro.build.version.release") or None,
+                build_type=p.get("ro.build.type") or None)
+            return self._identity
         if self.state != "device":
             self._identity = Identity(platform="android")
             return self._identity
@@ -235,6 +247,26 @@ class AdbSession(Session):
             build_type=p.get("ro.build.type") or None)
         return self._identity
 
+    def _speaks_shell_v2(self) -> bool:
+        try:
+            return "shell_v2" in self.device.get_features().split(",")
+        except _LINK_ERRORS as exc:
+            if not self._alive():
+                raise self._gone("while being identified") from exc
+            return True  # the server could not say: shell v2 itself will tell
+
+    def _v1_text(self, command: str) -> str:
+        """Output of a command over the pre-Android-7 shell (no exit status); "" when that
+        fails too: the record then names the phone by its adb serial only."""
+        try:
+            conn = self._transport(timeout=30)
+            conn.send_command(f"shell:{command}")
+            conn.check_okay()
+            with conn:
+                return conn.read_until_close()
+        except _LINK_ERRORS:
+            return ""
+
     def _detect_root(self) -> str | None:
         if "uid=0(" in self.run("id").text:
             return "adbd"
@@ -247,6 +279,13 @@ class AdbSession(Session):
         if self.state == "unauthorized":
             return [Finding(Severity.BLOCKER, "usb-debugging-unauthorized",
                             "Unlock the phone and accept the 'Allow USB debugging?' prompt, then run again.")]
+        if self.state == NO_SHELL_V2:
+            version = self.props.get("ro.build.version.release") or "6 or older"
+            return [Finding(Severity.BLOCKER, "adb-without-shell-v2",
+                            f"This phone's adb (Android {version}) predates shell protocol v2, which "
+                            "phonewipe needs to erase and read back storage over adb: reboot it into "
+                            "the bootloader (`adb reboot bootloader`) and run the erase again to erase "
+                            "it there, or factory-reset it from the recovery menu.")]
         if self.state != "device":
             return [Finding(Severity.BLOCKER, f"adb-{self.state}",
                             f"The phone is {self.state} over adb: reconnect the cable (another port), then run again.")]

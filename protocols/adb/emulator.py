@@ -35,6 +35,7 @@ from . import shell, wire
 log = logging.getLogger(__name__)
 
 FEATURES = ("shell_v2", "cmd", "stat_v2", "ls_v2", "fixed_push_mkdir")
+SHELL_V2_SDK = 24  # Android 7: adbd before it advertises no features and knows only `shell:`
 """What we advertise: only what is implemented. No delayed_ack (adb 36 would then send
 several WRTEs per stream without waiting), no sendrecv_v2* (compressed push/pull), no abb."""
 
@@ -657,7 +658,8 @@ class EmulatedAdbd:
         d = self.storage.profile.device
         return wire.make_banner("device", {"ro.product.name": d.product,
                                            "ro.product.model": d.model,
-                                           "ro.product.device": d.device}, list(FEATURES))
+                                           "ro.product.device": d.device},
+                                 list(FEATURES) if d.sdk >= SHELL_V2_SDK else [])
 
     def wait_online(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -788,6 +790,8 @@ class EmulatedAdbd:
             if not sep or options[0] != "shell":
                 return None
             v2 = "v2" in options[1:]
+            if options[1:] and self.storage.profile.device.sdk < SHELL_V2_SDK:
+                return None  # an old adbd refuses `shell,v2,...:` as an unknown service
             if not command:
                 return None  # interactive shells are not emulated
             return lambda stream: self._shell(stream, command, v2)
