@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -23,7 +24,7 @@ from .job import JobSettings
 from .model import Destination, Endpoint, Outcome
 from .plugin import Plugin, PluginOptions, load_plugins
 from .runner import JobResult, check_output_dir, erase_devices, exit_code
-from .verify import MODES
+from .verify import MODES, check_plan_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,7 +40,7 @@ def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except PhonewipeError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted: the audit log holds every step taken so far")
@@ -56,7 +57,7 @@ def _config(ctx: click.Context) -> Config:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML config (operator, destination, keys); default ./phonewipe.toml or "
                    "~/.config/phonewipe/config.toml")
-@click.option("--adb-port", type=int, help="port of the adb server (default 5037)")
+@click.option("--adb-port", type=click.IntRange(1, 65535), help="port of the adb server (default 5037)")
 @click.option("--fastboot-tcp", "fastboot_tcp", multiple=True, metavar="tcp:HOST:PORT",
               help="also look for a fastboot device at this TCP address (repeatable)")
 @click.pass_context
@@ -68,10 +69,10 @@ def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None,
     try:
         config = load_config(config_path)
     except PhonewipeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.line()}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     ctx.obj["config"] = config
-    ctx.obj["plugin_options"] = PluginOptions({"adb_port": adb_port or config.adb_port,
+    ctx.obj["plugin_options"] = PluginOptions({"adb_port": config.adb_port if adb_port is None else adb_port,
                                                "fastboot_tcp": list(fastboot_tcp)})
 
 
@@ -133,10 +134,12 @@ def _settings(config: Config, kw: dict[str, Any], method: str | None = None) -> 
         if kw.get(key):
             operator = replace(operator, **{field_name: kw[key]})
     destination = Destination(kind=kw["destination"]) if kw.get("destination") else config.destination
-    return JobSettings(operator=operator, destination=destination, method=method,
-                       verify_mode=kw.get("verify_mode") or config.verify_mode,
-                       confidence=kw.get("confidence") or config.confidence,
-                       residual=kw.get("residual") or config.residual)
+    given = lambda key: kw[key] if kw.get(key) is not None else getattr(config, key)  # noqa: E731
+    settings = JobSettings(operator=operator, destination=destination, method=method,
+                           verify_mode=given("verify_mode"), confidence=given("confidence"),
+                           residual=given("residual"))
+    check_plan_settings(settings.verify_mode, settings.confidence, settings.residual)
+    return settings
 
 
 def _load_signer(keys_dir: Path) -> Any:
@@ -206,16 +209,30 @@ def _match(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Pl
     direct = [t for t in targets if t[1].address == serial]
     if direct:
         return direct
+    matches, unidentified = [], []
     for plugin, endpoint in targets:  # match the phone's own serial number
         try:
             with plugin.open(endpoint) as session:
-                if session.identify().serial == serial:
-                    return [(plugin, endpoint)]
+                identity = session.identify()
         except PhonewipeError:
+            unidentified.append(endpoint)
             continue
+        if identity.serial == serial:
+            matches.append((plugin, endpoint))
+        elif identity.serial is None:
+            unidentified.append(endpoint)
+    if len(matches) > 1:  # cheap phones share serials like 0123456789ABCDEF
+        raise UsageError(f"{len(matches)} devices report serial {serial!r} "
+                         f"({', '.join(e.address for _, e in matches)})",
+                         "name the one to erase by its address from `phonewipe devices`")
+    if matches:
+        return matches
     known = ", ".join(e.address for _, e in targets) or "none"
-    raise DeviceNotFound(f"no device with serial {serial!r} (connected: {known})",
-                         "check the serial with `phonewipe devices`")
+    waiting = [f"{e.address} ({e.label})" for e in unidentified if e.label not in ("device", "", None)]
+    advice = (f"{', '.join(waiting)} could not say its serial: unlock it and accept the USB "
+              "debugging prompt, or name it by that address" if waiting
+              else "check the serial with `phonewipe devices`")
+    raise DeviceNotFound(f"no device with serial {serial!r} (connected: {known})", advice)
 
 
 @cli.command()
@@ -245,6 +262,8 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
             raise DeviceNotFound("no devices connected", "check the cables and run `phonewipe devices`")
     else:
         targets = [t for s in serials for t in _match(found, s)]
+        # the same phone named twice (address and serial) must not get two jobs at once
+        targets = list({(t[1].plugin, t[1].address): t for t in targets}.values())
     results = run_erase(targets, replace(_settings(config, kw, method), via=via), out_dir,
                         keys_dir or config.keys_dir, as_json)
     sys.exit(exit_code(results))

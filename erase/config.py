@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, PhonewipeError
 from .model import Destination, Operator
+from .verify import check_plan_settings
 
 DEFAULT_CONFIG_PATHS = (Path("phonewipe.toml"),
                         Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "phonewipe" / "config.toml")
@@ -73,6 +74,16 @@ def load_config(path: Path | None = None) -> Config:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config file {path} has a bad value: {exc}",
                           "fix the file (see README, 'Configuration')") from exc
+    if not config.station_timeout >= 1:  # also refuses NaN
+        raise ConfigError(f"config file {path}: [station] timeout must be at least 1 second, not "
+                          f"{config.station_timeout:g}", "fix the file (e.g. timeout = 7200)")
+    if not 1 <= config.adb_port <= 65535:
+        raise ConfigError(f"config file {path}: [adb] port {config.adb_port} is not a TCP port",
+                          "fix the file (the adb server's default is 5037)")
+    try:
+        check_plan_settings(config.verify_mode, config.confidence, config.residual)
+    except PhonewipeError as exc:
+        raise ConfigError(f"config file {path}: [verification] {exc.message}", exc.advice) from exc
     if config.destination.kind not in DESTINATIONS:
         raise ConfigError(f"config file {path}: unknown destination {config.destination.kind!r}",
                           f"use one of: {', '.join(DESTINATIONS)}")

@@ -56,6 +56,13 @@ class _Stop(Exception):
         self.reason = reason
 
 
+_AFTER_STEP = {"detected": "while identifying", "identified": "during the lock checks",
+               "preflight": "after the lock checks", "erased": "after the erase, before verifying",
+               "verified": "after verifying", "verification-unavailable": "after the erase",
+               "finished": "after finishing", "post-state": "after finishing",
+               "switched": "after switching modes", "returned": "after returning to the first mode"}
+
+
 @dataclass
 class _Job:
     plugin: Plugin
@@ -124,11 +131,15 @@ class _Job:
         return record
 
     def _how_far(self) -> str:
-        """Where a failed job stopped, for its reason: the stage, and the bytes done in it."""
+        """Where a failed job stopped, for its reason: the stage, and the bytes it moved (sent
+        to the phone while erasing: what the phone confirmed writing is unknown)."""
+        where = f"during {self.stage}" if self.stage.endswith("ing") else \
+            _AFTER_STEP.get(self.stage, f"after the {self.stage!r} step")
         if self.reached and self.reached[0] == self.stage and self.reached[2] > 0:
             _, done, total = self.reached
-            return f"during {self.stage}, {done / 2**20:.1f} of {total / 2**20:.1f} MiB done"
-        return f"during {self.stage}"
+            verb = {"erasing": "sent", "verifying": "read"}.get(self.stage, "done")
+            return f"{where}, {done / 2**20:.1f} of {total / 2**20:.1f} MiB {verb}"
+        return where
 
     def _flow(self, session: Session) -> tuple[Outcome, str]:
         self.identity = session.identify()

@@ -44,6 +44,13 @@ def quick_sample_count(confidence: float, residual: float) -> int:
     return math.ceil(math.log(1 - confidence) / math.log(1 - residual))
 
 
+def check_plan_settings(mode: str, confidence: float, residual: float) -> None:
+    """UsageError for settings no plan can be made from: checked before a phone is touched."""
+    if mode not in MODES:
+        raise UsageError(f"unknown verification mode {mode!r}", f"use one of {', '.join(MODES)}")
+    quick_sample_count(confidence, residual)
+
+
 def _u(seed: int, i: int) -> int:
     return int.from_bytes(
         hashlib.sha256(PLAN_DOMAIN + seed.to_bytes(8, "big") + i.to_bytes(8, "big")).digest(), "big")

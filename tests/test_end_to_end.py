@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -286,3 +287,55 @@ def test_rooted_handset_erased_through_the_cli_passes(bench: Bench, tmp_path: Pa
     assert record["operator"]["name"] == "Test Operator"
     image = Path(bench.handsets["rooted"]["storage"]) / "userdata.img"
     assert surviving_markers(image) == []
+
+
+def _image_digest(bench: Bench, profile: str) -> str:
+    import hashlib
+    return hashlib.sha256((Path(bench.handsets[profile]["storage"]) / "userdata.img").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("option", [("--confidence", "1.5"), ("--residual", "0")])
+def test_impossible_verification_settings_stop_before_the_phone_is_touched(
+        bench: Bench, tmp_path: Path, option: tuple[str, str]) -> None:
+    before = _image_digest(bench, "partial-50")
+    result = bench.erase("partial-50", tmp_path / "out", *option)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert one_error_line(result)
+    assert _image_digest(bench, "partial-50") == before
+    assert not (tmp_path / "out" / "certificates").exists() or \
+        not list((tmp_path / "out" / "certificates").iterdir())
+
+
+def test_one_phone_named_twice_gets_one_job(bench: Bench, tmp_path: Path) -> None:
+    handset = bench.handsets["rooted"]
+    result = bench.run("erase", handset["endpoints"]["adb"], handset["serial"], "--out",
+                       str(tmp_path / "out"), "--keys", str(bench.keys), "--json",
+                       "--method", "adb-raw-zeros")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(json.loads(result.stdout)) == 1
+
+
+def test_two_phones_reporting_one_serial_are_not_guessed_between(bench: Bench, tmp_path: Path) -> None:
+    serial = bench.handsets["rooted"]["serial"]
+    twin = subprocess.Popen([*PHONEWIPE, "--adb-port", str(bench.port), "emulate", "rooted", "--json",
+                             "--workdir", str(tmp_path / "twin")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **bench.env})
+    try:
+        info = json.loads(twin.stdout.readline())
+        assert info["serial"] == serial  # serials are counted per emulator process
+        for _ in range(50):  # until the adb server has it online
+            listed = json.loads(bench.run("devices", "--json").stdout)
+            if any(d["address"] == info["endpoints"]["adb"] and d["state"] == "device" for d in listed):
+                break
+            time.sleep(0.2)
+        before = _image_digest(bench, "rooted")
+        result = bench.run("erase", serial, "--out", str(tmp_path / "out"), "--keys", str(bench.keys))
+        assert result.returncode == 2, result.stdout + result.stderr
+        line = one_error_line(result)
+        assert f"2 devices report serial '{serial}'" in line and info["endpoints"]["adb"] in line
+        assert _image_digest(bench, "rooted") == before
+    finally:
+        twin.terminate()
+        twin.wait(timeout=15)
+        subprocess.run([bench.adb, "-P", str(bench.port), "disconnect", info["endpoints"]["adb"]],
+                       capture_output=True, env={**os.environ, **bench.env}, timeout=15)

@@ -98,7 +98,7 @@ def test_device_failures_end_as_failed_records(job, case, kwargs, words) -> None
     assert record.outcome is Outcome.FAILED
     assert words in record.reason and "(during erasing" in record.reason
     if case == "unplugged":  # the reason says how far the download got
-        assert re.search(r"during erasing, \d+\.\d of 32\.0 MiB done", record.reason), record.reason
+        assert re.search(r"during erasing, \d+\.\d of 32\.0 MiB sent", record.reason), record.reason
     assert "\n" not in record.reason
     assert "erasing" in events and "erased" not in events and events[-1] == "record"
 

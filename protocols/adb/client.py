@@ -195,8 +195,8 @@ class AdbSession(Session):
             raise ProtocolError(f"the phone sent a malformed shell frame ({exc})",
                                 "reconnect the phone and run again") from exc
         except _LINK_ERRORS as exc:
-            where = f"while writing ({sent} of {total} bytes sent)" if total else \
-                "while a command was running"
+            where = f"while writing ({sent:,} of {total:,} bytes sent, none confirmed written)" \
+                if total else "while a command was running"
             if not self._alive():
                 raise self._gone(where) from exc
             raise DeviceCommandFailed(f"the phone closed the shell {where} without an exit status",
