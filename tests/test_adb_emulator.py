@@ -643,6 +643,31 @@ def test_testharness_resets_and_keeps_adb(phone) -> None:
     raw.close()
 
 
+def test_a_host_gone_mid_stdin_leaves_only_a_pipe_full_to_write(phone, tmp_path: Path) -> None:
+    """adbd drops the stdin it had not yet handed to the child when the host goes: a killed
+    station must not leave the phone writing megabytes of an old pattern under its redo."""
+    prof = custom_profile(tmp_path, "rooted", "\n[faults]\nslow_mib_s = 2\n")
+    storage, emu = phone(prof)
+    host = RawHost(emu)
+    host.connect()
+    local, reply = host.open(f"shell,v2:su -c 'dd of={USERDATA} bs=65536 conv=notrunc'")
+    assert reply.command == wire.OKAY
+    piece = 64 * 1024
+    for _ in range(32):  # 2 MiB, queued faster than the phone writes it
+        host.send(wire.WRTE, local, reply.arg0, wire.shell_header(wire.SHELL_STDIN, piece) + b"\xa5" * piece)
+    host.send(wire.CLSE, local, reply.arg0)
+
+    def written() -> int:
+        data = storage.read(0, 2 * MIB)
+        return sum(data[i:i + 4096] == b"\xa5" * 4096 for i in range(0, len(data), 4096)) * 4096
+    seen, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline and written() != seen:  # until the writer has stopped
+        seen = written()
+        time.sleep(1.0)
+    assert 0 < seen <= 512 * 1024, f"{seen} bytes written after the host went"
+    host.close()
+
+
 def test_stop_interrupts_commands_and_joins_threads(phone) -> None:
     _, emu = phone("rooted")
     host = RawHost(emu)

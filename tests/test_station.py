@@ -226,7 +226,8 @@ def test_kill_9_mid_batch_then_restart_redoes_the_interrupted_erase(tmp_path: Pa
         redone = {p["redo_of"]: j for j, e, p in log if e == "queued" and p.get("redo_of")}
         assert interrupted <= set(redone)  # ... and their redo, which ended in a real record
         outcomes = {j: p["outcome"] for j, e, p in log if e == "record"}
-        assert all(outcomes[redone[j]] == "ERASED_VERIFIED" for j in interrupted)
+        assert all(outcomes[redone[j]] == "ERASED_VERIFIED" for j in interrupted), \
+            [(p["outcome"], p.get("reason")) for j, e, p in log if e == "record" and j in redone.values()]
         assert_one_final_record_per_device(out, 6)
     finally:
         emulate.send_signal(signal.SIGTERM)

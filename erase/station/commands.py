@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import signal
 import sys
@@ -29,8 +30,25 @@ def parse_emulate(specs: tuple[str, ...]) -> list[str]:
     return names
 
 
-def new_batch_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("B%Y%m%d-%H%M%S")
+def new_batch_id(taken: list[str] | None = None) -> str:
+    """A time-stamped id, never one the log already has (two batches in one second)."""
+    base = dt.datetime.now(dt.timezone.utc).strftime("B%Y%m%d-%H%M%S")
+    bid, n = base, 1
+    while bid in (taken or ()):
+        n += 1
+        bid = f"{base}-{n}"
+    return bid
+
+
+# a batch id is its folder name as is, so two ids never share batches/<ID>/
+BATCH_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
+
+
+def check_batch_id(batch_id: str) -> str:
+    if not BATCH_ID.fullmatch(batch_id):
+        raise UsageError(f"bad --batch id {batch_id!r}", "use letters, digits, '.', '_' and '-' "
+                         "(starting and ending with a letter or digit, at most 100 characters)")
+    return batch_id
 
 
 def register(group: click.Group, base: ModuleType) -> None:
@@ -73,7 +91,7 @@ def register(group: click.Group, base: ModuleType) -> None:
         """Watch for phones, erase each one as it arrives, many at once, as one batch."""
         from ..audit import AuditLog
         from ..runner import check_output_dir
-        from .ledger import open_batch
+        from .ledger import batch_ids, open_batch
         from .manifest import load_manifest
         from .reports import batch_dir, write_reports
         from .station import Station, StationOptions
@@ -83,6 +101,8 @@ def register(group: click.Group, base: ModuleType) -> None:
         if not 0 <= config.second_look_share <= 1:
             raise ConfigError(f"[station] second_look must be a share between 0 and 1, not "
                               f"{config.second_look_share}", "fix the config file (e.g. 0.05)")
+        if batch_id is not None:
+            check_batch_id(batch_id)
         manifest = load_manifest(assets) if assets else None
         check_output_dir(out_dir)
         profiles = parse_emulate(emulate_specs)
@@ -99,7 +119,7 @@ def register(group: click.Group, base: ModuleType) -> None:
         out = base.console
         try:
             with AuditLog(out_dir / "audit.sqlite") as audit:
-                batch_id = batch_id or open_batch(audit) or new_batch_id()
+                batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
                     batch_id=batch_id, settings=base._settings(config, kw, method),

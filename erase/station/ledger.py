@@ -32,10 +32,11 @@ class JobTrace:
     aborted: bool = False
     interrupted: bool = False
     second_look: dict[str, Any] | None = None
+    probe_serial: str | None = None  # what the station's probe learnt before the job started
 
     @property
     def serial(self) -> str | None:
-        return (self.identity or {}).get("serial") or None
+        return (self.identity or {}).get("serial") or self.probe_serial or None
 
     @property
     def address(self) -> str:
@@ -104,7 +105,8 @@ def read_ledger(audit: AuditLog, batch_id: str) -> BatchLedger:
         if e.event == "queued" and payload.get("batch_id") == batch_id:
             ledger.jobs[e.job_id] = JobTrace(e.job_id, batch_id, payload.get("endpoint", {}),
                                              payload.get("asset_tag", ""),
-                                             payload.get("redo_of", ""))
+                                             payload.get("redo_of", ""),
+                                             probe_serial=payload.get("serial") or None)
             continue
         job = ledger.jobs.get(e.job_id)
         if job is None:

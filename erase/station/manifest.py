@@ -27,7 +27,11 @@ class Asset:
 
 
 def normalise(identifier: str | None) -> str:
-    return "".join((identifier or "").split()).upper()
+    """How identifiers are compared: no spaces, upper case; an IMEI written in groups
+    (35-209900-176148-1, 35 209900 176148 1) is its digits."""
+    key = "".join((identifier or "").split()).upper()
+    digits = key.replace("-", "").replace(".", "").replace("/", "")
+    return digits if digits.isdigit() else key
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,26 @@ def load_manifest(path: Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read asset list {path}: {exc}",
                           "give a UTF-8 CSV with columns asset_tag, serial_or_imei, owner") from exc
-    rows = list(csv.reader(text.splitlines()))
+    reader = csv.reader(text.splitlines())
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        start = 1
+        for row in reader:  # numbered by the line each row starts on
+            if rows or any(cell.strip() for cell in row):  # blank lines before the header
+                rows.append((start, row))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ConfigError(f"asset list {path} line {reader.line_num}: not readable as CSV "
+                          f"({exc})", "fix that line (one short asset tag, serial or IMEI and "
+                          "owner per line)") from None
     if not rows:
         raise ConfigError(f"asset list {path} is empty", "add a header line and one line per asset")
-    header = [h.strip().lower().replace(" ", "_").replace("/", "_") for h in rows[0]]
+    header = [h.strip().lower().replace(" ", "_").replace("/", "_") for h in rows[0][1]]
     tag = _column(header, TAG_COLUMNS, path, "asset tag")
     ident = _column(header, ID_COLUMNS, path, "serial or IMEI")
     owner = _column(header, OWNER_COLUMNS, path, "")
     assets = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in rows[1:]:
         if not any(cell.strip() for cell in row):
             continue
         cell = lambda i: row[i].strip() if i is not None and i < len(row) else ""  # noqa: E731

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..audit import AuditLog, now_iso
-from ..errors import PhonewipeError
+from ..errors import PhonewipeError, UsageError
 from ..job import JobSettings, run_job
 from ..model import Endpoint, Identity, Outcome, Record, _plain
 from ..plugin import Plugin
@@ -140,6 +140,37 @@ class JobAudit:
         st.on_job_event(self, event, payload)
         return row_id
 
+    def queue(self, job_id: str, serial: str, payload: dict[str, Any]) -> bool:
+        """Log the job's `queued`, unless the station already recorded this device as stuck
+        (while it was being identified) or has stopped: then the job must not run."""
+        st = self.station
+        with st.final_lock:
+            if st.sealed or self.forced:
+                return False
+            self.row.job_id = job_id
+            st.audit.append(job_id, serial, "queued", payload)
+        st.on_job_event(self, "queued", payload)
+        return True
+
+    def force(self, make_record: Callable[[str], Record], queued: dict[str, Any]) -> Record | None:
+        """The station records a job stuck past its deadline, atomically with the job's own
+        end: returns the record written, or None when the job's own record came first. A
+        device stuck while being identified has no job yet: it is queued here first."""
+        st = self.station
+        row = self.row
+        with st.final_lock:
+            if st.sealed or self.record is not None or self.aborted:
+                return None
+            if not row.job_id:
+                row.job_id = str(uuid.uuid4())
+                st.audit.append(row.job_id, row.serial or row.port, "queued", queued)
+            record = make_record(row.job_id)
+            self.record, self.forced = record, True
+            payload = record_payload(record, "station-timeout")
+            st.audit.append(row.job_id, row.serial or row.port, "record", payload)
+        st.on_job_event(self, "record", payload)
+        return record
+
 
 class Station:
     def __init__(self, plugins: dict[str, Plugin], audit: AuditLog, signer: Any,
@@ -224,6 +255,10 @@ class Station:
     def open(self) -> BatchLedger:
         ledger = read_ledger(self.audit, self.options.batch_id)
         o = self.options
+        if ledger.closed is not None:
+            raise UsageError(f"batch {o.batch_id} is already closed",
+                             f"start a new batch (another --batch id, or none), or run `phonewipe "
+                             f"report {o.batch_id}` to regenerate its outputs")
         if ledger.opened is None:
             self._batch_log("batch-opened", {
                 "batch_id": o.batch_id, "operator": asdict(o.settings.operator),
@@ -233,8 +268,15 @@ class Station:
                 "verify_mode": o.settings.verify_mode, "tool_version": __version__})
             self.emit("batch-opened")
             return ledger
-        if o.manifest is None and ledger.opened.get("manifest"):
-            self.options = replace(o, manifest=Manifest.from_dict(ledger.opened["manifest"]))
+        opened_with = ledger.opened.get("manifest")
+        if o.manifest is not None and (opened_with or {}).get("sha256") != o.manifest.sha256:
+            was = f"asset list {opened_with.get('path')}" if opened_with else "no asset list"
+            raise UsageError(f"batch {o.batch_id} was opened with {was}; {o.manifest.path} differs "
+                             "and its reports would not match",
+                             "start a new batch for the new list, or resume with the original one"
+                             + (" (or without --assets)" if opened_with else " (without --assets)"))
+        if o.manifest is None and opened_with:
+            self.options = replace(o, manifest=Manifest.from_dict(opened_with))
         unfinished = ledger.unfinished()
         for job in unfinished:
             if not (job.interrupted or job.aborted):
@@ -261,7 +303,7 @@ class Station:
         row = self.rows.get(key) or DeviceRow(key, job.address, str(job.endpoint.get("plugin", "")),
                                               str(job.endpoint.get("mode", "")))
         row.present = False
-        row.serial = ident.get("serial") or ""
+        row.serial = job.serial or ""
         row.model = " ".join(x for x in (ident.get("manufacturer"), ident.get("model")) if x)
         row.imei = ", ".join(ident.get("imeis") or ())
         row.asset_tag, row.job_id = job.asset_tag, job.job_id
@@ -291,7 +333,7 @@ class Station:
                     if self.abort.is_set():
                         self.stopped_how = "aborted"
                         break
-                    if self.draining and not self.running():
+                    if self.draining and not self.active():
                         self.stopped_how = "drained"
                         break
                     if not self.draining:
@@ -327,10 +369,15 @@ class Station:
             return [self.rows[k] for k, (t, _, _) in self.workers.items() if t.is_alive()
                     and k in self.rows]
 
+    def active(self) -> bool:
+        """Is a job still working? One the station already recorded as stuck no longer
+        holds the batch (its late answer is logged, nothing more)."""
+        with self.lock:
+            return any(t.is_alive() and not (a and a.forced) for t, _, a in self.workers.values())
+
     def idle(self) -> bool:
-        with self.lock:  # a job the station already recorded as stuck no longer holds the batch
-            busy = any(t.is_alive() and not (a and a.forced) for t, _, a in self.workers.values()) \
-                or self.waiting
+        with self.lock:
+            busy = self.active() or bool(self.waiting)
         return not busy and time.monotonic() - self.last_activity >= self.options.idle_seconds
 
     def step(self) -> None:
@@ -364,11 +411,18 @@ class Station:
         with self.lock:
             # a USB address or label that is a known serial: the same phone in another mode,
             # followed without a probe that could disturb the job driving it there
-            key = self.by_address.get(endpoint.address) or self.by_serial.get(endpoint.address) \
-                or self.by_serial.get(endpoint.label)
+            # A finished row found only by address is not followed: fastboot addresses are
+            # physical ports, and a new phone in a reused port must get its own job (the probe
+            # still follows the same phone plugged back in, by its serial).
+            key = self.by_serial.get(endpoint.address) or self.by_serial.get(endpoint.label)
             row = self.rows.get(key) if key else None
-            if row is not None and (row.busy or row.final):
-                self.by_address.setdefault(endpoint.address, row.key)
+            if row is None or not (row.busy or row.final):
+                key = self.by_address.get(endpoint.address)
+                row = self.rows.get(key) if key else None
+                if row is not None and not row.busy:
+                    row = None
+            if row is not None:
+                self.by_address[endpoint.address] = row.key
                 row.present = True
                 if endpoint.mode not in row.modes:
                     row.modes.append(endpoint.mode)
@@ -384,8 +438,11 @@ class Station:
     def _start(self, plugin: Plugin, endpoint: Endpoint) -> None:
         key = self.by_address.get(endpoint.address)
         row = self.rows.get(key) if key else None
-        if row is None:
-            row = DeviceRow(endpoint.address, endpoint.address, plugin.name, endpoint.mode)
+        # Only an interrupted device known by nothing but this address is redone on its row;
+        # any other device gets a new row, and the probe's serial links it to an earlier one.
+        if row is None or row.busy or row.final or row.serial:
+            row = DeviceRow(self._new_key(endpoint.address), endpoint.address, plugin.name,
+                            endpoint.mode)
             self.rows[row.key] = row
             self.by_address[endpoint.address] = row.key
         row.present, row.busy, row.state = True, True, "identifying"
@@ -393,10 +450,20 @@ class Station:
         row.started = time.monotonic()
         guard = JobGuard(self.options.timeout, self.abort,
                          lambda _job, stage, done, total: self._progress(row, stage, done, total))
-        thread = threading.Thread(target=self._work, args=(row, plugin, endpoint, guard),
+        # the gate exists from the start, so a phone that hangs while being identified is
+        # recorded at its deadline like any other
+        gate = JobAudit(self, row, guard)
+        thread = threading.Thread(target=self._work, args=(row, plugin, endpoint, gate),
                                   name=f"job-{endpoint.address}", daemon=True)
-        self.workers[row.key] = (thread, guard, None)
+        self.workers[row.key] = (thread, guard, gate)
         thread.start()
+
+    def _new_key(self, address: str) -> str:
+        key, n = address, 1
+        while key in self.rows:
+            n += 1
+            key = f"{address}#{n}"
+        return key
 
     # -- one device -----------------------------------------------------------------------------
     def _probe(self, plugin: Plugin, endpoint: Endpoint, guard: JobGuard) -> Identity | None:
@@ -434,14 +501,16 @@ class Station:
                 row.serial = serial
             return row, redo.job_id if redo else ""
 
-    def _work(self, row: DeviceRow, plugin: Plugin, endpoint: Endpoint, guard: JobGuard) -> None:
+    def _work(self, row: DeviceRow, plugin: Plugin, endpoint: Endpoint, gate: JobAudit) -> None:
         try:
-            identity = self._probe(plugin, endpoint, guard)
+            identity = self._probe(plugin, endpoint, gate.guard)
+            if gate.forced:  # recorded by the station while it hung in the probe
+                return
             claimed = self._claim(row, endpoint, identity)
             if claimed is None:
                 return
             row, redo_of = claimed
-            self._run_job(row, plugin, endpoint, guard, identity, redo_of)
+            self._run_job(row, plugin, endpoint, gate, identity, redo_of)
         except Exception as exc:  # noqa: BLE001 - a station bug must not take the other phones
             self.emit("station-error", device=row.key, error=repr(exc))
         finally:
@@ -449,22 +518,27 @@ class Station:
                 row.busy = False
             self.last_activity = time.monotonic()
 
-    def _run_job(self, row: DeviceRow, plugin: Plugin, endpoint: Endpoint, guard: JobGuard,
+    def _run_job(self, row: DeviceRow, plugin: Plugin, endpoint: Endpoint, gate: JobAudit,
                  identity: Identity | None, redo_of: str) -> None:
         o = self.options
+        guard = gate.guard
         asset = o.manifest.lookup(identity.serial, identity.imeis) if (o.manifest and identity) else None
         row.asset_tag = asset.asset_tag if asset else ""
         row.redo_of = redo_of
-        row.job_id = job_id = str(uuid.uuid4())
+        job_id = str(uuid.uuid4())
         settings = replace(o.settings, batch_id=o.batch_id, asset_tag=row.asset_tag)
-        gate = JobAudit(self, row, guard)
+        gate.row = row
         with self.lock:
             self.workers[row.key] = (threading.current_thread(), guard, gate)
-        gate.append(job_id, (identity.serial if identity else None) or endpoint.address, "queued",
-                    {"batch_id": o.batch_id, "endpoint": asdict(endpoint), "asset_tag": row.asset_tag,
-                     "redo_of": redo_of})
+        serial = identity.serial if identity else None
+        # the serial the probe knew is kept, so a restart after a kill -9 before the job's own
+        # `identified` still knows which phone this was
+        if not gate.queue(job_id, serial or endpoint.address,
+                          {"batch_id": o.batch_id, "endpoint": asdict(endpoint),
+                           "asset_tag": row.asset_tag, "redo_of": redo_of, "serial": serial}):
+            return
         run_job(GuardedPlugin(plugin, guard), endpoint, settings, gate, guard.progress, job_id)
-        if gate.record is not None:
+        if gate.record is not None and not gate.forced:  # the station certified what it forced
             self._certify(gate, gate.record, row.key)
 
     def _certify(self, gate: JobAudit | None, record: Record, key: str) -> None:
@@ -523,22 +597,31 @@ class Station:
         if grace is None:
             grace = min(30.0, max(2.0, 0.1 * self.options.timeout))
         with self.lock:
-            stuck = [(k, g, a) for k, (t, g, a) in self.workers.items()
+            stuck = [(k, a) for k, (t, g, a) in self.workers.items()
                      if t.is_alive() and now > g.deadline + grace
-                     and (a is None or a.record is None)]
-        for key, guard, gate in stuck:
-            row = self.rows.get(key)
-            if row is None or gate is None or row.final:
+                     and a is not None and a.record is None]
+        for key, gate in stuck:
+            row = gate.row
+            if row.final:
                 continue
             reason = (f"the device stopped answering during {row.state} and did not finish within "
                       f"the {self.options.timeout:.0f} s per-device timeout; check it and erase it again")
             settings = replace(self.options.settings, batch_id=self.options.batch_id,
                                asset_tag=row.asset_tag)
-            record = fallback_record(row.job_id, gate.identity, _endpoint_dict(row), settings, reason)
-            gate.forced = True
-            gate.append(row.job_id, row.serial or row.port, "record",
-                        record_payload(record, "station-timeout"))
-            self._certify(None, record, key)
+            with self.lock:  # stuck before its job was queued: an interrupted job it redoes
+                redo = self.pending.pop(row.key, None) if not row.job_id else None
+            identity = gate.identity or ({"platform": "unknown", "serial": row.serial}
+                                         if row.serial else None)
+            queued = {"batch_id": self.options.batch_id, "endpoint": _endpoint_dict(row),
+                      "asset_tag": row.asset_tag, "redo_of": redo.job_id if redo else "",
+                      "serial": row.serial or None}
+            record = gate.force(lambda job_id: fallback_record(
+                job_id, identity, _endpoint_dict(row), settings, reason), queued)
+            if record is not None:
+                self._certify(None, record, row.key)
+            elif redo is not None:
+                with self.lock:
+                    self.pending.setdefault(row.key, redo)
 
     def finish(self) -> None:
         if self.stopped_how == "aborted":
@@ -550,7 +633,7 @@ class Station:
                 gates = [gate for _, _, gate in list(self.workers.values()) if gate is not None]
                 # jobs still inside one device call: recorded as aborted all the same
                 for gate in gates:
-                    if gate.record is None and not gate.aborted:
+                    if gate.record is None and not gate.aborted and gate.row.job_id:
                         gate.aborted = True
                         self.audit.append(gate.row.job_id, gate.row.serial or gate.row.port,
                                           "aborted", {"stage": gate.row.state, "reason":
@@ -580,7 +663,9 @@ class Station:
                       "the device was not seen again before the batch closed; erase it again")
             settings = replace(self.options.settings, batch_id=self.options.batch_id,
                                asset_tag=job.asset_tag)
-            record = fallback_record(job.job_id, job.identity, job.endpoint, settings, reason)
+            identity = job.identity or ({"platform": "unknown", "serial": job.serial}
+                                        if job.serial else None)
+            record = fallback_record(job.job_id, identity, job.endpoint, settings, reason)
             self.audit.append(job.job_id, job.device_key, "record", record_payload(record, "batch-close"))
             row = self.rows.get(key)
             if row:

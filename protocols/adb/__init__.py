@@ -42,7 +42,11 @@ class AdbPlugin(Plugin):
     def open(self, endpoint: Endpoint) -> Session:
         from .client import AdbSession
 
-        states = {d.serial: d.state for d in self.server.client().list()}
+        try:
+            states = {d.serial: d.state for d in self.server.client().list()}
+        except (adbutils.AdbError, OSError) as exc:
+            raise PhonewipeError(f"the adb server on port {self.server.port} does not answer: {exc}",
+                                 "restart it with `adb kill-server`, then run again") from exc
         if endpoint.address not in states:
             raise DeviceNotFound(f"no adb device {endpoint.address}",
                                  "check the cable, enable USB debugging, and run `phonewipe devices`")

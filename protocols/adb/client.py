@@ -350,8 +350,11 @@ class AdbSession(Session):
         raise DeviceCommandFailed(f"unknown adb method {method.name}", "choose a listed method")
 
     def _userdata_size(self) -> int:
-        result = self.check(f"blockdev --getsize64 {USERDATA}", root=True)
-        return int(result.text.strip())
+        text = self.check(f"blockdev --getsize64 {USERDATA}", root=True).text.strip()
+        if not text.isdigit():
+            raise ProtocolError(f"`blockdev --getsize64` answered {text[:40]!r}, not a size in bytes",
+                                "this phone needs a different method (--method)")
+        return int(text)
 
     def _erase_raw(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
         size = self._userdata_size()

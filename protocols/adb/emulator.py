@@ -40,6 +40,7 @@ SHELL_V2_SDK = 24  # Android 7: adbd before it advertises no features and knows 
 several WRTEs per stream without waiting), no sendrecv_v2* (compressed push/pull), no abb."""
 
 STDIN_QUEUE_BYTES = 4 * 1024 * 1024  # host data queued per stream before we stop acking
+PIPE_BUFFER_BYTES = 64 * 1024  # what a child still reads from its stdin pipe once adbd lets go
 SMALL_WRITE = 64 * 1024  # output writes below this are coalesced
 SYNC_BATCH = 1024 * 1024  # sync DATA is written to storage in batches of this size
 ADBD_RESTART_DELAY = 0.2
@@ -103,9 +104,18 @@ class _Inbox:
             self._stream.ack()
         return payload
 
-    def close(self) -> None:
+    def close(self, keep: int | None = None) -> None:
+        """End of input; with ``keep``, queued data past that many bytes is dropped, as
+        adbd drops what it had not yet written into a child's pipe when the host goes."""
         with self._cond:
             self._eof = True
+            if keep is not None:
+                kept, size = collections.deque(), 0
+                while self._queue and size < keep:
+                    payload = self._queue.popleft()
+                    kept.append(payload[:keep - size])
+                    size += len(kept[-1])
+                self._queue, self._bytes = kept, size
             self._cond.notify_all()
 
     def wake(self) -> None:
@@ -255,6 +265,8 @@ class _Stream:
         self._okay = threading.Event()
         self._okay.set()
         self.inbox = _Inbox(self)
+        options = service.partition(":")[0].split(",")
+        self.stdin_in_band = options[0] == "shell" and "v2" in options[1:]  # end of stdin is a packet
 
     # -- from the reader thread ------------------------------------------------------------
     def on_okay(self) -> None:
@@ -268,7 +280,9 @@ class _Stream:
         self.closed = True
         if cancel:
             self.cancelled.set()
-        self.inbox.close()
+        # a v2 host ends stdin in-band (close-stdin): a CLSE while stdin is open means the
+        # host went away, and only what sat in the child's pipe is still read
+        self.inbox.close(keep=PIPE_BUFFER_BYTES if self.stdin_in_band else None)
         self._okay.set()
 
     # -- from the worker -------------------------------------------------------------------
