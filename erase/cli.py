@@ -23,7 +23,7 @@ from .errors import DeviceNotFound, PhonewipeError, UsageError
 from .job import JobSettings
 from .model import Destination, Endpoint, Outcome
 from .plugin import Plugin, PluginOptions, load_plugins
-from .runner import JobResult, check_output_dir, erase_devices, exit_code
+from .runner import INTERRUPTED, JobResult, check_output_dir, erase_devices, exit_code
 from .verify import MODES, check_plan_settings
 
 console = Console()
@@ -190,10 +190,18 @@ def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out
     check_output_dir(out_dir)
     cert_dir = check_output_dir(out_dir / "certificates")
     signer = _load_signer(keys_dir)
+    abort = threading.Event()
+
+    def interrupted(count: int) -> None:
+        err_console.print("Ctrl-C: finishing the running jobs; press Ctrl-C again to abort them "
+                          "(each is then recorded FAILED, with its certificate)" if count == 1 else
+                          "Ctrl-C: aborting the running jobs at their next step; Ctrl-C again "
+                          "quits without waiting (the audit log keeps every step)")
     with AuditLog(audit_path or out_dir / "audit.sqlite") as audit:
         view = _ProgressView({}, enabled=not as_json)
         with view.progress:
-            results = erase_devices(targets, settings, audit, signer, cert_dir, view.update)
+            results = erase_devices(targets, settings, audit, signer, cert_dir, view.update,
+                                    abort=abort, on_interrupt=interrupted)
     if as_json:
         click.echo(json.dumps([{"serial": r.record.device.serial, "outcome": r.record.outcome.value,
                                 "result": r.record.result_text, "reason": r.record.reason,
@@ -266,7 +274,8 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
         targets = list({(t[1].plugin, t[1].address): t for t in targets}.values())
     results = run_erase(targets, replace(_settings(config, kw, method), via=via), out_dir,
                         keys_dir or config.keys_dir, as_json)
-    sys.exit(exit_code(results))
+    aborted = any(r.record.reason.startswith(INTERRUPTED[0]) for r in results)
+    sys.exit(130 if aborted else exit_code(results))
 
 
 # -- re-verification ------------------------------------------------------------------------

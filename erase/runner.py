@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .audit import AuditLog
 from .errors import OutputError, PhonewipeError
 from .job import JobSettings, StageFn, run_job
 from .model import Endpoint, Outcome, Record
 from .plugin import Plugin
+from .station.guard import GuardedPlugin, JobGuard
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,26 @@ def check_output_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+INTERRUPTED = ("interrupted by the operator (Ctrl-C) before the job finished",
+               "erase the phone again: it may be partly erased")
+
+
 def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, audit: AuditLog,
                   signer, cert_dir: Path, progress: StageFn | None = None,
-                  workers: int = 8) -> list[JobResult]:
-    """Erase every target concurrently; one slow phone never holds up the others."""
+                  workers: int = 8, abort: threading.Event | None = None,
+                  on_interrupt: Callable[[int], None] | None = None) -> list[JobResult]:
+    """Erase every target concurrently; one slow phone never holds up the others.
+
+    A first Ctrl-C lets the running jobs finish (`on_interrupt(1)`); a second sets `abort`,
+    and each job stops at its next step with a FAILED record and certificate
+    (`on_interrupt(2)`); a third gives up waiting."""
+    abort = abort or threading.Event()
+
     def one(target: tuple[Plugin, Endpoint]) -> JobResult:
         plugin, endpoint = target
-        record = run_job(plugin, endpoint, settings, audit, progress)
+        guard = JobGuard(float("inf"), abort, stopped=INTERRUPTED)
+        record = run_job(GuardedPlugin(plugin, guard), endpoint, settings, audit,
+                         _checked(progress, guard))
         serial = record.device.serial or endpoint.address
         try:
             path = signer.write_certificate(record, cert_dir)
@@ -59,7 +75,30 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
     if not targets:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        return list(pool.map(one, targets))
+        futures = [pool.submit(one, t) for t in targets]
+        interrupts = 0
+        while True:
+            try:
+                wait(futures)
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts >= 3:
+                    raise
+                if interrupts == 2:
+                    abort.set()
+                if on_interrupt:
+                    on_interrupt(interrupts)
+        return [f.result() for f in futures]
+
+
+def _checked(progress: StageFn | None, guard: JobGuard) -> StageFn:
+    """Progress that also stops a job the operator aborted, between its own steps."""
+    def report(job_id: str, stage: str, done: int, total: int) -> None:
+        if progress:
+            progress(job_id, stage, done, total)
+        guard.check()
+    return report
 
 
 EXIT_BY_OUTCOME = {Outcome.ERASED_VERIFIED: 0, Outcome.ERASED_UNVERIFIED: 10,

@@ -199,7 +199,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    b = Bench(tmp_path_factory.mktemp("bench"), ["rooted", "unplug-40", "partial-50", "android-6"])
+    b = Bench(tmp_path_factory.mktemp("bench"), ["rooted", "unplug-40", "partial-50", "android-6", "slow"])
     try:
         yield b
     finally:
@@ -337,3 +337,33 @@ def test_two_phones_reporting_one_serial_are_not_guessed_between(bench: Bench, t
         twin.wait(timeout=15)
         subprocess.run([bench.adb, "-P", str(bench.port), "disconnect", info["endpoints"]["adb"]],
                        capture_output=True, env={**os.environ, **bench.env}, timeout=15)
+
+
+def test_ctrl_c_finishes_then_a_second_aborts_with_a_failed_certificate(bench: Bench, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*PHONEWIPE, "--adb-port", str(bench.port), "erase",
+                             bench.handsets["slow"]["endpoints"]["adb"], "--out", str(out),
+                             "--keys", str(bench.keys), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **bench.env})
+    try:
+        for _ in range(200):  # until the phone is being written (4 MiB/s: 8 s for 32 MiB)
+            if (out / "audit.sqlite").exists():
+                with sqlite3.connect(f"file:{out / 'audit.sqlite'}?mode=ro", uri=True) as db:
+                    if db.execute("SELECT 1 FROM events WHERE event = 'erasing'").fetchone():
+                        break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # first: finish the running jobs
+        time.sleep(1.0)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)  # second: abort them
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "finishing the running jobs" in stderr and "aborting the running jobs" in stderr
+    [entry] = json.loads(stdout)
+    assert entry["outcome"] == "FAILED" and "interrupted by the operator" in entry["reason"], entry
+    assert "MiB sent" in entry["reason"]  # how far it got
+    assert phonewipe("cert", "verify", entry["certificate"]).returncode == 0
+    assert phonewipe("audit", "verify", str(out / "audit.sqlite")).returncode == 0

@@ -22,8 +22,11 @@ class JobAborted(PhonewipeError):
 
 class JobGuard:
     def __init__(self, timeout: float, abort: threading.Event,
-                 on_progress: Callable[[str, str, int, int], None] | None = None) -> None:
+                 on_progress: Callable[[str, str, int, int], None] | None = None,
+                 stopped: tuple[str, str] = ("the station was stopped by the operator",
+                                             "start the station again to redo this device")) -> None:
         self.timeout = timeout
+        self.stopped = stopped  # what an abort means for this device, and what to do
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.abort = abort
@@ -33,8 +36,7 @@ class JobGuard:
     def check(self) -> None:
         if self.abort.is_set():
             self.stopped_by = "abort"
-            raise JobAborted("the station was stopped by the operator",
-                             "start the station again to redo this device")
+            raise JobAborted(*self.stopped)
         if time.monotonic() > self.deadline:
             self.stopped_by = "timeout"
             raise JobTimedOut(f"the device did not finish within the {self.timeout:.0f} s "
@@ -63,6 +65,9 @@ class GuardedReader:
         return getattr(self._reader, name)
 
 
+UNGUARDED = ("close", "transcript")  # no device I/O: an aborted job still logs what it did
+
+
 class GuardedSession:
     """A proxy for any session: every method call first asks the guard; the readers it
     hands out are guarded too. Generic, so new Session methods pass through unchanged."""
@@ -75,7 +80,7 @@ class GuardedSession:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._session, name)
-        if not callable(value) or name == "close":
+        if not callable(value) or name in UNGUARDED:
             return value
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
