@@ -53,13 +53,18 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
         return path
     port = free_port()
     env = {**os.environ, "HOME": str(tmp)}
+    os.environ["HOME"] = str(tmp)  # the adb server's keys live there, as for `emulate`
+    plugins = load_plugins(PluginOptions({"adb_port": port}))
+    # one server before the emulator processes: several starting it at once race for the port
+    plugins["adb"].server.ensure_started()  # type: ignore[attr-defined]
     # phones bring their own CPUs: one emulator process per PER_PROCESS handsets, so one
     # Python interpreter's lock does not serialize 32 phones' protocol work
     groups = [min(PER_PROCESS, n - i) for i in range(0, n, PER_PROCESS)]
     emulators = [subprocess.Popen([sys.executable, "-m", "erase.cli", "--adb-port", str(port), "emulate",
                                    *[str(profile(g))] * k, "--json", "--userdata-mib", str(MIB),
                                    "--workdir", str(tmp / f"handsets{g}")], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                  stdout=subprocess.PIPE, stderr=(tmp / f"emulate{g}.err").open("w"),
+                                  text=True)
                  for g, k in enumerate(groups)]
     marks: dict[str, float] = {}
 
@@ -69,13 +74,12 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
         elif event["event"] == "certified":
             marks["last"] = time.monotonic()
 
-    plugins = load_plugins(PluginOptions({"adb_port": port}))
     try:
-        for emulate, k in zip(emulators, groups):
+        for g, (emulate, k) in enumerate(zip(emulators, groups)):
             for _ in range(k):
                 if not emulate.stdout.readline():
-                    raise SystemExit("the emulated handsets did not start")
-        os.environ["HOME"] = str(tmp)  # the adb server's keys live there, as for `emulate`
+                    raise SystemExit("the emulated handsets did not start: "
+                                     + (tmp / f"emulate{g}.err").read_text()[-500:])
         with AuditLog(tmp / "audit.sqlite") as audit:
             options = StationOptions(batch_id=f"bench-{n}", settings=JobSettings(
                                          operator=Operator(name="Bench")),
