@@ -16,10 +16,10 @@ from typing import Callable
 
 from .audit import AuditLog
 from .errors import OutputError, PhonewipeError
+from .guard import GuardedPlugin, JobGuard
 from .job import JobSettings, StageFn, run_job
 from .model import Endpoint, Outcome, Record
 from .plugin import Plugin
-from .station.guard import GuardedPlugin, JobGuard
 
 
 @dataclass(frozen=True)

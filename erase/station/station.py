@@ -22,7 +22,7 @@ from ..errors import PhonewipeError, UsageError
 from ..job import JobSettings, run_job
 from ..model import Endpoint, Identity, Outcome, Record, _plain
 from ..plugin import Plugin
-from .guard import GuardedPlugin, JobGuard
+from ..guard import GuardedPlugin, JobGuard
 from .ledger import BatchLedger, JobTrace, batch_job_id, read_ledger
 from .manifest import Manifest
 from .watcher import Watcher

@@ -7,9 +7,9 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import PhonewipeError
-from ..model import Endpoint
-from ..plugin import Extent, Plugin, Session
+from .errors import PhonewipeError
+from .model import Endpoint
+from .plugin import Extent, Plugin, Session
 
 
 class JobTimedOut(PhonewipeError):
