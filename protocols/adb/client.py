@@ -202,6 +202,20 @@ class AdbSession(Session):
             raise DeviceCommandFailed(f"the phone closed the shell {where} without an exit status",
                                       "run the erase again") from exc
 
+    def start_command(self, command: str, root: bool = False) -> Any:
+        """Start a command without stdin and return at once: the phone runs it while the
+        caller does something else; `collect_command` gets its result."""
+        return self._open(self._as_root(command) if root else command)
+
+    def collect_command(self, command: str, conn: Any) -> ShellResult:
+        result: ShellResult | None = None
+        try:
+            result = self._collect(conn, 0, 0)
+            return result
+        finally:
+            conn.conn.close()
+            self._log.add(command, 0, result)
+
     def check(self, command: str, root: bool = False, **kw: Any) -> ShellResult:
         result = self.run(command, root=root, **kw)
         if result.status != 0:
@@ -576,42 +590,65 @@ class _DdReader:
         return pieces
 
     def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
-        for i in range(0, len(extents), READ_BATCH):
-            yield from self._read_batch(extents[i:i + READ_BATCH])
+        """Batch k+1 is already running on the phone while the caller checks batch k: one
+        command ahead, no extra thread."""
+        batches = [list(extents[i:i + READ_BATCH]) for i in range(0, len(extents), READ_BATCH)]
+        ahead: tuple[list[Extent], str, list[int], Any] | None = None
+        try:
+            for i, batch in enumerate(batches):
+                current = ahead or self._start(batch)
+                ahead = self._start(batches[i + 1]) if i + 1 < len(batches) else None
+                pending, command, lengths, conn = current
+                samples, rest = self._parse(self.session.collect_command(command, conn), pending, lengths)
+                yield from samples
+                if rest:
+                    yield from self._read_batch(rest)
+        finally:
+            if ahead is not None:  # the caller stopped early, or a read failed
+                ahead[3].conn.close()
 
     def _read_batch(self, batch: Sequence[Extent]) -> list[bytes | None]:
         samples: list[bytes | None] = []
         pending = list(batch)
         while pending:
-            runs: list[list] = []  # [path, offset, length]: adjacent samples share one dd
-            lengths = []
-            for offset, length in pending:
-                pieces = self._pieces(offset, length)
-                lengths.append(sum(n for *_, n in pieces))
-                for path, off, n in pieces:
-                    if runs and runs[-1][0] == path and runs[-1][1] + runs[-1][2] == off:
-                        runs[-1][2] += n
-                    else:
-                        runs.append([path, off, n])
-            # dd stops at an unreadable block after writing the ones before it, so a failed
-            # run still delivers every whole sample ahead of the bad one
-            commands = [f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
-                        for path, off, n in runs]
-            result = self.session.run(" && ".join(commands), root=self.root)
-            data = result.stdout
-            pos = 0
-            if result.status == 0:
-                for length in lengths:  # a short answer shows up as a short sample
-                    samples.append(data[pos:pos + length])
-                    pos += length
-                return samples
-            # `&&` stopped at the first dd that failed: everything before it is complete
-            index = 0
-            while index < len(lengths) and pos + lengths[index] <= len(data):
-                samples.append(data[pos:pos + lengths[index]])
-                pos += lengths[index]
-                index += 1
-            if index < len(pending):
-                samples.append(None)
-            pending = pending[index + 1:]
+            pending, command, lengths, conn = self._start(pending)
+            done, pending = self._parse(self.session.collect_command(command, conn), pending, lengths)
+            samples += done
         return samples
+
+    def _start(self, pending: list[Extent]) -> tuple[list[Extent], str, list[int], Any]:
+        runs: list[list] = []  # [path, offset, length]: adjacent samples share one dd
+        lengths = []
+        for offset, length in pending:
+            pieces = self._pieces(offset, length)
+            lengths.append(sum(n for *_, n in pieces))
+            for path, off, n in pieces:
+                if runs and runs[-1][0] == path and runs[-1][1] + runs[-1][2] == off:
+                    runs[-1][2] += n
+                else:
+                    runs.append([path, off, n])
+        command = " && ".join(f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
+                              for path, off, n in runs)
+        return pending, command, lengths, self.session.start_command(command, root=self.root)
+
+    @staticmethod
+    def _parse(result: ShellResult, pending: list[Extent],
+               lengths: list[int]) -> tuple[list[bytes | None], list[Extent]]:
+        """The samples a batch's answer holds, and the extents still to read."""
+        data, pos = result.stdout, 0
+        samples: list[bytes | None] = []
+        if result.status == 0:
+            for length in lengths:  # a short answer shows up as a short sample
+                samples.append(data[pos:pos + length])
+                pos += length
+            return samples, []
+        # `&&` stopped at the first dd that failed, and dd stops at an unreadable block after
+        # writing the ones before it: every whole sample ahead of the bad one is there
+        index = 0
+        while index < len(lengths) and pos + lengths[index] <= len(data):
+            samples.append(data[pos:pos + lengths[index]])
+            pos += lengths[index]
+            index += 1
+        if index < len(pending):
+            samples.append(None)
+        return samples, pending[index + 1:]
