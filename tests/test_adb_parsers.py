@@ -1,4 +1,5 @@
-"""Parsers of what a phone prints: never crash on arbitrary text, find what is there."""
+"""What the adb client makes of what a phone or the adb server sends: parsers that never crash
+on arbitrary text, and one clear line when a frame, the phone or the server goes wrong."""
 from __future__ import annotations
 
 import pytest
@@ -88,3 +89,30 @@ def test_a_malformed_shell_frame_is_one_clear_line(answer: bytes, words: str) ->
         session._collect(conn, 0, 0)
     line = caught.value.line()
     assert "malformed shell frame" in line and words in line and "\n" not in line
+
+
+def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> None:
+    """A phone whose commands fail because the host's adb server went away is told apart
+    from a pulled cable: the advice differs."""
+
+    from conftest import require_binary
+    from erase.demo import free_port
+    from erase.emulation.fleet import start_handsets, stop_handsets
+    from erase.errors import DeviceGone
+    from erase.plugin import PluginOptions, load_plugins
+    require_binary("adb")
+    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
+                           only=["adb"])
+    handsets = start_handsets(["rooted"], tmp_path / "handsets", plugins, userdata_bytes=4 << 20)
+    try:
+        plugin = plugins["adb"]
+        [endpoint] = [e for e in plugin.discover() if e.address == handsets[0].endpoints["adb"]]
+        session = plugin.open(endpoint)
+        assert session.run("true").status == 0
+        plugin.server.stop()
+        with pytest.raises(DeviceGone) as gone:
+            session.run("true")
+        assert "adb server" in gone.value.message and "cable" not in gone.value.line()
+    finally:
+        stop_handsets(handsets)
+        plugins["adb"].server.stop()

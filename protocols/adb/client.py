@@ -117,7 +117,18 @@ class AdbSession(Session):
         except _LINK_ERRORS:
             return False
 
+    def _server_answers(self) -> bool:
+        try:
+            self.client.server_version()
+            return True
+        except _LINK_ERRORS:
+            return False
+
     def _gone(self, what: str) -> DeviceGone:
+        if not self._server_answers():  # not the cable: the host's own adb server went away
+            return DeviceGone(f"the adb server on port {self.plugin.server.port} stopped answering "
+                              f"{what}", "run the erase again (phonewipe starts the server): the "
+                              "phone itself may still be connected")
         return DeviceGone(f"the phone {self.endpoint.address} disconnected {what}",
                           "check the cable and USB port, then run the erase again")
 
