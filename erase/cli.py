@@ -23,7 +23,7 @@ from .errors import DeviceNotFound, PhonewipeError, UsageError
 from .job import JobSettings
 from .model import Destination, Endpoint, Outcome
 from .plugin import Plugin, PluginOptions, load_plugins
-from .runner import INTERRUPTED, JobResult, check_output_dir, erase_devices, exit_code
+from .runner import JobResult, check_output_dir, erase_devices, exit_code
 from .verify import MODES, check_plan_settings
 
 console = Console()
@@ -33,6 +33,12 @@ OUTCOME_STYLE = {Outcome.ERASED_VERIFIED: "green", Outcome.ERASED_UNVERIFIED: "y
                  Outcome.BLOCKED: "magenta", Outcome.FAILED: "red"}
 
 
+def _fail(exc: PhonewipeError) -> None:
+    """One error line (the message may hold brackets rich would take for markup), then exit."""
+    err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
 def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Expected failures print one line and exit with their code; no traceback."""
     @functools.wraps(func)
@@ -40,8 +46,7 @@ def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except PhonewipeError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
+            _fail(exc)
         except KeyboardInterrupt:
             err_console.print("interrupted: the audit log holds every step taken so far")
             sys.exit(130)
@@ -69,8 +74,7 @@ def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None,
     try:
         config = load_config(config_path)
     except PhonewipeError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(exc)
     ctx.obj["config"] = config
     ctx.obj["plugin_options"] = PluginOptions({"adb_port": config.adb_port if adb_port is None else adb_port,
                                                "fastboot_tcp": list(fastboot_tcp)})
@@ -185,12 +189,12 @@ def _results_table(results: list[JobResult]) -> Table:
 
 
 def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out_dir: Path,
-              keys_dir: Path, as_json: bool, audit_path: Path | None = None) -> list[JobResult]:
+              keys_dir: Path, as_json: bool, audit_path: Path | None = None,
+              abort: threading.Event | None = None) -> list[JobResult]:
     """Self-checks first (output writable, key loads, audit opens), then erase everything."""
     check_output_dir(out_dir)
     cert_dir = check_output_dir(out_dir / "certificates")
     signer = _load_signer(keys_dir)
-    abort = threading.Event()
 
     def interrupted(count: int) -> None:
         err_console.print("Ctrl-C: finishing the running jobs; press Ctrl-C again to abort them "
@@ -272,10 +276,10 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
         targets = [t for s in serials for t in _match(found, s)]
         # the same phone named twice (address and serial) must not get two jobs at once
         targets = list({(t[1].plugin, t[1].address): t for t in targets}.values())
+    aborted = threading.Event()  # set by a second Ctrl-C
     results = run_erase(targets, replace(_settings(config, kw, method), via=via), out_dir,
-                        keys_dir or config.keys_dir, as_json)
-    aborted = any(r.record.reason.startswith(INTERRUPTED[0]) for r in results)
-    sys.exit(130 if aborted else exit_code(results))
+                        keys_dir or config.keys_dir, as_json, abort=aborted)
+    sys.exit(130 if aborted.is_set() else exit_code(results))
 
 
 # -- re-verification ------------------------------------------------------------------------

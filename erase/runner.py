@@ -59,9 +59,8 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
 
     def one(target: tuple[Plugin, Endpoint]) -> JobResult:
         plugin, endpoint = target
-        guard = JobGuard(float("inf"), abort, stopped=INTERRUPTED)
-        record = run_job(GuardedPlugin(plugin, guard), endpoint, settings, audit,
-                         _checked(progress, guard))
+        guard = JobGuard(float("inf"), abort, progress, stopped=INTERRUPTED)
+        record = run_job(GuardedPlugin(plugin, guard), endpoint, settings, audit, guard.progress)
         serial = record.device.serial or endpoint.address
         try:
             path = signer.write_certificate(record, cert_dir)
@@ -90,15 +89,6 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
                 if on_interrupt:
                     on_interrupt(interrupts)
         return [f.result() for f in futures]
-
-
-def _checked(progress: StageFn | None, guard: JobGuard) -> StageFn:
-    """Progress that also stops a job the operator aborted, between its own steps."""
-    def report(job_id: str, stage: str, done: int, total: int) -> None:
-        if progress:
-            progress(job_id, stage, done, total)
-        guard.check()
-    return report
 
 
 EXIT_BY_OUTCOME = {Outcome.ERASED_VERIFIED: 0, Outcome.ERASED_UNVERIFIED: 10,

@@ -44,10 +44,14 @@ def quick_sample_count(confidence: float, residual: float) -> int:
     return math.ceil(math.log(1 - confidence) / math.log(1 - residual))
 
 
-def check_plan_settings(mode: str, confidence: float, residual: float) -> None:
-    """UsageError for settings no plan can be made from: checked before a phone is touched."""
+def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise UsageError(f"unknown verification mode {mode!r}", f"use one of {', '.join(MODES)}")
+
+
+def check_plan_settings(mode: str, confidence: float, residual: float) -> None:
+    """UsageError for settings no plan can be made from: checked before a phone is touched."""
+    _check_mode(mode)
     quick_sample_count(confidence, residual)
 
 
@@ -186,8 +190,7 @@ def plan_from_dict(data: dict) -> VerificationPlan:
 
 def make_plan(mode: str, size: int, block_size: int = 4096, seed: int | None = None,
               confidence: float = 0.99, residual: float = 0.001) -> VerificationPlan:
-    if mode not in MODES:
-        raise UsageError(f"unknown verification mode {mode!r}", f"use one of {', '.join(MODES)}")
+    _check_mode(mode)
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "big") >> 1
     quick = mode == "quick"

@@ -159,27 +159,25 @@ class AdbSession(Session):
     def run(self, command: str, root: bool = False, stdin: Iterable[bytes] | None = None,
             progress: ProgressFn | None = None, total: int = 0) -> ShellResult:
         """Run one command with shell protocol v2, optionally streaming stdin."""
-        conn = self._open(self._as_root(command) if root else command)
+        conn = self.start_command(command, root)
         sock = conn.conn
         sent = 0
-        result: ShellResult | None = None
         try:
-            try:
-                for chunk in stdin or ():
-                    sock.sendall(struct.pack("<BI", 0, len(chunk)))
-                    sock.sendall(chunk)
-                    sent += len(chunk)
-                    if progress:
-                        progress(sent, total)
-                if stdin is not None:
-                    sock.sendall(struct.pack("<BI", 4, 0))  # close stdin
-            except OSError:
-                pass  # the command ended early; its exit status says why
-            result = self._collect(conn, sent, total)
-            return result
-        finally:
-            sock.close()  # the exit frame has been read: nothing is left to drain
-            self._log.add(command, sent, result)
+            for chunk in stdin or ():
+                sock.sendall(struct.pack("<BI", 0, len(chunk)))
+                sock.sendall(chunk)
+                sent += len(chunk)
+                if progress:
+                    progress(sent, total)
+            if stdin is not None:
+                sock.sendall(struct.pack("<BI", 4, 0))  # close stdin
+        except OSError:
+            pass  # the command ended early; its exit status says why
+        except BaseException:
+            sock.close()  # stopped by the caller (e.g. an abort from progress)
+            self._log.add(command, sent, None)
+            raise
+        return self.collect_command(command, conn, sent, total)
 
     def _collect(self, conn: Any, sent: int, total: int) -> ShellResult:
         """Read shell v2 packets to the exit packet, in large reads: a read-back batch
@@ -218,14 +216,15 @@ class AdbSession(Session):
         caller does something else; `collect_command` gets its result."""
         return self._open(self._as_root(command) if root else command)
 
-    def collect_command(self, command: str, conn: Any) -> ShellResult:
+    def collect_command(self, command: str, conn: Any, sent: int = 0, total: int = 0) -> ShellResult:
+        """The result of a started command (``sent`` of ``total`` stdin bytes went to it)."""
         result: ShellResult | None = None
         try:
-            result = self._collect(conn, 0, 0)
+            result = self._collect(conn, sent, total)
             return result
         finally:
-            conn.conn.close()
-            self._log.add(command, 0, result)
+            conn.conn.close()  # the exit frame has been read: nothing is left to drain
+            self._log.add(command, sent, result)
 
     def check(self, command: str, root: bool = False, **kw: Any) -> ShellResult:
         result = self.run(command, root=root, **kw)

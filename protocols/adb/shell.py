@@ -142,7 +142,6 @@ class AndOr:
 
 _OPERATORS = ("&&", "||", ";;", ";", "|", "&", "\n", "(", ")")
 _WORD_END = set(" \t\n;&|<>()")
-_OPERATOR_START = set(";&|<>()\n")
 _REDIR_RE = re.compile(r"(\d*)(>>|>&|<&|>\||>|<)")
 _PLAIN_WORD_RE = re.compile(r"[^ \t\n;&|<>()'\"\\$`]+")  # needs no quoting or expansion
 
@@ -172,21 +171,16 @@ def _lex_any(src: str) -> list:
             while i < n and src[i] != "\n":
                 i += 1
             continue
-        if c in _OPERATOR_START or "0" <= c <= "9":  # else it can only be a word
-            m = _REDIR_RE.match(src, i)
-            if m:
-                fd_text, op = m.group(1), m.group(2)
-                if op == ">|":
-                    op = ">"
-                fd = int(fd_text) if fd_text else (0 if op in ("<", "<&") else 1)
-                tokens.append(("redir", fd, op))
-                i = m.end()
-                continue
-            matched = next((op for op in _OPERATORS if src.startswith(op, i)), None)
-            if matched:
-                tokens.append(("op", ";" if matched == "\n" else matched))
-                i += len(matched)
-                continue
+        m = _REDIR_RE.match(src, i)
+        if m:
+            tokens.append(_redir_token(m.group(1), m.group(2)))
+            i = m.end()
+            continue
+        matched = next((op for op in _OPERATORS if src.startswith(op, i)), None)
+        if matched:
+            tokens.append(("op", ";" if matched == "\n" else matched))
+            i += len(matched)
+            continue
         word, i = _lex_word(src, i)
         tokens.append(("word", word))
     return tokens
@@ -202,10 +196,13 @@ def _lex_plain(src: str) -> list:
         elif op:
             tokens.append(("op", ";" if op == "\n" else op))
         else:
-            redir_op = ">" if redir_op == ">|" else redir_op
-            fd = int(fd_text) if fd_text else (0 if redir_op in ("<", "<&") else 1)
-            tokens.append(("redir", fd, redir_op))
+            tokens.append(_redir_token(fd_text, redir_op))
     return tokens
+
+
+def _redir_token(fd_text: str, op: str) -> tuple[str, int, str]:
+    op = ">" if op == ">|" else op
+    return ("redir", int(fd_text) if fd_text else (0 if op in ("<", "<&") else 1), op)
 
 
 def _find_close(src: str, i: int) -> int:
