@@ -43,6 +43,11 @@ class DeviceCommandFailed(PhonewipeError):
     exit_code = 4
 
 
+class MediumUnreachable(DeviceCommandFailed):
+    """The device allows neither cache invalidation nor direct reads: what a read-back
+    returns could come from RAM that still holds what was just written."""
+
+
 class ConfigError(PhonewipeError):
     exit_code = 2
 

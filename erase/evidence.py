@@ -61,11 +61,16 @@ def samples_block(digests: Sequence[bytes | None], before: Sequence[bytes | None
 
 def build_evidence(*, tool: dict[str, str], plan: dict[str, Any] | None,
                    samples: dict[str, Any] | None, transcript: dict[str, Any],
-                   timings: dict[str, float], capacity: dict[str, Any] | None) -> dict[str, Any]:
-    return {"schema": EVIDENCE_SCHEMA, "tool": dict(tool), "plan": dict(plan or {}),
-            "samples": dict(samples or {}), "transcript": dict(transcript),
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "capacity": dict(capacity or {})}
+                   timings: dict[str, float], capacity: dict[str, Any] | None,
+                   readback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``readback``: how the reads reached the medium past the device's caches."""
+    bundle = {"schema": EVIDENCE_SCHEMA, "tool": dict(tool), "plan": dict(plan or {}),
+              "samples": dict(samples or {}), "transcript": dict(transcript),
+              "timings": {k: round(v, 3) for k, v in timings.items()},
+              "capacity": dict(capacity or {})}
+    if readback:
+        bundle["readback"] = dict(readback)
+    return bundle
 
 
 def evidence_problems(evidence: dict[str, Any], verification: Any) -> list[str]:

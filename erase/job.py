@@ -14,7 +14,7 @@ from typing import Any, Callable
 from . import __version__
 from .audit import AuditLog, now_iso
 from .capacity import check_capacity
-from .errors import DeviceGone, PhonewipeError
+from .errors import DeviceGone, MediumUnreachable, PhonewipeError
 from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Operator, Outcome,
                     Record, Sanitization, Severity, Technique, VerificationResult, _plain)
 from .pattern import new_key
@@ -146,6 +146,7 @@ class _Job:
         self.log("identified", {"identity": _as_dict(self.identity)})
         via = self.settings.via if self.settings.via != self.endpoint.mode else None
         self.findings = session.preflight_for(via) if via else session.preflight()
+        self.identity = session.identity or self.identity  # with the lock states checked
         self.log("preflight", {"findings": [_as_dict(f) for f in self.findings]})
         self._stop_on_blockers(self.findings)
         plugin = self.plugin
@@ -170,6 +171,7 @@ class _Job:
             started_at=started, finished_at=now_iso(), bytes_written=report.bytes_written)
         self.log("erased", {"bytes_written": report.bytes_written, "scope": report.scope})
 
+        sampling = None
         reader = session.reader() if self.method.verifiable else None
         if reader is None and report.expectation is not None:  # e.g. erased in the bootloader
             self.followed = follow_for_readback(plugin, session, self.serial, self.log)
@@ -186,17 +188,26 @@ class _Job:
             clock = time.monotonic()
             if before is not None and before[0] != plan:
                 before = None  # the address space changed size: no like-for-like comparison
-            sampling = sample_and_check(reader, plan, report.expectation, key, report.scope,
-                                        self.progress("verifying"),
-                                        before[1] if before else None,
-                                        check_capacity(reader.size, report.capacity_evidence))
+            try:
+                sampling = sample_and_check(reader, plan, report.expectation, key, report.scope,
+                                            self.progress("verifying"),
+                                            before[1] if before else None,
+                                            check_capacity(reader.size, report.capacity_evidence))
+            except MediumUnreachable as exc:
+                sampling = None
+                self.verification = VerificationResult(
+                    mode="none", status="unavailable", scope=report.scope,
+                    reason=f"not verified: {exc.message}")
+                self.log("verification-unavailable", {"reason": exc.message})
             self.timings["verify_s"] = time.monotonic() - clock
-            self.evidence = {"samples": sampling.evidence(before[1] if before else None)}
+        if sampling is not None:
+            self.evidence = {"samples": sampling.evidence(before[1] if before else None),
+                             "readback": {"medium": sampling.medium}}
             self.verification = replace(sampling.result,
                                         plan={**sampling.result.plan, "pattern_key": key.hex()})
             self.log("verified", {"status": self.verification.status,
                                   "failures_total": self.verification.failures_total,
-                                  "digest": self.verification.digest})
+                                  "digest": self.verification.digest, "medium": sampling.medium})
             if self.verification.status != "passed":
                 raise _Stop(Outcome.FAILED, f"verification failed: {self.verification.reason}; "
                                             f"{DESTRUCTION_ADVICE}")
@@ -212,8 +223,10 @@ class _Job:
         self.log("post-state", {"post_state": self.post})
         if self.verification.status == "passed":
             return Outcome.ERASED_VERIFIED, ""
-        return Outcome.ERASED_UNVERIFIED, "the device offers no read-back of its storage, so the " \
-                                          "erase is reported as performed but not verified"
+        why = self.verification.reason if self.verification.reason.startswith("not verified") \
+            else "the device offers no read-back of its storage"
+        return Outcome.ERASED_UNVERIFIED, f"{why}, so the erase is reported as performed but " \
+                                          "not verified"
 
     def _stop_on_blockers(self, findings: list[Finding]) -> None:
         blockers = [f for f in findings if f.severity is Severity.BLOCKER]
@@ -255,7 +268,11 @@ class _Job:
         plan = make_plan(s.verify_mode, reader.size, reader.block_size, seed, s.confidence,
                          s.residual)
         self.log("sampling-before-erase", {"plan": plan.to_dict()})
-        return plan, read_digests(reader, plan)
+        try:
+            return plan, read_digests(reader, plan)
+        except MediumUnreachable as exc:  # the verification after the erase says so again
+            self.log("sampling-before-erase-unavailable", {"reason": exc.message})
+            return None
 
     def _tool(self) -> dict[str, str]:
         plugin = self.switched.plugin if self.switched else self.plugin
@@ -267,7 +284,8 @@ class _Job:
         return build_evidence(
             tool=self._tool(),
             plan={k: val for k, val in v.plan.items() if k != "pattern_key"} if v else None,
-            samples=self.evidence.get("samples"), transcript=session.transcript(),
+            samples=self.evidence.get("samples"), readback=self.evidence.get("readback"),
+            transcript=session.transcript(),
             timings=self.timings, capacity=v.capacity if v else None)
 
     def _choose(self, methods: list[EraseMethod]) -> EraseMethod:

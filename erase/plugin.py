@@ -42,6 +42,14 @@ class BlockReader(Protocol):
         (I/O error). Plugins batch these; a lost device raises DeviceGone."""
         ...
 
+    def bypass_cache(self) -> str:
+        """Make the reads that follow come from the storage medium, not from a cache that
+        still holds what was just written (a kernel's page cache, a loader's RAM buffer):
+        invalidate it, or switch to direct reads. The core calls this before every
+        verification pass. Returns how, in words, for the record; raises
+        `MediumUnreachable` when the device allows neither."""
+        ...
+
 
 @dataclass
 class EraseContext:
@@ -71,6 +79,12 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def identify(self) -> Identity: ...
+
+    @property
+    def identity(self) -> Identity | None:
+        """The identity as the checks so far established it (preflight fills in the lock
+        states it checked); None when the session keeps no such record."""
+        return None
 
     @abc.abstractmethod
     def preflight(self) -> list[Finding]: ...

@@ -7,10 +7,12 @@ What is compared, per sample (extent of the plan):
     original check ("unchanged").
   * otherwise (fresh seed, or changed content): the sample must show what the certified
     method promises — the keyed pattern (its key is in the record, see README), or zeros.
-  * a content-changing finish step is on the record (a factory reset after verification
-    re-keys or formats the storage): a changed sample may then hold anything but known
-    plaintext — no file or marker magics, high entropy or all zeros; the fresh file-system
-    superblock at offset 0 is expected.
+  * a content-changing finish step is on the record AND was observed (a factory reset after
+    verification re-keys or formats the storage, and the post-state shows the phone came back
+    reset): a changed sample may then hold anything but known plaintext — no file or marker
+    magics, high entropy or all zeros; the fresh file-system superblock at offset 0 is
+    expected. A reset that was only requested explains nothing: a storage liar could hide
+    behind it.
 Anything else (plaintext, low-entropy data, unreadable or short reads, a different size)
 is a mismatch. The verdict is "identical", "as-certified", "consistent" or "mismatch";
 only a mismatch is a failure.
@@ -27,7 +29,7 @@ from .evidence import decode_digests, grouped, sample_digest
 from .model import Expectation, Operator, Record, SampleFailure
 from .plugin import BlockReader, Extent, Session
 from .verify import (MAX_FOUND_CHARS, MAX_LISTED_FAILURES, VerificationPlan, check_changed,
-                     check_extent, plan_from_dict)
+                     check_extent, plan_from_dict, reach_medium)
 
 IDENTICAL, AS_CERTIFIED, CONSISTENT, MISMATCH = "identical", "as-certified", "consistent", "mismatch"
 
@@ -44,6 +46,7 @@ class ReverifyResult:
     problems: tuple[SampleFailure, ...] = ()
     problems_total: int = 0
     reason: str = ""
+    medium: str = ""  # how the reads got past the device's caches
     operator: Operator = field(default_factory=Operator)
     started_at: str = ""
     finished_at: str = ""
@@ -68,8 +71,13 @@ def certified_plan(record: Record, seed: int | None = None) -> VerificationPlan:
 
 
 def _reset_recorded(record: Record) -> bool:
-    """Plugins name a reset done by their finish step as `factory_reset` in the details."""
     return bool(record.sanitization and record.sanitization.details.get("factory_reset"))
+
+
+def _reset_observed(record: Record) -> bool:
+    """Plugins name a reset done by their finish step as `factory_reset` in the details, and
+    set `reset_observed` in the post-state only when they saw the phone come back reset."""
+    return _reset_recorded(record) and record.post_state.get("reset_observed") is True
 
 
 def _certified_digests(record: Record, extents: int) -> tuple[list[bytes], int] | None:
@@ -97,6 +105,7 @@ def reverify(record: Record, reader: BlockReader, *, seed: int | None = None,
     started = now_iso()
     base = dict(record_id=record.record_id, serial=record.device.serial, plan=plan.to_dict(),
                 fresh_seed=fresh, operator=operator or Operator(), started_at=started)
+    base["medium"] = reach_medium(reader)  # nothing is read before it holds
     if reader.size != plan.size or reader.block_size != plan.block_size:
         return ReverifyResult(
             verdict=MISMATCH, finished_at=now_iso(), **base,
@@ -106,7 +115,7 @@ def reverify(record: Record, reader: BlockReader, *, seed: int | None = None,
     expectation = Expectation(v.expectation) if v.expectation else None
     key_hex = v.plan.get("pattern_key")
     key = bytes.fromhex(key_hex) if key_hex else None
-    reset = _reset_recorded(record)
+    reset = _reset_observed(record)
     certified = None if fresh else _certified_digests(record, len(extents))
     group = certified[1] if certified else 1
     counts = {"unchanged": 0, "as-certified": 0, "changed-clean": 0, "problem": 0}
@@ -133,9 +142,12 @@ def reverify(record: Record, reader: BlockReader, *, seed: int | None = None,
         verdict = MISMATCH
         reason = (f"{counts['problem']} of {len(extents)} samples no longer show what the "
                   "certificate promised")
+        if _reset_recorded(record) and not reset:
+            reason += ("; the factory reset on the record was requested but never observed, so "
+                       "it cannot explain changed samples")
     elif counts["changed-clean"]:
         verdict = CONSISTENT
-        reason = (f"{counts['changed-clean']} samples changed since certification, as the recorded "
+        reason = (f"{counts['changed-clean']} samples changed since certification, as the observed "
                   "factory reset explains; no known plaintext found")
     elif counts["as-certified"]:
         verdict, reason = AS_CERTIFIED, f"every sample shows {v.expectation}"

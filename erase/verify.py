@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
 from .capacity import MISMATCH, CapacityCheck
-from .errors import UsageError
+from .errors import MediumUnreachable, UsageError
 from .evidence import sample_digest, samples_block
 from .model import Expectation, SampleFailure, VerificationResult
 from .pattern import pattern_bytes
@@ -255,13 +255,26 @@ class Sampling:
 
     result: VerificationResult
     digests: list[bytes | None]
+    medium: str = ""  # how the reads got past the device's caches (BlockReader.bypass_cache)
 
     def evidence(self, before: Sequence[bytes | None] | None = None) -> dict:
         return samples_block(self.digests, before)
 
 
+def reach_medium(reader: BlockReader) -> str:
+    """Have ``reader`` read the medium, not a cache (the plugin contract); how, in words.
+    A reader that does not say how is not trusted to: MediumUnreachable."""
+    bypass = getattr(reader, "bypass_cache", None)
+    if bypass is None:
+        raise MediumUnreachable("the plugin's reader does not say how it gets past the device's "
+                                "caches, so its read-back could come from RAM",
+                                "update the protocol plugin (BlockReader.bypass_cache)")
+    return str(bypass())
+
+
 def read_digests(reader: BlockReader, plan: VerificationPlan) -> list[bytes | None]:
     """Per-extent digests of what the device holds now (crypto erase: read before erasing)."""
+    reach_medium(reader)
     return [None if data is None else sample_digest(data)
             for data in _read_all(reader, plan.extents())]
 
@@ -282,6 +295,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     extents = plan.extents()
     if before is not None and len(before) != len(extents):
         raise ValueError("before-erase digests do not match the plan")
+    medium = reach_medium(reader)
     total = sum(length for _, length in extents)
     digest = hashlib.sha256()
     digests: list[bytes | None] = []
@@ -331,7 +345,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
         failures=tuple(failures), failures_total=failures_total, digest=digest.hexdigest(),
         reason="; ".join(reasons + notes), coverage=plan.describe(),
         capacity=capacity.to_dict() if capacity is not None else {},
-    ), digests)
+    ), digests, medium)
 
 
 def check_extent(data: bytes, offset: int, block_size: int, expectation: Expectation,

@@ -54,6 +54,9 @@ class StorageSession(Session):
 
     block_size = 4096
 
+    def bypass_cache(self) -> str:
+        return "reads the emulated medium directly"
+
     def read_many(self, extents: Any) -> Any:
         return (self.storage.read(off, length) for off, length in extents)
 

@@ -19,6 +19,7 @@ from erase.emulation.fleet import start_handsets, stop_handsets
 from erase.emulation.personal import load_personal_data
 from erase.emulation.profiles import load_profile
 from erase.emulation.storage import HandsetStorage
+from erase.errors import MediumUnreachable
 from erase.job import JobSettings, run_job
 from erase.model import Category, EraseMethod, Expectation, Outcome, Technique
 from erase.pattern import new_key
@@ -123,6 +124,37 @@ def test_grouped_digests_of_huge_plans_still_pin_each_change(tmp_path: Path, mon
     assert result.verdict == "mismatch" and [p.offset for p in result.problems] == [offset]
     assert result.counts["as-certified"] == 4  # the rest of its group still shows the pattern
     storage.close()
+
+
+def _reset_after_certifying(record: Any, storage: HandsetStorage, observed: bool) -> Any:
+    """The record as a finish step that reset the phone writes it, and the reset itself."""
+    storage.factory_reset()
+    sanitization = replace(record.sanitization,
+                           details={**record.sanitization.details, "factory_reset": "requested"})
+    return replace(record, sanitization=sanitization,
+                   post_state={"reset_observed": True} if observed else {})
+
+
+@pytest.mark.parametrize("observed", [True, False])
+def test_only_an_observed_reset_explains_changed_samples(certified, observed: bool) -> None:
+    storage, record = certified
+    record = _reset_after_certifying(record, storage, observed)
+    result = reverify(record, StorageReader(storage))
+    if observed:
+        assert result.verdict == "consistent", result.reason
+    else:
+        assert result.verdict == "mismatch" and "never observed" in result.reason
+
+
+class _CacheBoundReader(StorageReader):
+    def bypass_cache(self) -> str:
+        raise MediumUnreachable("no way past the cache", "use another method")
+
+
+def test_a_reader_that_cannot_pass_the_cache_reverifies_nothing(certified) -> None:
+    storage, record = certified
+    with pytest.raises(MediumUnreachable):
+        reverify(record, _CacheBoundReader(storage))
 
 
 def test_crypto_erase_compares_the_same_offsets_before_and_after(tmp_path: Path) -> None:
@@ -235,14 +267,16 @@ def test_plan_from_certificate_over_adb_then_a_refill_is_caught(bench: dict[str,
     cert = CertificateSigner(bench["tmp"] / "keys").write_certificate(record, bench["tmp"] / "out")
     _back_on_adb(bench, handset)
 
+    assert record.post_state.get("reset_observed") is not True  # adb is off after the reset
     result = _cli(bench, "verify", "--plan-from", str(cert), handset.serial, "--json")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 12, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["plan"] == {k: v for k, v in record.verification.plan.items()
                               if k != "pattern_key"}  # the same offsets, re-derived
-    assert report["verdict"] == "consistent"  # the recorded reset re-keyed the storage
-    shown = _cli(bench, "verify", "--plan-from", str(cert), "--operator", "Second Person")
-    assert shown.returncode == 0 and shown.stdout.startswith("CONSISTENT"), shown.stdout
+    assert "flushbufs" in report["medium"]  # read past the phone's page cache
+    # the reset re-keyed the storage, but it was only requested, never observed: a storage
+    # liar could hide behind it, so changed samples are a mismatch
+    assert report["verdict"] == "mismatch" and "never observed" in report["reason"]
 
     refill_with_plaintext(handset.storage)
     result = _cli(bench, "verify", "--plan-from", str(cert), "--fresh-seed", "--json")

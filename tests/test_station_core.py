@@ -66,6 +66,9 @@ class PhoneSession(Session):
     def size(self) -> int:
         return self.phone.storage.size
 
+    def bypass_cache(self) -> str:
+        return "reads the emulated medium directly"
+
     def read_many(self, extents: Any) -> Any:
         return (self.phone.storage.read(off, length) for off, length in extents)
 

@@ -24,6 +24,9 @@ class StorageReader:
         self.size = storage.size
         self.block_size = 4096
 
+    def bypass_cache(self) -> str:
+        return "reads the emulated medium directly"
+
     def read_many(self, extents):
         for offset, length in extents:
             try:

@@ -25,6 +25,7 @@ class DeviceInfo:
     build_type: str = "user"
     crypto_type: str = "file"
     storage_type: str = "UFS"
+    ram_mib: int = 6144  # the kernel's page cache can hold this much of what was written
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Access:
     root: str = "none"  # none | su (Magisk-style) | adbd (engineering build, `adb root`)
     auth: str = "none"  # none (no auth) | accept (user taps allow) | never (prompt ignored)
     start_mode: str = "adb"  # adb | fastboot
+    # how root may get past the kernel's page cache (SELinux policies differ):
+    flushbufs: bool = True  # `blockdev --flushbufs` (the BLKFLSBUF ioctl)
+    drop_caches: bool = True  # `echo 3 > /proc/sys/vm/drop_caches`
+    direct_io: bool = False  # `dd iflag=direct` (toybox's answers EINVAL: unaligned buffer)
 
 
 @dataclass(frozen=True)

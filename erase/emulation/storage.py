@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..pattern import new_key, xor_keystream
 from .faults import FaultInjector
+from .pagecache import PageCache
 from .personal import load_personal_data
 from .profiles import HandsetProfile
 
@@ -107,6 +108,7 @@ class HandsetStorage:
         hidden = int(self.physical_size * profile.faults.hidden_fraction) // BLOCK * BLOCK
         self.size = self.physical_size - hidden  # what the block device admits to
         self.faults = FaultInjector(profile.faults, self.size, profile.seed)
+        self.cache = PageCache(profile.device.ram_mib * 1024 * 1024)  # the running kernel's
         self._lock = threading.RLock()
         self._fds: dict[str, int] = {}
         self.table = FileTable(**json.loads((self.directory / "fs.json").read_text()))
@@ -201,33 +203,47 @@ class HandsetStorage:
     def _raw_write(self, offset: int, data: bytes | memoryview) -> None:
         os.pwrite(self._fd("userdata"), data, offset)
 
-    def write(self, offset: int, data: bytes | memoryview, faulty: bool = True) -> int:
-        """Write user data through fault injection; returns the length acknowledged."""
+    def write(self, offset: int, data: bytes | memoryview, faulty: bool = True,
+              cached: bool = False) -> int:
+        """Write user data through fault injection; returns the length acknowledged.
+        ``cached``: the write went through the running kernel (its page cache keeps it)."""
         if offset < 0 or offset + len(data) > self.size:
             raise OSError(28, "No space left on device")
         if not faulty:
             self._raw_write(offset, data)
             return len(data)
         view = memoryview(data)
-        for piece_off, piece_len in self.faults.plan_write(offset, len(data)):
+        landed = self.faults.plan_write(offset, len(data))
+        for piece_off, piece_len in landed:
             rel = piece_off - offset
             self._raw_write(piece_off, view[rel:rel + piece_len])
+        if cached:
+            self.cache.note_write(offset, view, landed)
         return len(data)
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int, cached: bool = False) -> bytes:
+        """The medium's content; ``cached``: a buffered read through the running kernel,
+        answered from its page cache where that still holds a write."""
         length = max(0, min(length, self.size - offset))
         self.faults.check_read(offset, length)
-        return self.faults.mask_read(offset, os.pread(self._fd("userdata"), length, offset))
+        data = self.faults.mask_read(offset, os.pread(self._fd("userdata"), length, offset))
+        return self.cache.overlay(offset, data) if cached else data
 
-    def write_partition(self, partition: str, offset: int, data: bytes) -> None:
+    def drop_caches(self) -> None:
+        """BLKFLSBUF, ``echo 3 > /proc/sys/vm/drop_caches`` or a reboot."""
+        self.cache.drop()
+
+    def write_partition(self, partition: str, offset: int, data: bytes,
+                        cached: bool = False) -> None:
         if partition == "userdata":
-            self.write(offset, data)
+            self.write(offset, data, cached=cached)
         else:
             os.pwrite(self._fd(partition), data, offset)
 
-    def read_partition(self, partition: str, offset: int, length: int) -> bytes:
+    def read_partition(self, partition: str, offset: int, length: int,
+                       cached: bool = False) -> bytes:
         if partition == "userdata":
-            return self.read(offset, length)
+            return self.read(offset, length, cached)
         return os.pread(self._fd(partition), length, offset)
 
     def sync(self) -> None:
@@ -243,7 +259,8 @@ class HandsetStorage:
         if content:
             self.append_file(path, content, faulty)
 
-    def append_file(self, path: str, data: bytes | memoryview, faulty: bool = True) -> None:
+    def append_file(self, path: str, data: bytes | memoryview, faulty: bool = True,
+                    cached: bool = False) -> None:
         """Append to a file, allocating blocks from free space (StorageFull when none)."""
         with self._lock:
             size = self.table.sizes[path]
@@ -255,15 +272,15 @@ class HandsetStorage:
         view = memoryview(data)
         pos = 0
         for image_off, length in pieces:
-            self.write(image_off, view[pos:pos + length], faulty)
+            self.write(image_off, view[pos:pos + length], faulty, cached)
             pos += length
 
-    def read_file(self, path: str, offset: int, length: int) -> bytes:
+    def read_file(self, path: str, offset: int, length: int, cached: bool = False) -> bytes:
         with self._lock:
             size = self.table.sizes[path]
             length = max(0, min(length, size - offset))
             pieces = self.table.locate(path, offset, length)
-        return b"".join(self.read(off, n) for off, n in pieces)
+        return b"".join(self.read(off, n, cached) for off, n in pieces)
 
     def delete_file(self, path: str) -> None:
         with self._lock:
@@ -277,6 +294,7 @@ class HandsetStorage:
     def userdata_wiped(self) -> None:
         """A bootloader erased or flashed userdata: the file system and the accounts and
         device owner kept on it are gone (what the medium holds now is what was written)."""
+        self.drop_caches()
         with self._lock:
             self.table = FileTable(free=[[16 * BLOCK, self.size]])
             self.state.device_owner = ""
@@ -287,6 +305,7 @@ class HandsetStorage:
     def factory_reset(self) -> None:
         """Model a reset of an encrypted phone: the user-data key is destroyed, so what is
         left on the medium is ciphertext under a key nobody has; then a fresh file system."""
+        self.drop_caches()  # a reset is a reboot
         if self.profile.faults.reset_lies:
             return
         lost_key = new_key()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import adbutils
 
-from erase.errors import DeviceCommandFailed, DeviceGone, ProtocolError
+from erase.errors import DeviceCommandFailed, DeviceGone, MediumUnreachable, ProtocolError
 from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
                          Severity, Technique)
 from erase.pattern import PatternStream
@@ -313,22 +313,7 @@ class AdbSession(Session):
         if self.state != "device":
             return [Finding(Severity.BLOCKER, f"adb-{self.state}",
                             f"The phone is {self.state} over adb: reconnect the cable (another port), then run again.")]
-        findings = []
-        accounts = re.findall(r"Account \{name=([^,]+), type=com\.google\}", self.run("dumpsys account").text)
-        self._identity = self._with(frp=bool(accounts))
-        if accounts:
-            findings.append(Finding(
-                Severity.BLOCKER, "frp-google-account",
-                f"A Google account ({', '.join(accounts)}) is signed in, so Factory Reset Protection "
-                "would lock the next owner out: remove the account in Settings > Accounts, then run again."))
-        owner = re.search(r"Device Owner:.*?admin=ComponentInfo\{([^}]+)\}",
-                          self.run("dumpsys device_policy").text, re.S)
-        self._identity = self._with(mdm=bool(owner))
-        if owner:
-            findings.append(Finding(
-                Severity.BLOCKER, "mdm-device-owner",
-                f"The phone is managed by {owner.group(1)} (MDM device owner): have the organisation "
-                "release it from management, then run again."))
+        findings = self._account_findings() + self._owner_findings()
         if self.run("locksettings verify").status != 0:
             findings.append(Finding(
                 Severity.WARNING if self.root else Severity.BLOCKER, "screen-lock",
@@ -339,6 +324,39 @@ class AdbSession(Session):
                                 {"su": "Root available through su.", "adbd": "adbd runs as root.",
                                  None: "No root: the userdata block device cannot be overwritten directly."}[self.root]))
         return findings
+
+    def _account_findings(self) -> list[Finding]:
+        """Factory Reset Protection engages after a reset when a Google account is signed in."""
+        result = self.run("dumpsys account")
+        if result.status != 0:  # the check did not run: frp stays unknown on the record
+            return [Finding(Severity.WARNING, "frp-unchecked",
+                            f"Could not list the phone's accounts (`dumpsys account`: "
+                            f"{result.error_line()}): check Settings > Accounts for a Google account.")]
+        accounts = re.findall(r"Account \{name=([^,]+), type=com\.google\}", result.text)
+        self._identity = self._with(frp=bool(accounts))
+        if accounts:
+            return [Finding(
+                Severity.BLOCKER, "frp-google-account",
+                f"A Google account ({', '.join(accounts)}) is signed in, so Factory Reset Protection "
+                "would lock the next owner out: remove the account in Settings > Accounts, then run again.")]
+        return [Finding(Severity.INFO, "frp-clear", "No Google account is signed in (checked with "
+                        "`dumpsys account`): Factory Reset Protection will not engage.")]
+
+    def _owner_findings(self) -> list[Finding]:
+        result = self.run("dumpsys device_policy")
+        if result.status != 0:
+            return [Finding(Severity.WARNING, "mdm-unchecked",
+                            f"Could not read the device policy (`dumpsys device_policy`: "
+                            f"{result.error_line()}): check Settings > Security for a device admin.")]
+        owner = re.search(r"Device Owner:.*?admin=ComponentInfo\{([^}]+)\}", result.text, re.S)
+        self._identity = self._with(mdm=bool(owner))
+        if owner:
+            return [Finding(
+                Severity.BLOCKER, "mdm-device-owner",
+                f"The phone is managed by {owner.group(1)} (MDM device owner): have the organisation "
+                "release it from management, then run again.")]
+        return [Finding(Severity.INFO, "mdm-clear", "No device owner or MDM enrolment (checked with "
+                        "`dumpsys device_policy`).")]
 
     def _with(self, **changes: Any) -> Identity:
         from dataclasses import replace
@@ -548,9 +566,10 @@ class AdbSession(Session):
             if self._alive():
                 accounts = re.findall(r"Account \{name=", self.run("dumpsys account").text)
                 harness = self.run("getprop persist.sys.test_harness").text.strip()
+                files = self.run("ls -A /sdcard").text.split()
                 return {"returned_over_adb": True, "google_accounts": len(accounts),
-                        "test_harness": harness == "1",
-                        "user_files": self.run("ls /sdcard").text.split()}
+                        "test_harness": harness == "1", "user_files": files,
+                        "reset_observed": not accounts and not files}
         return {"returned_over_adb": False, "note": f"did not return over adb within {wait:.0f} s"}
 
 
@@ -589,6 +608,35 @@ class _DdReader:
         self.root = root
         self.size = sum(size for _, size in sources)
         self.block_size = BLOCK
+        self.direct = False  # dd iflag=direct (O_DIRECT) instead of dropped caches
+
+    def bypass_cache(self) -> str:
+        """Right after an overwrite the phone's page cache still holds what was written, and a
+        buffered `dd` is answered from it whatever the flash stored. Drop the cache (root:
+        BLKFLSBUF, then drop_caches) or read with O_DIRECT; refuse to vouch otherwise."""
+        tried = []
+        if self.root:
+            devices = " ".join(sorted({path for path, _ in self.sources}))
+            for what, command in (("blockdev --flushbufs (the BLKFLSBUF ioctl)",
+                                   f"sync && blockdev --flushbufs {devices}"),
+                                  ("echo 3 > /proc/sys/vm/drop_caches",
+                                   "sync && echo 3 > /proc/sys/vm/drop_caches")):
+                result = self.session.run(command, root=True)
+                if result.status == 0:
+                    self.direct = False
+                    return f"the phone's page cache was dropped before reading ({what})"
+                tried.append(f"{what}: {result.error_line()}")
+        path = self.sources[0][0]
+        probe = self.session.run(f"dd if={path} of=/dev/null iflag=direct bs={BLOCK} count=1",
+                                 root=self.root)
+        if probe.status == 0:
+            self.direct = True
+            return "read with O_DIRECT (dd iflag=direct), past the phone's page cache"
+        tried.append(f"dd iflag=direct: {probe.error_line()}")
+        raise MediumUnreachable(
+            "the phone allows neither dropping its page cache nor direct reads ("
+            + "; ".join(tried) + "), so a read-back could come from RAM, not the flash",
+            "erase it with a method whose read-back reaches the storage (root, or the bootloader)")
 
     def _pieces(self, offset: int, length: int) -> list[tuple[str, int, int]]:
         pieces, base = [], 0
@@ -637,8 +685,9 @@ class _DdReader:
                     runs[-1][2] += n
                 else:
                     runs.append([path, off, n])
-        command = " && ".join(f"dd if={path} bs={BLOCK} skip={off // BLOCK} count={n // BLOCK} 2>/dev/null"
-                              for path, off, n in runs)
+        flag = " iflag=direct" if self.direct else ""
+        command = " && ".join(f"dd if={path}{flag} bs={BLOCK} skip={off // BLOCK} "
+                              f"count={n // BLOCK} 2>/dev/null" for path, off, n in runs)
         return pending, command, lengths, self.session.start_command(command, root=self.root)
 
     @staticmethod

@@ -411,6 +411,7 @@ PARTITION_NUMBERS = {"misc": 1, "frp": 2, "metadata": 3, "userdata": 4}
 BLOCK_NAMES = tuple(PARTITION_NUMBERS)
 CHAR_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 RECOVERY_COMMAND = "/cache/recovery/command"
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 READ_ONLY_ROOTS = ("/system", "/vendor", "/product", "/apex", "/odm", "/system_ext")
 SHELL_WRITABLE = ("/sdcard", "/data/local/tmp")
 BUILTIN_DIRS = frozenset({
@@ -508,9 +509,12 @@ class _StreamSource(Source):
 
 
 class _PartitionSource(Source):
-    def __init__(self, storage: HandsetStorage, partition: str) -> None:
+    """A block device read buffered (through the page cache) or with O_DIRECT."""
+
+    def __init__(self, storage: HandsetStorage, partition: str, direct: bool = False) -> None:
         self._storage = storage
         self._partition = partition
+        self._cached = not direct
         self.size = storage.partition_size(partition)
         self._pos = 0
 
@@ -518,7 +522,7 @@ class _PartitionSource(Source):
         n = min(n, self.size - self._pos)
         if n <= 0:
             return b""
-        data = self._storage.read_partition(self._partition, self._pos, n)
+        data = self._storage.read_partition(self._partition, self._pos, n, self._cached)
         self._pos += len(data)
         return data
 
@@ -527,15 +531,16 @@ class _PartitionSource(Source):
 
 
 class _FileSource(Source):
-    def __init__(self, storage: HandsetStorage, path: str) -> None:
+    def __init__(self, storage: HandsetStorage, path: str, direct: bool = False) -> None:
         self._storage = storage
         self._path = path
+        self._cached = not direct
         self.size = storage.table.sizes.get(path, 0)
         self._pos = 0
 
     def read(self, n: int) -> bytes:
         try:
-            data = self._storage.read_file(self._path, self._pos, n)
+            data = self._storage.read_file(self._path, self._pos, n, self._cached)
         except KeyError:  # deleted under us
             return b""
         self._pos += len(data)
@@ -578,7 +583,7 @@ class _PartitionSink(Sink):
 
     def _put(self, data: bytes | bytearray | memoryview) -> None:
         if self._partition == "userdata":
-            self._storage.write(self._pos, data)
+            self._storage.write(self._pos, data, cached=True)
         else:
             self._storage.write_partition(self._partition, self._pos, bytes(data))
         self._pos += len(data)
@@ -626,27 +631,39 @@ class _FileSink(Sink):
                 pieces = storage.table.locate(path, self._pos, overlap)
             done = 0
             for image_off, length in pieces:
-                storage.write(image_off, view[done:done + length])
+                storage.write(image_off, view[done:done + length], cached=True)
                 done += length
             self._pos += overlap
             view = view[overlap:]
         if not view:
             return
         try:
-            storage.append_file(path, view)
+            storage.append_file(path, view, cached=True)
         except StorageFull:
             with storage._lock:
                 size = storage.table.sizes[path]
                 tail = sum(length for _, length in storage.table.files[path]) - size
                 room = tail + storage.table.free_bytes()
             if room > 0:
-                storage.append_file(path, view[:room])
+                storage.append_file(path, view[:room], cached=True)
                 self._pos += room
             raise _err(errno.ENOSPC) from None
         self._pos += len(view)
 
     def close(self) -> None:
         self._storage.save()
+
+
+class _DropCachesSink(Sink):
+    """``echo 1|2|3 > /proc/sys/vm/drop_caches``: clean cached pages leave RAM."""
+
+    def __init__(self, storage: HandsetStorage) -> None:
+        self._storage = storage
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if bytes(data).strip() not in (b"1", b"2", b"3"):
+            raise _err(errno.EINVAL)
+        self._storage.drop_caches()
 
 
 class _RecoveryCommandSink(Sink):
@@ -698,6 +715,8 @@ class Vfs:
         return "mmcblk0p" if self.storage.profile.device.storage_type.lower() == "emmc" else "sda"
 
     def proc_file(self, path: str) -> bytes | None:
+        if path == DROP_CACHES:
+            return b"0\n"
         if path == "/proc/partitions":
             lines = ["major minor  #blocks  name", ""]
             major = 179 if self.disk_name() == "mmcblk0p" else 8
@@ -814,7 +833,7 @@ class Vfs:
         return sorted(names)
 
     # -- opening --------------------------------------------------------------------------
-    def open_read(self, path: str) -> Source:
+    def open_read(self, path: str, direct: bool = False) -> Source:
         kind = self.lookup(path)
         if kind == "dir":
             raise _err(errno.EISDIR, path)
@@ -825,13 +844,13 @@ class Vfs:
                 return _BytesSource(b"")
             return _RandomSource()
         if kind == "blk":
-            return _PartitionSource(self.storage, self.block_partition(path) or "")
+            return _PartitionSource(self.storage, self.block_partition(path) or "", direct)
         if path == RECOVERY_COMMAND:
             return _BytesSource(self.storage.state.recovery_command.encode())
         proc = self.proc_file(path)
         if proc is not None:
             return _BytesSource(proc)
-        return _FileSource(self.storage, path)
+        return _FileSource(self.storage, path, direct)
 
     def open_write(self, path: str, append: bool = False) -> Sink:
         """A sink positioned at 0 (or the end with ``append``); the caller truncates."""
@@ -844,6 +863,10 @@ class Vfs:
             return _PartitionSink(self.storage, self.block_partition(path) or "")
         if kind == "dir":
             raise _err(errno.EISDIR, path)
+        if path == DROP_CACHES:
+            if not (self.root and self.storage.profile.access.drop_caches):
+                raise _err(errno.EACCES, path)  # the shell uid, or an SELinux denial
+            return _DropCachesSink(self.storage)
         self.check_write(path)
         if path == RECOVERY_COMMAND:
             return _RecoveryCommandSink(self.storage, append)
@@ -1487,8 +1510,8 @@ _SUFFIXES = {"": 1, "c": 1, "w": 2, "b": 512, "k": 1024, "K": 1024, "m": 1 << 20
              "g": 1 << 30, "G": 1 << 30, "t": 1 << 40, "T": 1 << 40}
 _DD_FLAGS = {"conv": {"notrunc", "noerror", "sync", "fsync"},
              "status": {"noxfer", "none"},
-             "iflag": {"count_bytes", "skip_bytes"},
-             "oflag": {"seek_bytes", "append"}}
+             "iflag": {"count_bytes", "skip_bytes", "direct"},
+             "oflag": {"seek_bytes", "append", "direct"}}
 _DD_KEYS = frozenset(("if", "of", "bs", "ibs", "obs", "count", "skip", "seek", *_DD_FLAGS))
 
 
@@ -1563,7 +1586,11 @@ def _dd(argv: list[str], io: IO) -> int:
     quiet = "none" in flags["status"]
     in_name = inp or "stdin"
     try:
-        src = _StreamSource(io.stdin) if inp is None else vfs.open_read(vfs.norm(inp))
+        direct = "direct" in flags["iflag"]
+        if direct and inp is not None and not (io.ctx.storage.profile.access.direct_io
+                                               and ibs % 4096 == 0 and vfs.kind(vfs.norm(inp))):
+            raise _err(errno.EINVAL)  # toybox reads into an unaligned buffer: O_DIRECT refuses
+        src = _StreamSource(io.stdin) if inp is None else vfs.open_read(vfs.norm(inp), direct)
     except OSError as exc:
         io.complain(f"dd: {inp}: {_oserror_text(exc)}\n")
         return 1
@@ -2002,6 +2029,12 @@ def _blockdev(argv: list[str], io: IO) -> int:
             io.complain(f"blockdev: {arg}: {reason}\n")
             status = 1
             continue
+        if "--flushbufs" in ops:
+            if not io.ctx.storage.profile.access.flushbufs:  # an SELinux denial of BLKFLSBUF
+                io.complain(f"blockdev: {arg}: Permission denied\n")
+                status = 1
+                continue
+            io.ctx.storage.drop_caches()
         size = io.ctx.storage.partition_size(part)
         for op in ops:
             value = {"--getsize64": size, "--getsize": size // 512, "--getsz": size // 512,
