@@ -5,10 +5,12 @@ and sticks to the portable toybox subset described in shared/protocols/adb.md.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import adbutils
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from . import AdbPlugin
 
 USERDATA = "/dev/block/by-name/userdata"
+HELPER_BUILDS = Path(__file__).parent / "helper" / "bin"  # make helpers
+HELPER_ON_PHONE = "/data/local/tmp/phonewipe-pwread"
 FILL_DIR = "/sdcard/phonewipe-fill"
 BLOCK = 4096
 STREAM_CHUNK = 1024 * 1024
@@ -106,6 +110,7 @@ class AdbSession(Session):
         self.root: str | None = None  # None, "su" or "adbd"
         self._reader: _DdReader | None = None
         self._reset_done = False
+        self.reader_helper = "not installed"  # install_reader_helper
         self._identity: Identity | None = None
         self._log = _Transcript()
 
@@ -433,6 +438,7 @@ class AdbSession(Session):
         progress(size, size)
 
     def _erase_fill(self, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        self.install_reader_helper()  # before the fill: a full /data takes no push
         removed = [name for name in self.check("ls /sdcard").text.split() if name]
         for name in removed:
             self.check(f"rm -rf /sdcard/{name}")
@@ -463,6 +469,23 @@ class AdbSession(Session):
 
     def reader(self) -> "_DdReader | None":
         return self._reader
+
+    def install_reader_helper(self) -> None:
+        """Push phonewipe-pwread (protocols/adb/helper) for the phone's ABI to
+        /data/local/tmp, where the shell uid may run it: a reader of the fill files past the
+        page cache. It runs with the shell's rights only. `reader_helper` says how it went."""
+        abi = self.props.get("ro.product.cpu.abi", "")
+        build = HELPER_BUILDS / f"phonewipe-pwread-{abi}"
+        if not build.is_file():
+            self.reader_helper = f"no build for the phone's ABI {abi or '(unknown)'}"
+            return
+        binary = build.read_bytes()
+        try:
+            self.device.sync.push(binary, HELPER_ON_PHONE, mode=0o755)
+        except _LINK_ERRORS as exc:
+            self.reader_helper = f"push to {HELPER_ON_PHONE} failed: {exc}"
+            return
+        self.reader_helper = f"sha256 {hashlib.sha256(binary).hexdigest()[:16]}, {abi}"
 
     def readback(self) -> "_DdReader | None":
         """The userdata block device, read with root, without erasing anything."""
@@ -609,6 +632,7 @@ class _DdReader:
         self.size = sum(size for _, size in sources)
         self.block_size = BLOCK
         self.direct = False  # dd iflag=direct (O_DIRECT) instead of dropped caches
+        self.helper = False  # phonewipe-pwread on the phone reads the samples
 
     def bypass_cache(self) -> str:
         """Right after an overwrite the phone's page cache still holds what was written, and a
@@ -633,10 +657,30 @@ class _DdReader:
             self.direct = True
             return "read with O_DIRECT (dd iflag=direct), past the phone's page cache"
         tried.append(f"dd iflag=direct: {probe.error_line()}")
+        if not self.root:
+            how = self._install_helper(path, tried)
+            if how:
+                return how
         raise MediumUnreachable(
             "the phone allows neither dropping its page cache nor direct reads ("
             + "; ".join(tried) + "), so a read-back could come from RAM, not the flash",
             "erase it with a method whose read-back reaches the storage (root, or the bootloader)")
+
+    def _install_helper(self, path: str, tried: list[str]) -> str | None:
+        """Ask phonewipe-pwread, pushed before the fill, how it will read ``path``."""
+        helper = self.session.reader_helper
+        if not helper.startswith("sha256 "):
+            tried.append(f"phonewipe-pwread: {helper}")
+            return None
+        probe = self.session.run(f"{HELPER_ON_PHONE} --probe {path}")
+        mode = probe.text.strip()
+        if probe.status != 0 or mode not in ("direct", "fadvise"):
+            tried.append(f"phonewipe-pwread: {probe.error_line()}")
+            return None
+        self.helper = True
+        how = "with O_DIRECT into an aligned buffer" if mode == "direct" else \
+            "after dropping each file's cached pages (posix_fadvise DONTNEED)"
+        return f"read by phonewipe-pwread ({helper}) on the phone {how}, past its page cache"
 
     def _pieces(self, offset: int, length: int) -> list[tuple[str, int, int]]:
         pieces, base = [], 0
@@ -686,7 +730,8 @@ class _DdReader:
                 else:
                     runs.append([path, off, n])
         flag = " iflag=direct" if self.direct else ""
-        command = " && ".join(f"dd if={path}{flag} bs={BLOCK} skip={off // BLOCK} "
+        command = f"{HELPER_ON_PHONE} " + " ".join(f"{path}:{off}:{n}" for path, off, n in runs) \
+            if self.helper else " && ".join(f"dd if={path}{flag} bs={BLOCK} skip={off // BLOCK} "
                               f"count={n // BLOCK} 2>/dev/null" for path, off, n in runs)
         return pending, command, lengths, self.session.start_command(command, root=self.root)
 
