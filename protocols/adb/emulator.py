@@ -45,6 +45,10 @@ SMALL_WRITE = 64 * 1024  # output writes below this are coalesced
 SYNC_BATCH = 1024 * 1024  # sync DATA is written to storage in batches of this size
 ADBD_RESTART_DELAY = 0.2
 
+ShellRunner = Callable[[str, shell.Reader, shell.Writer, shell.Writer, threading.Event], int]
+"""Runs one shell-service command instead of the emulated shell (e.g. as a real process):
+(command, stdin, stdout, stderr, cancelled) -> exit status."""
+
 
 class _Closed(Exception):
     """The stream or connection went away."""
@@ -570,12 +574,14 @@ class EmulatedAdbd:
     refused with CLSE. ``storage.state.mode`` follows reboots (adb, fastboot, recovery,
     setup-wizard); connections are accepted then closed while not in "adb" mode or during
     ``reboot_delay``. A `DeviceUnplugged` from the storage closes everything at once,
-    listener included (``unplugged`` becomes True).
+    listener included (``unplugged`` becomes True). With ``shell_runner``, ``shell`` and
+    ``exec:`` commands run through it (e.g. as real processes) instead of the emulated shell.
     """
 
     def __init__(self, storage: HandsetStorage, host: str = "127.0.0.1", port: int = 0,
-                 reboot_delay: float = 0.5) -> None:
+                 reboot_delay: float = 0.5, shell_runner: ShellRunner | None = None) -> None:
         self.storage = storage
+        self.shell_runner = shell_runner
         self.host = host
         self.reboot_delay = reboot_delay
         self.port = port
@@ -862,6 +868,10 @@ class EmulatedAdbd:
 
     def _shell(self, stream: _Stream, command: str, v2: bool) -> list[str]:
         out = _Output(stream, v2)
+        if self.shell_runner is not None:  # its stdin is read on another thread: no flush
+            stdin = (_V2Stdin if v2 else _RawStdin)(stream.inbox)
+            out.exit(self.shell_runner(command, stdin, out.stdout, out.stderr, stream.cancelled))
+            return []
         stdin = (_V2Stdin if v2 else _RawStdin)(stream.inbox, out.flush)
         events: list[str] = []
         ctx = self._context(stream, out, stdin, events)

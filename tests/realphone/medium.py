@@ -1,0 +1,170 @@
+"""A lying storage medium: a FUSE file system exposing one file, ``medium.img``, backed by a
+real file, whose writes to configured byte ranges are acknowledged but not stored (reads
+keep returning the old content), as counterfeit or failing flash does.
+
+Run as a script in its own process (``python medium.py BACKING MOUNTPOINT [--drop START:LEN]``);
+the `LyingMedium` context manager does that and unmounts it again.
+
+Binding: mfusepy (PyPI), the maintained fork of fusepy: pure ctypes over the distribution's
+libfuse 3 (Debian ``fuse3``/``libfuse3-3``), so nothing is compiled (pyfuse3 needs Cython,
+libfuse3-dev and trio). Every file is opened with ``direct_io``: the kernel keeps no FUSE page
+cache for it, so the only cache between a reader and the medium is the block-device page
+cache of the loop device stacked on top.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "medium.img"
+Range = tuple[int, int]  # (start, length) in bytes
+
+
+class _Operations:
+    """The FUSE callbacks (mfusepy.Operations is mixed in at run time, see `serve`)."""
+
+    use_ns = True
+
+    def __init__(self, backing: Path, drops: list[Range]) -> None:
+        self.fd = os.open(backing, os.O_RDWR)
+        self.size = os.fstat(self.fd).st_size
+        self.drops = sorted(drops)
+
+    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+        now = time.time_ns()
+        if path == "/":
+            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_ctime": now,
+                    "st_mtime": now, "st_atime": now}
+        if path == f"/{NAME}":
+            return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": self.size,
+                    "st_ctime": now, "st_mtime": now, "st_atime": now}
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+    def readdir(self, path: str, fh: Any) -> list[str]:
+        return [".", "..", NAME]
+
+    def open(self, path: str, fi: Any) -> int:
+        if path != f"/{NAME}":
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+        fi.direct_io = 1  # FOPEN_DIRECT_IO: no FUSE page cache for this file
+        fi.keep_cache = 0
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
+        if offset + len(data) > self.size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        for start, piece in self._kept(offset, data):
+            os.pwrite(self.fd, piece, start)
+        return len(data)  # acknowledged in full, dropped ranges included
+
+    def _kept(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
+        """The parts of a write outside every dropped range."""
+        pieces, pos, end = [], offset, offset + len(data)
+        for start, length in self.drops:
+            lo, hi = max(pos, start), min(end, start + length)
+            if lo >= hi:
+                continue
+            if pos < lo:
+                pieces.append((pos, data[pos - offset:lo - offset]))
+            pos = hi
+        if pos < end:
+            pieces.append((pos, data[pos - offset:]))
+        return pieces
+
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        return 0 if length == self.size else -errno.EPERM
+
+    def fsync(self, path: str, datasync: int, fh: Any) -> int:
+        os.fsync(self.fd)
+        return 0
+
+    def flush(self, path: str, fh: Any) -> int:
+        return 0
+
+    def release(self, path: str, fh: Any) -> int:
+        return 0
+
+
+def serve(backing: Path, mountpoint: Path, drops: list[Range]) -> None:
+    import mfusepy
+    operations = type("Operations", (_Operations, mfusepy.Operations), {})(backing, drops)
+    mfusepy.FUSE(operations, str(mountpoint), raw_fi=True, foreground=True, nothreads=True,
+                 fsname="lying-medium", allow_other=True)
+
+
+def _range(text: str) -> Range:
+    start, _, length = text.partition(":")
+    return int(start), int(length)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backing", type=Path)
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("--drop", type=_range, action="append", default=[],
+                        metavar="START:LENGTH", help="acknowledge but do not store these bytes")
+    args = parser.parse_args(argv)
+    serve(args.backing, args.mountpoint, args.drop)
+
+
+class LyingMedium:
+    """The FUSE process serving ``mountpoint/medium.img`` over ``backing``; a context manager
+    that always unmounts and reaps it."""
+
+    def __init__(self, backing: Path, mountpoint: Path, drops: list[Range] = ()) -> None:
+        self.backing = backing
+        self.mountpoint = mountpoint
+        self.drops = list(drops)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.mountpoint / NAME
+
+    def __enter__(self) -> "LyingMedium":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        args = [f"--drop={start}:{length}" for start, length in self.drops]
+        self.proc = subprocess.Popen([sys.executable, __file__, str(self.backing),
+                                      str(self.mountpoint), *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self._wait_mounted()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_mounted(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the FUSE medium exited: {self.proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the FUSE medium did not mount in time")
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        if os.path.ismount(self.mountpoint) and subprocess.run(
+                ["fusermount3", "-u", str(self.mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stderr.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
