@@ -768,6 +768,7 @@ class EmulatedAdbd:
                                                                      ADBD_RESTART_DELAY)
             if target != "adbd":
                 self.adbd_root = False  # service.adb.root does not survive a reboot
+                self.storage.drop_caches()  # nor does RAM
             if target in ("bootloader", "fastboot"):
                 state.mode = "fastboot"
             elif target in ("recovery", "testharness"):
