@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,38 @@ BLOCK = 4096
 CHUNK = 4 * 1024 * 1024
 SMALL_PARTITIONS = {"metadata": 1024 * 1024, "frp": 512 * 1024, "misc": 64 * 1024}
 EXT4_MAGIC_OFFSET = 0x438
+RESERVED_SHARE = 0.02  # Android formats /data with 2 % kept for the reserved_disk group
+MAX_EXTENT = 128 * 1024 * 1024  # ext4: one extent maps at most 32768 blocks
+INLINE_EXTENTS = 4  # an inode holds this many extents itself
+EXTENTS_PER_BLOCK = 340  # (4096 - 12) / 12: one extent-tree leaf block
+COMMIT_INTERVAL = 5.0  # seconds: the journal commits on its own this often
 
 
 class StorageFull(OSError):
     pass
+
+
+def _blocks(length: int) -> int:
+    return -(-length // BLOCK)
+
+
+def _merged(ranges: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return out
+
+
+def _extent_count(extents: list[list[int]]) -> int:
+    return sum(-(-length // MAX_EXTENT) for _, length in extents)
+
+
+def _tree_blocks(extents: int) -> int:
+    """Extent-tree blocks a file of ``extents`` extents needs beyond its inode."""
+    return 0 if extents <= INLINE_EXTENTS else -(-extents // EXTENTS_PER_BLOCK)
 
 
 @dataclass
@@ -45,43 +74,143 @@ class HandsetState:
 
 @dataclass
 class FileTable:
-    """The emulated file system on userdata: files as extents, and the free list."""
+    """The emulated file system on userdata, ext4-like: files as extents, a free list, a
+    share reserved for privileged writers, extent-tree and directory blocks, and blocks
+    freed since the last journal commit (not reusable until then)."""
 
     files: dict[str, list[list[int]]] = field(default_factory=dict)  # path -> [[offset, length]]
     sizes: dict[str, int] = field(default_factory=dict)
     free: list[list[int]] = field(default_factory=list)  # [[start, end)] sorted
+    reserved: int = -1  # bytes only privileged writers may take; -1: the default share
+    pending: list[list[int]] = field(default_factory=list)  # freed, reusable after a commit
+    pending_since: float = 0.0  # wall clock of the oldest uncommitted free
+    meta: dict[str, list[list[int]]] = field(default_factory=dict)  # extent-tree blocks by file
+    dirs: dict[str, list[list[int]]] = field(default_factory=dict)  # directory blocks by path
 
+    def __post_init__(self) -> None:
+        if self.reserved < 0:
+            ends = [e for _, e in self.free] + [s + n for ext in self.files.values() for s, n in ext]
+            self.reserved = int(max(ends, default=0) * RESERVED_SHARE) // BLOCK * BLOCK
+
+    # -- what statfs reports ------------------------------------------------------------------
     def free_bytes(self) -> int:
-        return sum(e - s for s, e in self.free)
+        """Blocks in no file (statfs f_bfree): freed-but-uncommitted ones included."""
+        return sum(e - s for s, e in self.free) + sum(e - s for s, e in self.pending)
 
-    def allocate(self, length: int) -> list[list[int]]:
-        """Take ``length`` bytes (rounded up to blocks) from the free list."""
-        need = -(-length // BLOCK) * BLOCK
-        if need > self.free_bytes():
-            raise StorageFull(28, "No space left on device")
+    def available_bytes(self) -> int:
+        """What an unprivileged writer is told it has (statfs f_bavail, df's Available)."""
+        return max(0, self.free_bytes() - self.reserved)
+
+    def allocatable_bytes(self, privileged: bool = False) -> int:
+        """What an allocation can take now: committed free blocks, outside the reserve."""
+        committed = sum(e - s for s, e in self.free)
+        return max(0, committed - (0 if privileged else self.reserved))
+
+    # -- commits ------------------------------------------------------------------------------
+    def commit(self) -> bool:
+        """The journal commits: blocks freed since the last commit become reusable."""
+        if not self.pending:
+            return False
+        self.free = _merged(self.free + self.pending)
+        self.pending = []
+        self.pending_since = 0.0
+        return True
+
+    def _commit_if_due(self) -> None:
+        if self.pending and time.time() - self.pending_since >= COMMIT_INTERVAL:
+            self.commit()
+
+    def _free_later(self, extents: list[list[int]]) -> None:
+        if extents and not self.pending:
+            self.pending_since = time.time()
+        self.pending = _merged(self.pending + [[s, s + n] for s, n in extents])
+
+    # -- allocation ---------------------------------------------------------------------------
+    def _peek(self, need: int) -> list[list[int]]:
+        """The extents ``need`` bytes would take from the front of the free list."""
         extents = []
-        while need:
-            start, end = self.free[0]
+        for start, end in self.free:
+            if not need:
+                break
             take = min(need, end - start)
             extents.append([start, take])
             need -= take
-            if start + take == end:
-                self.free.pop(0)
-            else:
-                self.free[0] = [start + take, end]
         return extents
 
-    def release(self, path: str) -> None:
-        for offset, length in self.files.pop(path, []):
-            self.free.append([offset, offset + length])
-        self.sizes.pop(path, None)
-        merged: list[list[int]] = []
-        for s, e in sorted(self.free):
-            if merged and s <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], e)
+    def _take(self, need: int) -> list[list[int]]:
+        extents = self._peek(need)
+        for start, take in extents:
+            s, e = self.free[0]
+            if s + take == e:
+                self.free.pop(0)
             else:
-                merged.append([s, e])
-        self.free = merged
+                self.free[0] = [s + take, e]
+        return extents
+
+    @staticmethod
+    def _joined(extents: list[list[int]], more: list[list[int]]) -> list[list[int]]:
+        out = [list(x) for x in extents]
+        for start, length in more:
+            if out and out[-1][0] + out[-1][1] == start:
+                out[-1][1] += length  # the file's last extent grows
+            else:
+                out.append([start, length])
+        return out
+
+    def _cost(self, path: str, need: int) -> tuple[list[list[int]], int]:
+        """The data extents ``need`` bytes would get, and the extent-tree blocks to add."""
+        planned = self._peek(need)
+        extents = self._joined(self.files.get(path, []), planned)
+        have = sum(n for _, n in self.meta.get(path, [])) // BLOCK
+        return planned, max(0, _tree_blocks(_extent_count(extents)) - have)
+
+    def fits(self, path: str, length: int, privileged: bool = False) -> bool:
+        need = _blocks(length) * BLOCK
+        self._commit_if_due()
+        room = self.allocatable_bytes(privileged)
+        if need > room:
+            return False
+        _, tree = self._cost(path, need)
+        return need + tree * BLOCK <= room
+
+    def grow(self, path: str, length: int, privileged: bool = False) -> None:
+        """Give ``path`` ``length`` more bytes (rounded up to blocks) and the extent-tree
+        blocks they need; StorageFull when they do not fit."""
+        if not self.fits(path, length, privileged):
+            raise StorageFull(28, "No space left on device")
+        need = _blocks(length) * BLOCK
+        _, tree = self._cost(path, need)
+        self.files[path] = self._joined(self.files.get(path, []), self._take(need))
+        if tree:
+            self.meta.setdefault(path, []).extend(self._take(tree * BLOCK))
+
+    def room(self, path: str, privileged: bool = False) -> int:
+        """The most whole blocks ``path`` can still grow by (bytes)."""
+        lo, hi = 0, self.allocatable_bytes(privileged) // BLOCK
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.fits(path, mid * BLOCK, privileged):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo * BLOCK
+
+    def add_dir(self, path: str) -> None:
+        """A directory costs a block of directory entries."""
+        if path not in self.dirs:
+            self._commit_if_due()
+            if self.allocatable_bytes() < BLOCK:
+                raise StorageFull(28, "No space left on device")
+            self.dirs[path] = self._take(BLOCK)
+
+    # -- freeing ------------------------------------------------------------------------------
+    def release(self, path: str) -> None:
+        """Free a file's blocks: they become reusable at the next commit."""
+        self._free_later(self.files.pop(path, []) + self.meta.pop(path, []))
+        self.sizes.pop(path, None)
+
+    def release_dir(self, path: str) -> None:
+        self._free_later(self.dirs.pop(path, []))
 
     def locate(self, path: str, offset: int, length: int) -> list[tuple[int, int]]:
         """Map a byte range of a file to (image offset, length) pieces."""
@@ -247,6 +376,7 @@ class HandsetStorage:
         return os.pread(self._fd(partition), length, offset)
 
     def sync(self) -> None:
+        self.commit()
         for fd in self._fds.values():
             os.fsync(fd)
 
@@ -266,7 +396,7 @@ class HandsetStorage:
             size = self.table.sizes[path]
             tail_room = sum(length for _, length in self.table.files[path]) - size
             if len(data) > tail_room:
-                self.table.files[path].extend(self.table.allocate(len(data) - tail_room))
+                self.table.grow(path, len(data) - tail_room)
             self.table.sizes[path] = size + len(data)
             pieces = self.table.locate(path, size, len(data))
         view = memoryview(data)
@@ -274,6 +404,21 @@ class HandsetStorage:
         for image_off, length in pieces:
             self.write(image_off, view[pos:pos + length], faulty, cached)
             pos += length
+
+    def append_what_fits(self, path: str, data: bytes | memoryview, cached: bool = False) -> int:
+        """Append as much of ``data`` as the file system has room for, as a kernel's write()
+        does before it says ENOSPC; returns the bytes appended."""
+        with self._lock:
+            table = self.table
+            if path not in table.files:  # unlinked while open: nobody can reach what it gets
+                return len(data)
+            tail_room = sum(length for _, length in table.files[path]) - table.sizes[path]
+            fit = len(data)
+            if fit > tail_room and not table.fits(path, fit - tail_room):
+                fit = tail_room + table.room(path)
+        if fit:
+            self.append_file(path, memoryview(data)[:fit], cached=cached)
+        return fit
 
     def read_file(self, path: str, offset: int, length: int, cached: bool = False) -> bytes:
         with self._lock:
@@ -289,6 +434,35 @@ class HandsetStorage:
     def files_under(self, prefix: str) -> list[str]:
         prefix = prefix.rstrip("/") + "/"
         return sorted(p for p in self.table.files if p.startswith(prefix))
+
+    def make_dir(self, path: str) -> None:
+        """Charge a new directory its block (StorageFull when none is left)."""
+        with self._lock:
+            if path not in self.table.dirs:
+                self.table.add_dir(path)
+                self.save()
+
+    def has_dir(self, path: str) -> bool:
+        return path in self.table.dirs
+
+    def delete_tree(self, path: str) -> bool:
+        """Free every file and directory block under ``path`` (itself included); whether
+        anything was there."""
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            files = self.files_under(path)
+            dirs = [d for d in self.table.dirs if d == path or d.startswith(prefix)]
+            for p in files:
+                self.table.release(p)
+            for d in dirs:
+                self.table.release_dir(d)
+        return bool(files or dirs)
+
+    def commit(self) -> None:
+        """A journal commit (``sync``): blocks freed since the last one become reusable."""
+        with self._lock:
+            if self.table.commit():
+                self.save()
 
     # -- device-level operations ----------------------------------------------------------
     def userdata_wiped(self) -> None:

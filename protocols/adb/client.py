@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import struct
 import time
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import adbutils
 
-from erase.errors import DeviceCommandFailed, DeviceGone, MediumUnreachable, ProtocolError
+from erase.errors import (DeviceCommandFailed, DeviceGone, MediumUnreachable, PhonewipeError,
+                          ProtocolError)
 from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
                          Severity, Technique)
 from erase.pattern import PatternStream
@@ -33,7 +35,8 @@ FILL_DIR = "/sdcard/phonewipe-fill"
 BLOCK = 4096
 STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
-FILL_FILE_MAX = 256 * 1024 * 1024
+FILL_FILE_MAX = 1024 * 1024 * 1024  # fill files of 1 GiB: far below any file size limit
+_FULL = ("No space left on device", "Disk quota exceeded")  # how a full file system says it
 NO_SHELL_V2 = "device without shell v2"  # session state of a pre-Android-7 phone
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
 MAX_SHELL_PACKET = 64 * 1024 * 1024  # larger is a malformed frame, not a real answer
@@ -72,6 +75,24 @@ class ShellResult:
 
 
 _LINK_ERRORS = (adbutils.AdbError, OSError, EOFError)  # what a dropped connection raises
+_DD_STATS = re.compile(r"^\d+\+\d+ records (in|out)$|^\d+ bytes .*copied")
+
+
+def _explain(result: ShellResult) -> str:
+    """The output line that says why a command failed: dd ends with its statistics, after
+    the line that matters ("dd: write error: No space left on device")."""
+    text = (result.stderr or result.stdout).decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reasons = [line for line in lines if not _DD_STATS.match(line)]
+    return (reasons or lines or [f"exit status {result.status}"])[-1]
+
+
+@dataclass(frozen=True)
+class _FillSpace:
+    free: int  # bytes an app may fill (statfs f_bavail)
+    reserved: int | None  # f_bfree - f_bavail: the file system keeps these from apps
+    total: int
+
 
 def _quote_for_su(command: str) -> str:
     if "'" in command:
@@ -439,33 +460,165 @@ class AdbSession(Session):
 
     def _erase_fill(self, context: EraseContext, progress: ProgressFn) -> EraseReport:
         self.install_reader_helper()  # before the fill: a full /data takes no push
-        removed = [name for name in self.check("ls /sdcard").text.split() if name]
-        for name in removed:
-            self.check(f"rm -rf /sdcard/{name}")
-        df = parse_df_kib(self.check("df /data").text)
+        self._owner_files = "untouched"
+        try:
+            removed, leftover = self._delete_user_entries()
+            space = self._fill_space()
+            files = self._fill(context, progress, space.free)
+        except Exception as exc:
+            if self._owner_files == "untouched":
+                raise
+            raise self._fill_failed(exc) from exc
+        except BaseException:
+            if self._owner_files != "untouched":
+                self._remove_fill()
+            raise
+        written = sum(size for _, size in files)
+        self._reader = _DdReader(self, [(path, size // BLOCK * BLOCK) for path, size in files],
+                                 root=False)
+        return EraseReport(written, Expectation.PATTERN,
+                           f"free user storage fill, {written} bytes in {len(files)} files",
+                           {"deleted_top_level_entries": removed, "previous_fill_removed": leftover,
+                            "fill_bytes": written, "fill_files": len(files),
+                            "fill_file_max": self._fill_file_max(),
+                            "free_bytes_before": space.free,
+                            "reserved_bytes": space.reserved,
+                            "data_partition_kib": space.total // 1024,
+                            "not_reached": self._not_reached(written, space)})
+
+    def _fill_file_max(self) -> int:
+        return int(self.plugin.options.get("fill_file_max", FILL_FILE_MAX))
+
+    def _delete_user_entries(self) -> tuple[list[str], bool]:
+        """Delete every top-level entry of /sdcard, hidden ones included, then commit (a file
+        system reuses freed blocks only after its journal commits). Returns the owner's
+        entries, and whether a previous run's fill was there too."""
+        listing = self.run("ls -A /sdcard")
+        if listing.status != 0:
+            raise DeviceCommandFailed(f"cannot list /sdcard: {_explain(listing)}",
+                                      "unlock the phone and run the erase again")
+        names = [n for n in listing.text.splitlines() if n.strip() and n not in (".", "..")]
+        fill_name = FILL_DIR.rsplit("/", 1)[1]
+        if names:
+            self._owner_files = "partly deleted"
+            result = self.run("rm -rf " + " ".join(shlex.quote(f"/sdcard/{n}") for n in names))
+            if result.status != 0:
+                raise DeviceCommandFailed(f"the owner's files could not all be deleted: "
+                                          f"{_explain(result)}", "")
+        self._owner_files = "deleted"
+        self._fill_command("sync")
+        return [n for n in names if n != fill_name], fill_name in names
+
+    def _fill_space(self) -> _FillSpace:
+        """What the fill may take (statfs f_bavail, df's Available) and the file system's
+        reserved share (f_bfree - f_bavail), out of an app's reach; df when the phone's
+        `stat` has no -f."""
+        fields = self.run("stat -f -c '%b %f %a %S' /data").text.split()
+        if len(fields) == 4 and all(f.isdigit() for f in fields):
+            blocks, bfree, bavail, bsize = map(int, fields)
+            return _FillSpace(bavail * bsize, (bfree - bavail) * bsize, blocks * bsize)
+        df = parse_df_kib(self.run("df /data").text)
         if df is None:
-            raise DeviceCommandFailed("cannot read free space from `df /data`", "use --method adb-factory-reset")
-        free = df[1] * 1024 // BLOCK * BLOCK
-        self.check(f"mkdir -p {FILL_DIR}")
+            raise DeviceCommandFailed("cannot read free space from `stat -f /data` or `df /data`",
+                                      "use --method adb-factory-reset")
+        return _FillSpace(df[1] * 1024, None, df[0] * 1024)
+
+    def _fill(self, context: EraseContext, progress: ProgressFn, free: int) -> list[tuple[str, int]]:
+        """Fill files until the file system says it is full: the last dd ends with ENOSPC,
+        and the phone says how much of it was stored."""
+        self._fill_command(f"mkdir -p {FILL_DIR}")
         stream = PatternStream(context.pattern_key)
         files: list[tuple[str, int]] = []
         written = 0
-        while written < free:
-            size = min(FILL_FILE_MAX, free - written)
+        while True:
             path = f"{FILL_DIR}/fill-{len(files):04d}.bin"
-            chunks = (stream.next(min(STREAM_CHUNK, size - off)) for off in range(0, size, STREAM_CHUNK))
-            base = written
+            # no more than the space left plus a chunk: a file system rarely takes more
+            size = min(self._fill_file_max(), max(free - written, 0) + STREAM_CHUNK)
+            result = self._fill_file(path, stream, size, written, free, progress)
+            if result.status == 0:
+                files.append((path, size))
+                written += size
+                continue
+            if not any(full in _explain(result) for full in _FULL):
+                raise DeviceCommandFailed(f"`dd` failed on the phone while writing {path}: "
+                                          f"{_explain(result)}", "")
+            stored = int(self._fill_command(f"stat -c %s {path}").text.strip() or 0)
+            if stored:
+                files.append((path, stored))
+            else:
+                self._fill_command(f"rm -f {path}")
+            if not files:
+                raise DeviceCommandFailed("the file system took no fill at all "
+                                          f"({_explain(result)})", "")
+            self._fill_command("sync")
+            progress(free, free)
+            return files
 
-            def report(done: int, _total: int, base: int = base) -> None:
-                progress(base + done, free)
-            self.check(f"dd of={path} bs={STREAM_CHUNK}", stdin=chunks, progress=report, total=free)
-            files.append((path, size))
-            written += size
-        self._reader = _DdReader(self, files, root=False)
-        return EraseReport(written, Expectation.PATTERN,
-                           f"free user storage fill, {written} bytes in {len(files)} files",
-                           {"deleted_top_level_entries": removed, "fill_bytes": written,
-                            "fill_files": len(files), "data_partition_kib": df[0]})
+    def _fill_file(self, path: str, stream: PatternStream, size: int, base: int, free: int,
+                   progress: ProgressFn) -> ShellResult:
+        chunks = (stream.next(min(STREAM_CHUNK, size - off)) for off in range(0, size, STREAM_CHUNK))
+
+        def report(done: int, _total: int) -> None:
+            progress(min(base + done, free), free)
+        return self.run(f"dd of={path} bs={STREAM_CHUNK}", stdin=chunks, progress=report, total=size)
+
+    def _fill_command(self, command: str) -> ShellResult:
+        result = self.run(command)
+        if result.status != 0:
+            raise DeviceCommandFailed(f"`{command.split()[0]}` failed on the phone: "
+                                      f"{_explain(result)}", "")
+        return result
+
+    def _not_reached(self, written: int, space: _FillSpace) -> str:
+        """What the certificate must say the fill did not overwrite, and what covers it."""
+        reserved = space.reserved
+        held = (f"reserved blocks ({reserved:,} bytes, kept for the reserved_disk group)"
+                if reserved is not None else "reserved blocks (their size was not reported)")
+        gap = max(0, space.free - written)
+        covered = ("the factory reset that follows covers them by destroying the "
+                   "file-encryption keys (key erasure)"
+                   if self.props.get("ro.crypto.type") in ("file", "block") else
+                   "only the factory reset that follows covers them, and the phone reports no "
+                   "encryption, so no key erasure is claimed")
+        return (f"The fill overwrote {written:,} bytes of free user storage; it could not reach "
+                f"the file system's {held}, its metadata (inodes, directories, extent trees, "
+                f"journal) or the {gap:,} bytes of free space it was refused; {covered}.")
+
+    def _remove_fill(self) -> str:
+        """Remove the fill and commit; "" when done, else why not."""
+        try:
+            result = self.run(f"rm -rf {FILL_DIR} && sync")
+        except PhonewipeError as exc:
+            return exc.message
+        except _LINK_ERRORS as exc:
+            return str(exc) or type(exc).__name__
+        return "" if result.status == 0 else _explain(result)
+
+    def _finish_fill(self) -> None:
+        """The verified fill goes before the reset; a phone whose fill stays is not reset."""
+        problem = self._remove_fill()
+        if problem:
+            raise DeviceCommandFailed(f"the fill could not be removed after verification "
+                                      f"({problem}); the owner's files were deleted, {FILL_DIR} "
+                                      "may still fill the storage; the phone was NOT reset",
+                                      "reset it from Settings, or run the erase again")
+
+    def _fill_failed(self, exc: Exception) -> DeviceCommandFailed:
+        """The failure of a fill that began deleting: remove the fill, then say exactly what
+        state the phone is in."""
+        cause = exc.message if isinstance(exc, PhonewipeError) else (str(exc) or repr(exc))
+        owner = ("some of the owner's files were deleted" if self._owner_files == "partly deleted"
+                 else "the owner's files were deleted")
+        problem = self._remove_fill()
+        if problem:
+            return DeviceCommandFailed(
+                f"the fill failed: {cause}; {owner}, the fill could NOT be removed ({problem}), "
+                f"so {FILL_DIR} may still fill the storage; the phone was NOT reset",
+                "reconnect the phone and run the erase again (it removes the old fill first), "
+                "or reset it from Settings")
+        return DeviceCommandFailed(f"the fill failed: {cause}; {owner}, the fill was removed; "
+                                   "the phone was NOT reset",
+                                   "reset it from Settings, or run the erase again")
 
     def reader(self) -> "_DdReader | None":
         return self._reader
@@ -529,7 +682,7 @@ class AdbSession(Session):
         if method is FACTORY_RESET:
             return {}
         if method is FILL_RESET:
-            self.check(f"rm -rf {FILL_DIR}")
+            self._finish_fill()
         return {"after_verification": "fill deleted; " if method is FILL_RESET else "",
                 **self._factory_reset()}
 
@@ -572,7 +725,7 @@ class AdbSession(Session):
     def post_state(self) -> dict[str, Any]:
         if not self._reset_done:
             return {}
-        wait = float(self.plugin.options.get("reboot_wait", 60))
+        wait = float(self.plugin.option("reboot_wait"))
         if self.root:
             return {"returned_over_adb": False,
                     "note": "rebooted to recovery to wipe; after a reset USB debugging is off, so "

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from erase.emulation.faults import DeviceUnplugged
-from erase.emulation.storage import HandsetStorage, StorageFull
+from erase.emulation.storage import HandsetStorage
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +615,9 @@ class _FileSink(Sink):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         storage, path = self._storage, self._path
         view = memoryview(data)
-        size = storage.table.sizes[path]
+        size = storage.table.sizes.get(path)
+        if size is None:  # removed while open (rm -rf under a running dd): the writes vanish
+            return
         if self._append:
             self._pos = size
         if self._pos > size:  # a hole: zeros, as on a file system without sparse support
@@ -637,18 +639,10 @@ class _FileSink(Sink):
             view = view[overlap:]
         if not view:
             return
-        try:
-            storage.append_file(path, view, cached=True)
-        except StorageFull:
-            with storage._lock:
-                size = storage.table.sizes[path]
-                tail = sum(length for _, length in storage.table.files[path]) - size
-                room = tail + storage.table.free_bytes()
-            if room > 0:
-                storage.append_file(path, view[:room], cached=True)
-                self._pos += room
-            raise _err(errno.ENOSPC) from None
-        self._pos += len(view)
+        appended = storage.append_what_fits(path, view, cached=True)
+        self._pos += appended
+        if appended < len(view):  # the kernel writes what fits, then says ENOSPC
+            raise _err(errno.ENOSPC)
 
     def close(self) -> None:
         self._storage.save()
@@ -1863,6 +1857,10 @@ def _touch(argv: list[str], io: IO) -> int:
     return status
 
 
+def _on_userdata(path: str) -> bool:
+    return path.startswith(("/sdcard/", "/data/"))
+
+
 @applet("mkdir")
 def _mkdir(argv: list[str], io: IO) -> int:
     parents = False
@@ -1902,6 +1900,8 @@ def _mkdir(argv: list[str], io: IO) -> int:
                 if kind is not None:
                     raise _err(errno.EEXIST if p == path else errno.ENOTDIR)
                 vfs.check_write(p)
+                if _on_userdata(p):
+                    io.ctx.storage.make_dir(p)
                 io.ctx.dirs.add(p)
         except OSError as exc:
             io.complain(f"mkdir: {arg}: {_oserror_text(exc)}\n")
@@ -1935,7 +1935,7 @@ def _rm(argv: list[str], io: IO) -> int:
         path = vfs.norm(arg)
         try:
             vfs.check_read(path)
-            kind = vfs.kind(path)
+            kind = vfs.kind(path) or ("dir" if storage.has_dir(path) else None)
             if kind is None:
                 if force:
                     continue
@@ -1945,9 +1945,7 @@ def _rm(argv: list[str], io: IO) -> int:
                     raise _err(errno.EISDIR)
                 vfs.check_write(path + "/x")
                 prefix = path.rstrip("/") + "/"
-                for p in storage.files_under(path):
-                    storage.delete_file(p)
-                    changed = True
+                changed = storage.delete_tree(path) or changed
                 for d in [d for d in io.ctx.dirs if d == path or d.startswith(prefix)]:
                     io.ctx.dirs.discard(d)
                 # Standard directories stay (the system recreates them); removing a mount
@@ -1975,7 +1973,7 @@ def _mode_string(kind: str) -> str:
 
 @applet("ls")
 def _ls(argv: list[str], io: IO) -> int:
-    long = directory_itself = show_all = False
+    long = directory_itself = show_all = almost_all = False
     paths: list[str] = []
     for arg in argv[1:]:
         if arg.startswith("-") and len(arg) > 1:
@@ -1986,6 +1984,7 @@ def _ls(argv: list[str], io: IO) -> int:
             long = long or "l" in arg
             directory_itself = directory_itself or "d" in arg
             show_all = show_all or "a" in arg
+            almost_all = almost_all or "A" in arg
         else:
             paths.append(arg)
     paths = paths or ["."]
@@ -1999,6 +1998,8 @@ def _ls(argv: list[str], io: IO) -> int:
             kind = vfs.lookup(path)
             if kind == "dir" and not directory_itself:
                 names = vfs.listdir(path)
+                if not (show_all or almost_all):  # dot entries are hidden without -a/-A
+                    names = [n for n in names if not n.startswith(".")]
                 if show_all:
                     names = [".", ".."] + names
                 listings.append((arg, names))
@@ -2032,6 +2033,7 @@ def _ls(argv: list[str], io: IO) -> int:
 @applet("stat")
 def _stat(argv: list[str], io: IO) -> int:
     fmt = None
+    file_system = False
     paths: list[str] = []
     args = argv[1:]
     while args:
@@ -2040,13 +2042,17 @@ def _stat(argv: list[str], io: IO) -> int:
             fmt = args.pop(0)
         elif arg.startswith("-c") and len(arg) > 2:
             fmt = arg[2:]
-        elif arg in ("-L", "-f"):
+        elif arg == "-L":
             continue
+        elif arg == "-f":
+            file_system = True
         else:
             paths.append(arg)
     if not paths:
         io.complain("stat: Needs 1 argument\n")
         return 1
+    if file_system:
+        return _statfs(paths, fmt, io)
     vfs = io.vfs
     status = 0
     for arg in paths:
@@ -2071,6 +2077,42 @@ def _stat(argv: list[str], io: IO) -> int:
                     "a": {"dir": "771", "file": "660", "blk": "600", "chr": "666"}[kind],
                     "u": "0" if not path.startswith("/sdcard") else "10000"}.get(c, "?")
         io.say(re.sub(r"%(.)", field_of, fmt) + "\n")
+    return status
+
+
+STATFS_FORMAT = ("  File: \"%n\"\n    ID: %i Namelen: %l    Type: %T\nBlock Size: %s    "
+                 "Fundamental block size: %S\nBlocks: Total: %b\tFree: %f\tAvailable: %a\n"
+                 "Inodes: Total: %c\tFree: %d")
+
+
+def _fs_figures(path: str, io: IO) -> dict[str, str]:
+    """statfs(2) of the file system holding ``path``, as `stat -f` format fields."""
+    if path.startswith(("/data", "/sdcard", "/storage")):
+        table = io.ctx.storage.table
+        total, free, avail = io.ctx.storage.size, table.free_bytes(), table.available_bytes()
+        kind, magic = ("ext2/ext3", "ef53") if path.startswith("/data") else ("fuse", "65735546")
+    else:  # the read-only system image
+        total, free, avail = 3029204 * 1024, 9176 * 1024, 9176 * 1024
+        kind, magic = "ext2/ext3", "ef53"
+    blocks = total // 4096
+    return {"b": str(blocks), "f": str(free // 4096), "a": str(avail // 4096), "s": "4096",
+            "S": "4096", "c": str(blocks // 4), "d": str(blocks // 8), "i": "0", "l": "255",
+            "t": magic, "T": kind, "%": "%"}
+
+
+def _statfs(paths: list[str], fmt: str | None, io: IO) -> int:
+    """`stat -f`: the file system's figures; the shell uid may statfs /data without
+    being allowed to list it."""
+    status = 0
+    for arg in paths:
+        path = io.vfs.norm(arg)
+        if io.vfs.kind(path) is None and not io.vfs._private(path):
+            io.complain(f"stat: {arg}: No such file or directory\n")
+            status = 1
+            continue
+        figures = {**_fs_figures(path, io), "n": arg}
+        io.say(re.sub(r"%(.)", lambda m, f=figures: f.get(m.group(1), "?"),
+                      fmt or STATFS_FORMAT) + "\n")
     return status
 
 
@@ -2116,8 +2158,9 @@ def _blockdev(argv: list[str], io: IO) -> int:
     return status
 
 
-def _df_line(fs: str, total_kib: int, avail_kib: int, mount: str) -> str:
-    used = max(0, total_kib - avail_kib)
+def _df_line(fs: str, total_kib: int, avail_kib: int, mount: str,
+             used_kib: int | None = None) -> str:
+    used = max(0, total_kib - avail_kib) if used_kib is None else used_kib
     pct = -(-used * 100 // (used + avail_kib)) if (used + avail_kib) else 0
     return f"{fs:<16} {total_kib:>9} {used:>8} {avail_kib:>9} {pct:>3}% {mount}"
 
@@ -2126,12 +2169,13 @@ def _df_line(fs: str, total_kib: int, avail_kib: int, mount: str) -> str:
 def _df(argv: list[str], io: IO) -> int:
     storage = io.ctx.storage
     total = storage.size // 1024
-    avail = storage.table.free_bytes() // 1024
+    avail = storage.table.available_bytes() // 1024  # the reserved share is not available
+    used = total - storage.table.free_bytes() // 1024
     rows = {
         "/": _df_line("/dev/block/dm-0", 3029204, 9176, "/"),
         "/dev": _df_line("tmpfs", 2868524, 2866944, "/dev"),
-        "/data": _df_line("/dev/block/dm-48", total, avail, "/data"),
-        "/storage/emulated": _df_line("/data/media", total, avail, "/storage/emulated"),
+        "/data": _df_line("/dev/block/dm-48", total, avail, "/data", used),
+        "/storage/emulated": _df_line("/data/media", total, avail, "/storage/emulated", used),
     }
     args = [a for a in argv[1:] if not a.startswith("-")]
     header = "Filesystem       1K-blocks     Used Available Use% Mounted on"
