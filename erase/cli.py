@@ -22,7 +22,7 @@ from .config import DEFAULT_KEYS_DIR, DESTINATIONS, Config, load_config
 from .errors import DeviceNotFound, PhonewipeError, UsageError
 from .job import JobSettings
 from .model import Destination, Endpoint, Outcome
-from .plugin import Plugin, PluginOptions, load_plugins
+from .plugin import Plugin, PluginOptions, Registry
 from .runner import JobResult, check_output_dir, erase_devices, exit_code
 from .verify import MODES, check_plan_settings
 
@@ -57,31 +57,50 @@ def _config(ctx: click.Context) -> Config:
     return ctx.obj["config"]
 
 
+REGISTRY = Registry.load()  # the installed protocol plugins: their options become flags
+
+
+def _plugin_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Each plugin's declared options as global flags (``--<plugin>-<key>``)."""
+    for plugin, spec in reversed(REGISTRY.option_specs()):
+        kind: Any = spec.type
+        if spec.range and spec.type in (int, float):
+            low, high = spec.range
+            kind = click.IntRange(int(low), int(high)) if spec.type is int else \
+                click.FloatRange(low, high)
+        default = "" if spec.default in (None, ()) else f" (default {spec.default})"
+        func = click.option(spec.flag(plugin), spec.value_key(plugin), type=kind,
+                            multiple=spec.multiple, default=None, metavar=spec.metavar or None,
+                            help=f"{spec.help}{default}; [{plugin}] {spec.key} in the config")(func)
+    return func
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phonewipe")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML config (operator, destination, keys); default ./phonewipe.toml or "
                    "~/.config/phonewipe/config.toml")
-@click.option("--adb-port", type=click.IntRange(1, 65535), help="port of the adb server (default 5037)")
-@click.option("--fastboot-tcp", "fastboot_tcp", multiple=True, metavar="tcp:HOST:PORT",
-              help="also look for a fastboot device at this TCP address (repeatable)")
+@_plugin_flags
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, adb_port: int | None,
-        fastboot_tcp: tuple[str, ...]) -> None:
+def cli(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     """Erase phones, verify by sampling, issue signed certificates."""
     ctx.ensure_object(dict)
     logging.getLogger("pyhanko").setLevel(logging.ERROR)  # its warnings are not ours to print
+    for name, why in REGISTRY.failures.items():
+        err_console.print(f"warning: protocol plugin {escape(name)} skipped: {escape(why)}",
+                          highlight=False, soft_wrap=True)
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, REGISTRY)
     except PhonewipeError as exc:
         _fail(exc)
     ctx.obj["config"] = config
-    ctx.obj["plugin_options"] = PluginOptions({"adb_port": config.adb_port if adb_port is None else adb_port,
-                                               "fastboot_tcp": list(fastboot_tcp)})
+    given = {key: list(value) if isinstance(value, tuple) else value
+             for key, value in flags.items() if value not in (None, ())}
+    ctx.obj["plugin_options"] = PluginOptions({**config.plugin_values, **given})
 
 
 def _plugins(ctx: click.Context) -> dict[str, Plugin]:
-    return load_plugins(ctx.obj["plugin_options"])
+    return REGISTRY.plugins(ctx.obj["plugin_options"])
 
 
 def _discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
@@ -110,6 +129,8 @@ def devices(ctx: click.Context, as_json: bool) -> None:
     for _, e in found:
         table.add_row(e.plugin, e.mode, e.address, e.label)
     console.print(table)
+    for name, why in REGISTRY.failures.items():
+        console.print(f"plugin {escape(name)} not loaded: {escape(why)}", highlight=False)
 
 
 # -- erase --------------------------------------------------------------------------------
@@ -253,9 +274,9 @@ def _match(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Pl
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="directory for certificates/ and audit.sqlite")
 @click.option("--method", help="erase method name (default: the strongest the device allows)")
-@click.option("--via", type=click.Choice(["fastboot"]),
-              help="reboot a phone found over adb into this mode and erase it there "
-                   "(checks for accounts and device management still run over adb first)")
+@click.option("--via", type=click.Choice(REGISTRY.via_modes()),
+              help="reboot the phone into this mode and erase it there (the checks of the "
+                   "mode it is found in still run there first)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
 @_operator_options
 @click.pass_context

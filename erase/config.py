@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ConfigError, PhonewipeError
 from .model import Destination, Operator
+from .plugin import PluginOption, Registry
 from .verify import check_plan_settings
 
 DEFAULT_CONFIG_PATHS = (Path("phonewipe.toml"),
@@ -25,11 +26,21 @@ class Config:
     verify_mode: str = "quick"
     confidence: float = 0.99
     residual: float = 0.001
-    adb_port: int = 5037
+    plugin_values: dict[str, Any] = field(default_factory=dict)  # from the plugins' tables
     station_timeout: float = 7200.0  # [station] timeout: seconds per device
     second_look_share: float = 0.05  # [station] second_look: share of PASSed devices
     second_look_by: str = ""  # [station] second_look_by: who does the second look
     source: Path | None = None
+
+
+# the core's tables and their keys; each plugin adds a table of its declared options
+CORE_TABLES: dict[str, tuple[str, ...]] = {
+    "operator": ("name", "title", "organization", "location", "phone"),
+    "destination": ("kind", "details"),
+    "verification": ("mode", "confidence", "residual"),
+    "keys": ("dir",),
+    "station": ("timeout", "second_look", "second_look_by"),
+}
 
 
 def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -39,9 +50,41 @@ def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def load_config(path: Path | None = None) -> Config:
+def _check_names(data: dict[str, Any], registry: Registry, path: Path) -> None:
+    """A misspelt table or key is an error, never silently ignored."""
+    known = {**CORE_TABLES, **{name: tuple(s.key for s in cls.option_specs)
+                               for name, cls in registry.classes.items()}}
+    for table, value in data.items():
+        if table not in known:
+            hint = f"known tables: {', '.join(sorted(known))}"
+            if table in registry.failures:
+                hint = f"the {table} plugin failed to load ({registry.failures[table]})"
+            raise ConfigError(f"config file {path}: unknown table [{table}]", hint)
+        for key in _table(data, table, path):
+            if key not in known[table]:
+                raise ConfigError(f"config file {path}: unknown key {key!r} in [{table}]",
+                                  f"known keys there: {', '.join(known[table]) or 'none'}")
+
+
+def plugin_values(data: dict[str, Any], registry: Registry, path: Path) -> dict[str, Any]:
+    """Each plugin's table, checked against its declared options."""
+    values: dict[str, Any] = {}
+    for name, cls in registry.classes.items():
+        table = _table(data, name, path)
+        specs: dict[str, PluginOption] = {spec.key: spec for spec in cls.option_specs}
+        for key, value in table.items():
+            try:
+                values[specs[key].value_key(name)] = specs[key].check(name, value)
+            except ValueError as exc:
+                raise ConfigError(f"config file {path}: [{name}] {exc}",
+                                  "fix the file (see README, 'Configuration')") from None
+    return values
+
+
+def load_config(path: Path | None = None, registry: Registry | None = None) -> Config:
     """Read the config; with no path, the first of ./phonewipe.toml and
-    ~/.config/phonewipe/config.toml that exists, else defaults."""
+    ~/.config/phonewipe/config.toml that exists, else defaults. ``registry`` names the
+    plugins whose tables may appear (default: the installed ones)."""
     if path is None:
         path = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
         if path is None:
@@ -53,13 +96,14 @@ def load_config(path: Path | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}",
                           "fix the file (see README, 'Configuration')") from exc
+    registry = registry or Registry.load()
+    _check_names(data, registry, path)
     try:
         operator = Operator(**{k: str(v) for k, v in _table(data, "operator", path).items()})
         dest = _table(data, "destination", path)
         destination = Destination(kind=str(dest.get("kind", "resale")), details=str(dest.get("details", "")))
         verification = _table(data, "verification", path)
         keys = _table(data, "keys", path)
-        adb = _table(data, "adb", path)
         station = _table(data, "station", path)
         config = Config(
             operator=operator, destination=destination,
@@ -67,7 +111,7 @@ def load_config(path: Path | None = None) -> Config:
             verify_mode=str(verification.get("mode", "quick")),
             confidence=float(verification.get("confidence", 0.99)),
             residual=float(verification.get("residual", 0.001)),
-            adb_port=int(adb.get("port", 5037)),
+            plugin_values=plugin_values(data, registry, path),
             station_timeout=float(station.get("timeout", 7200.0)),
             second_look_share=float(station.get("second_look", 0.05)),
             second_look_by=str(station.get("second_look_by", "")), source=path)
@@ -77,9 +121,6 @@ def load_config(path: Path | None = None) -> Config:
     if not config.station_timeout >= 1:  # also refuses NaN
         raise ConfigError(f"config file {path}: [station] timeout must be at least 1 second, not "
                           f"{config.station_timeout:g}", "fix the file (e.g. timeout = 7200)")
-    if not 1 <= config.adb_port <= 65535:
-        raise ConfigError(f"config file {path}: [adb] port {config.adb_port} is not a TCP port",
-                          "fix the file (the adb server's default is 5037)")
     try:
         check_plan_settings(config.verify_mode, config.confidence, config.residual)
     except PhonewipeError as exc:

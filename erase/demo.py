@@ -14,7 +14,7 @@ from .job import JobSettings
 from .model import Destination, Operator
 from .emulation.fleet import EmulatedHandset
 from .model import Endpoint
-from .plugin import Plugin, PluginOptions, load_plugins
+from .plugin import Plugin, close_plugins, sandbox_plugins
 from .runner import check_output_dir
 
 DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked"]
@@ -60,20 +60,18 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     out_dir = check_output_dir(out_dir)
     shutil.rmtree(out_dir / "handsets", ignore_errors=True)
     keys_dir = ensure_demo_keys(out_dir / "keys")
-    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": out_dir / ".adb-home",
-                                          "reboot_wait": 20}))
-    adb = plugins["adb"]
+    plugins = sandbox_plugins(out_dir)
     handsets = []
     try:
-        err_console.print(f"starting emulated handsets and a private adb server on port "
-                          f"{adb.server.port} ...", highlight=False)
+        err_console.print("starting emulated handsets on loopback, with private servers ...",
+                          highlight=False)
         handsets = start_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets", plugins)
         targets = demo_targets(plugins, handsets)
         settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"))
         results = run_erase(targets, settings, out_dir, keys_dir, as_json)
     finally:
         stop_handsets(handsets)
-        adb.server.stop()
+        close_plugins(plugins)
     by_serial = {h.serial: h for h in handsets}
     unexpected = [(r, by_serial[r.record.device.serial]) for r in results
                   if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]

@@ -16,7 +16,6 @@ from .errors import PhonewipeError
 from .model import Endpoint
 from .plugin import BlockReader, Plugin, Session, load_plugins
 
-FOLLOW_MODE = "adb"
 DEFAULT_TIMEOUT_S = 90.0
 POLL_S = 0.5
 
@@ -80,10 +79,18 @@ def follow_to(plugin: Plugin, session: Session, serial: str | None, mode: str,
 
 def follow_for_readback(plugin: Plugin, session: Session, serial: str | None,
                         log: LogFn) -> Followed | None:
-    """Reboot the phone from ``session`` into adb and return a reader there; None (with
-    the reason in the audit log) when the phone cannot be followed or read."""
+    """Reboot the phone from ``session`` into a mode where another plugin reads storage
+    back (declared: `Plugin.reboots_into`, `reads_back`, `modes`) and return a reader there;
+    None (with the reason in the audit log) when the phone cannot be followed or read."""
+    readable = {mode for other in load_plugins(plugin.options).values()
+                if other.name != plugin.name and other.reads_back for mode in other.modes}
+    modes = [mode for mode in plugin.reboots_into if mode in readable]
+    if not modes:
+        log("readback-unavailable", {"reason": f"no plugin reads storage back in a mode "
+                                               f"{plugin.name} can reboot into"})
+        return None
     try:
-        found = follow_to(plugin, session, serial, FOLLOW_MODE, log)
+        found = follow_to(plugin, session, serial, modes[0], log)
     except NotFollowed:
         return None
     reader = found.session.readback()

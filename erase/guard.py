@@ -106,6 +106,9 @@ class GuardedPlugin(Plugin):
         self._plugin = plugin
         self._guard = guard
         self.name = plugin.name
+        self.modes, self.reads_back = plugin.modes, plugin.reads_back  # the declarations
+        self.reboots_into, self.option_specs = plugin.reboots_into, plugin.option_specs
+        self.has_emulator = plugin.has_emulator
 
     def discover(self) -> list[Endpoint]:
         return self._plugin.discover()

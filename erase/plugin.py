@@ -1,27 +1,23 @@
 """The protocol plugin contract and the registry that finds plugins.
 
-Plugins register under the entry-point group ``phonewipe.protocols``; the ones that ship
-with phonewipe are also listed in ``BUILTIN_PLUGINS`` so a source checkout works without
-installation metadata (as python-can and pyOCD do). The core never imports a plugin module
-directly: it goes through ``load_plugins()``.
+Plugins register under the entry-point group ``phonewipe.protocols``, the built-in ones
+too: the core keeps no list of its own and never imports a plugin module. A plugin
+*declares* (pyOCD-style) and the core asks: its options (CLI flags and the keys of its
+config table), the modes it speaks, whether it reads storage back, the modes its sessions
+can reboot a phone into (`--via` choices and follow targets come from these), and its
+emulator. A plugin that fails to load is reported and skipped.
 """
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from .errors import PhonewipeError
 from .model import Endpoint, EraseMethod, Expectation, Finding, Identity
 
 ENTRY_POINT_GROUP = "phonewipe.protocols"
-
-BUILTIN_PLUGINS: dict[str, str] = {
-    "adb": "protocols.adb:AdbPlugin",
-    "fastboot": "protocols.fastboot:FastbootPlugin",
-}
 
 ProgressFn = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a long operation runs."""
@@ -151,11 +147,77 @@ class RunningEmulator(Protocol):
     def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PluginOption:
+    """A setting a plugin brings: the CLI flag ``--<plugin>-<key>`` and the key ``<key>``
+    of its ``[<plugin>]`` config table; plugins read it as ``options.get("<plugin>_<key>")``."""
+
+    key: str
+    help: str
+    type: type = str  # str, int, float or bool
+    default: Any = None
+    multiple: bool = False  # a repeatable flag, a list in the config
+    range: tuple[float, float] | None = None  # inclusive bounds of a number
+    metavar: str = ""
+
+    def value_key(self, plugin: str) -> str:
+        return f"{plugin}_{self.key}"
+
+    def flag(self, plugin: str) -> str:
+        return f"--{plugin}-{self.key}".replace("_", "-")
+
+    def check(self, plugin: str, value: Any) -> Any:
+        """The value converted to the declared type; ValueError naming what is wrong."""
+        if self.multiple:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            return [self._one(plugin, v) for v in items]
+        return self._one(plugin, value)
+
+    def _one(self, plugin: str, value: Any) -> Any:
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.key} must be true or false, not {value!r}")
+            return value
+        if self.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError(f"{self.key} must be a number, not {value!r}")
+            try:
+                number = self.type(value)
+            except ValueError:
+                raise ValueError(f"{self.key} must be a number, not {value!r}") from None
+            if self.range and not self.range[0] <= number <= self.range[1]:
+                raise ValueError(f"{self.key} {number} is outside {self.range[0]:g}..{self.range[1]:g}")
+            return number
+        if not isinstance(value, str):
+            raise ValueError(f"{self.key} must be a string, not {value!r}")
+        return value
+
+
 class Plugin(abc.ABC):
     name: str = ""
+    modes: tuple[str, ...] = ()  # the modes its endpoints are in (adb, fastboot, edl, ...)
+    reads_back: bool = False  # its sessions can read storage back (Session.readback)
+    reboots_into: tuple[str, ...] = ()  # modes its sessions can reboot a phone into
+    option_specs: tuple[PluginOption, ...] = ()
+    has_emulator: bool = False  # start_emulator serves a wire-level emulated handset
 
     def __init__(self, options: "PluginOptions | None" = None) -> None:
         self.options = options or PluginOptions()
+
+    def option(self, key: str) -> Any:
+        """A declared option's value: as given, else its declared default."""
+        spec = next((s for s in self.option_specs if s.key == key), None)
+        default = spec.default if spec else None
+        return self.options.get(f"{self.name}_{key}", default)
+
+    @classmethod
+    def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
+        """Option values for a private instance that touches nothing outside ``workdir``
+        (the demo, an emulated station, tests): e.g. a server on a free port."""
+        return {}
+
+    def close(self) -> None:
+        """Stop what this plugin started for itself (a private server)."""
 
     @abc.abstractmethod
     def discover(self) -> list[Endpoint]: ...
@@ -179,32 +241,61 @@ class PluginOptions:
         return self.values.get(key, default)
 
 
-def _load_target(target: str) -> type[Plugin]:
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+@dataclass(frozen=True)
+class Registry:
+    """The plugin classes the entry points name, and the ones that failed to load."""
 
+    classes: dict[str, type[Plugin]]
+    failures: dict[str, str]  # name -> one line: why it was skipped
 
-def plugin_classes() -> dict[str, type[Plugin]]:
-    """Every known plugin class by name: built-ins first, entry points may add or override."""
-    found: dict[str, str | metadata.EntryPoint] = dict(BUILTIN_PLUGINS)
-    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found[entry.name] = entry
-    classes: dict[str, type[Plugin]] = {}
-    for name, target in found.items():
-        try:
-            cls = target.load() if isinstance(target, metadata.EntryPoint) else _load_target(target)
-        except ImportError as exc:  # a broken third-party plugin must not take the tool down
-            raise PhonewipeError(f"protocol plugin {name!r} cannot be loaded: {exc}",
-                                 "reinstall phonewipe or remove the plugin") from exc
-        classes[name] = cls
-    return classes
+    @classmethod
+    def load(cls) -> "Registry":
+        classes: dict[str, type[Plugin]] = {}
+        failures: dict[str, str] = {}
+        for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            try:
+                loaded = entry.load()
+                if not (isinstance(loaded, type) and issubclass(loaded, Plugin)):
+                    raise TypeError(f"{entry.value} is not a phonewipe Plugin class")
+            except Exception as exc:  # a broken third-party plugin must not take the tool down
+                failures[entry.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            classes[entry.name] = loaded
+        if not classes and not failures:
+            failures["(none)"] = "no protocol plugins are installed (is phonewipe installed?)"
+        return cls(classes, failures)
+
+    def option_specs(self) -> list[tuple[str, PluginOption]]:
+        return [(name, spec) for name, plugin in self.classes.items() for spec in plugin.option_specs]
+
+    def via_modes(self) -> list[str]:
+        """Modes a phone can be rebooted into and erased in: `erase --via` choices."""
+        served = {mode for plugin in self.classes.values() for mode in plugin.modes}
+        return sorted({m for p in self.classes.values() for m in p.reboots_into} & served)
+
+    def plugins(self, options: PluginOptions | None = None,
+                only: Iterable[str] | None = None) -> dict[str, Plugin]:
+        options = options or PluginOptions()
+        wanted = set(only) if only is not None else None
+        return {name: cls(options) for name, cls in self.classes.items()
+                if wanted is None or name in wanted}
 
 
 def load_plugins(options: PluginOptions | None = None, only: Iterable[str] | None = None) -> dict[str, Plugin]:
-    options = options or PluginOptions()
-    wanted = set(only) if only is not None else None
-    return {
-        name: cls(options)  # type: ignore[call-arg]
-        for name, cls in plugin_classes().items()
-        if wanted is None or name in wanted
-    }
+    """One instance of every plugin that loads (failures: `Registry.load().failures`)."""
+    return Registry.load().plugins(options, only)
+
+
+def sandbox_plugins(workdir: Path, extra: dict[str, Any] | None = None) -> dict[str, Plugin]:
+    """Plugins for a private bench under ``workdir`` (servers on free ports, homes inside)."""
+    registry = Registry.load()
+    values: dict[str, Any] = {}
+    for cls in registry.classes.values():
+        values.update(cls.sandbox_options(workdir))
+    values.update(extra or {})
+    return registry.plugins(PluginOptions(values))
+
+
+def close_plugins(plugins: dict[str, Plugin]) -> None:
+    for plugin in plugins.values():
+        plugin.close()

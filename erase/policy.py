@@ -31,10 +31,13 @@ def assess(method: EraseMethod, identity: Identity, outcome: Outcome,
                           "addressable by overwrite, so Purge is not claimed.")
     if method.technique is Technique.OVERWRITE:
         reset = ("then the manufacturer's factory reset, which destroys the file-encryption "
-                 "keys (vendor-attested)" if encrypted else "then the manufacturer's factory reset")
+                 "keys (vendor-attested) and so also covers what the fill cannot reach (the "
+                 "file system's reserved blocks and metadata: see the method details)"
+                 if encrypted else "then the manufacturer's factory reset; what the fill "
+                 "cannot reach (the file system's reserved blocks and metadata) is not covered")
         return Assessment(Category.CLEAR.value,
-                          f"Clear: all user-accessible files deleted, all free user storage "
-                          f"overwritten with a keyed pattern and {sampled}; {reset}. "
+                          f"Clear: all user-accessible files deleted, the free space an app "
+                          f"can reach overwritten with a keyed pattern and {sampled}; {reset}. "
                           "NIST SP 800-88 Rev. 1 App. A counts a full factory reset as Clear "
                           "for mobile devices.")
     if method.technique in (Technique.FACTORY_RESET, Technique.CRYPTO_ERASE):

@@ -119,8 +119,8 @@ def fleet(tmp_path: Path) -> Iterator[Any]:
     require_binary("adb")
     os.environ.setdefault("ADB_LIBUSB", "0")
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb",
-                                          "follow_timeout": 30, "reboot_wait": 20,
-                                          "fill_file_max": FILL_FILE_MAX}))
+                                          "follow_timeout": 30, "adb_reboot_wait": 20,
+                                          "adb_fill_file_max": FILL_FILE_MAX}))
     started: list[Any] = []
 
     def start(profile: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError, UsageError
-from ..plugin import Plugin, PluginOptions
+from ..plugin import Plugin, close_plugins, sandbox_plugins
 
 
 def parse_emulate(specs: tuple[str, ...]) -> list[str]:
@@ -78,7 +78,7 @@ def register(group: click.Group, base: ModuleType) -> None:
                   help="close the batch and exit once no job runs and nothing new arrived")
     @click.option("--idle-seconds", type=click.FloatRange(0), default=3.0, show_default=True)
     @click.option("--emulate", "emulate_specs", multiple=True, metavar="PROFILE[:N]",
-                  help="serve emulated handsets on a private adb server (testing, demos)")
+                  help="serve emulated handsets on loopback with private servers (testing, demos)")
     @click.option("--userdata-mib", type=click.IntRange(1), help="emulated handsets' userdata size")
     @base._operator_options
     @click.pass_context
@@ -156,7 +156,7 @@ def register(group: click.Group, base: ModuleType) -> None:
             if handsets:
                 from ..emulation.fleet import stop_handsets
                 stop_handsets(handsets)
-                plugins["adb"].server.stop()  # type: ignore[attr-defined]
+                close_plugins(plugins)
         if json_lines:
             st.emit("reports", summary=str(outputs.summary_pdf), csv=str(outputs.records_csv),
                     json=str(outputs.records_json))
@@ -205,12 +205,9 @@ def _print_outputs(console: Any, outputs: Any) -> None:
 
 
 def _emulated_bench(profiles: list[str], out_dir: Path, userdata_mib: int | None):
-    from ..demo import free_port
     from ..emulation.fleet import start_handsets
-    from ..plugin import load_plugins
     shutil.rmtree(out_dir / "handsets", ignore_errors=True)
-    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": out_dir / ".adb-home",
-                                          "reboot_wait": 20}))
+    plugins = sandbox_plugins(out_dir)
     handsets = start_handsets(profiles, out_dir / "handsets", plugins,
                               userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
     return plugins, handsets

@@ -5,14 +5,16 @@ speaking the real wire protocol over loopback TCP, reached by the same server.
 """
 from __future__ import annotations
 
+import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import adbutils
 
 from erase.errors import DeviceNotFound, PhonewipeError
 from erase.model import Endpoint
-from erase.plugin import Plugin, PluginOptions, Session
+from erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
 from .server import DEFAULT_PORT, AdbServer
 
@@ -22,12 +24,36 @@ STATE_TO_MODE = {"device": "adb", "unauthorized": "adb", "offline": "adb",
 
 class AdbPlugin(Plugin):
     name = "adb"
+    modes = ("adb", "recovery")
+    reads_back = True
+    reboots_into = ("fastboot",)
+    has_emulator = True
+    option_specs = (
+        PluginOption("port", "port of the adb server", int, DEFAULT_PORT, range=(1, 65535)),
+        PluginOption("path", "the adb binary that runs the server (default: adb on PATH)",
+                     metavar="PATH"),
+        PluginOption("reboot_wait", "seconds to wait for a phone to come back over adb after "
+                     "a reset, for the post-reset check", float, 60.0, range=(0, 3600)),
+        PluginOption("fill_file_max", "largest file of an unrooted fill, in bytes (1 GiB: far "
+                     "below any file-size limit)", int, 1 << 30, range=(1 << 20, 1 << 40)),
+    )
 
     def __init__(self, options: PluginOptions | None = None) -> None:
         super().__init__(options)
-        self.server = AdbServer(port=int(self.options.get("adb_port", DEFAULT_PORT)),
-                                adb_path=self.options.get("adb_path"),
+        self.server = AdbServer(port=int(self.option("port")), adb_path=self.option("path"),
                                 home=self.options.get("adb_home"))
+
+    @classmethod
+    def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
+        """A private adb server: a free port, keys under ``workdir``."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return {"adb_port": port, "adb_home": workdir / ".adb-home", "adb_reboot_wait": 20.0}
+
+    def close(self) -> None:
+        if self.options.get("adb_home") is not None:  # a private server: ours to stop
+            self.server.stop()
 
     def discover(self) -> list[Endpoint]:
         try:

@@ -35,7 +35,6 @@ FILL_DIR = "/sdcard/phonewipe-fill"
 BLOCK = 4096
 STREAM_CHUNK = 1024 * 1024
 ZERO_CHUNK_MIB = 64
-FILL_FILE_MAX = 1024 * 1024 * 1024  # fill files of 1 GiB: far below any file size limit
 _FULL = ("No space left on device", "Disk quota exceeded")  # how a full file system says it
 NO_SHELL_V2 = "device without shell v2"  # session state of a pre-Android-7 phone
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
@@ -487,7 +486,7 @@ class AdbSession(Session):
                             "not_reached": self._not_reached(written, space)})
 
     def _fill_file_max(self) -> int:
-        return int(self.plugin.options.get("fill_file_max", FILL_FILE_MAX))
+        return int(self.plugin.option("fill_file_max"))
 
     def _delete_user_entries(self) -> tuple[list[str], bool]:
         """Delete every top-level entry of /sdcard, hidden ones included, then commit (a file

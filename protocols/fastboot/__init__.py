@@ -1,10 +1,9 @@
 """fastboot plugin: phones in the Android bootloader, over USB (pyusb) or TCP.
 
 fastboot cannot read storage back, so its methods are reported ERASED_UNVERIFIED unless the
-job follows the phone into another mode that can (erase.follow). Options
-(`PluginOptions`): ``fastboot_tcp`` (list of ``tcp:HOST:PORT`` to probe), ``usb_bus`` (an
-`EmulatedUsbBus` shared with other plugins), ``fastboot_timeout`` (seconds per reply),
-``fastboot_max_download`` (the emulator's download buffer).
+job follows the phone into another mode that can (erase.follow). Besides the declared
+options, `PluginOptions` may hold ``usb_bus`` (an `EmulatedUsbBus` shared with other
+plugins) and ``fastboot_max_download`` (the emulator's download buffer).
 """
 from __future__ import annotations
 
@@ -13,19 +12,28 @@ from typing import Any
 from erase.emulation.usbbus import EmulatedUsbBus
 from erase.errors import DeviceNotFound, PhonewipeError
 from erase.model import Endpoint
-from erase.plugin import Plugin, PluginOptions, Session
+from erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
 MODE = "fastboot"
 
 
 class FastbootPlugin(Plugin):
     name = "fastboot"
+    modes = (MODE,)
+    reboots_into = ("adb",)
+    has_emulator = True
+    option_specs = (
+        PluginOption("tcp", "also look for a fastboot device at this TCP address (repeatable)",
+                     multiple=True, default=(), metavar="tcp:HOST:PORT"),
+        PluginOption("timeout", "seconds to wait for each bootloader reply", float, 30.0,
+                     range=(1, 3600)),
+    )
 
     def __init__(self, options: PluginOptions | None = None) -> None:
         super().__init__(options)
         # kept in the options, so every plugin loaded with them (erase.follow) sees one bus
         self.usb_bus: EmulatedUsbBus = self.options.values.setdefault("usb_bus", EmulatedUsbBus())
-        self.timeout = float(self.options.get("fastboot_timeout", 30))
+        self.timeout = float(self.option("timeout"))
 
     def _backends(self) -> list[Any]:
         """The real USB (libusb, when installed) and the emulated bus."""
@@ -43,7 +51,7 @@ class FastbootPlugin(Plugin):
                 except Exception:  # no permission to read strings: still list it
                     serial = ""
                 found.append(Endpoint(self.name, MODE, usb_address(device), serial))
-        for address in self.options.get("fastboot_tcp", ()) or ():
+        for address in self.option("tcp") or ():
             try:
                 with self.open(Endpoint(self.name, MODE, _tcp(address))) as session:
                     serial = session.client.getvar("serialno")
