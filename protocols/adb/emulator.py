@@ -22,7 +22,8 @@ import stat as stat_mod
 import struct
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -48,6 +49,62 @@ ADBD_RESTART_DELAY = 0.2
 ShellRunner = Callable[[str, shell.Reader, shell.Writer, shell.Writer, threading.Event], int]
 """Runs one shell-service command instead of the emulated shell (e.g. as a real process):
 (command, stdin, stdout, stderr, cancelled) -> exit status."""
+
+
+@dataclass(frozen=True)
+class SyncStat:
+    """One file as the sync service reports it (STAT, STA2/LST2, DENT/DNT2); ``error`` is the
+    errno of a failed stat (the other fields then as the wire sends them)."""
+
+    mode: int = 0
+    size: int = 0
+    mtime: int = 0
+    error: int = 0
+    dev: int = 0x10302
+    ino: int = 0
+    nlink: int = 0
+    uid: int = 0
+    gid: int = 0
+
+
+class SyncSource(Protocol):
+    def read(self, n: int) -> bytes | bytearray | memoryview: ...
+
+
+class SyncSink(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SyncFiles(Protocol):
+    """The files the sync service (push/pull/stat/list) reads and writes, one object per
+    ``sync:`` stream; paths arrive as the host sent them. Failures raise OSError."""
+
+    def stat(self, path: str, follow: bool = True) -> SyncStat:
+        """``follow``: stat (STA2) rather than lstat (STAT, LST2), as adbd does."""
+        ...
+
+    def entries(self, path: str) -> list[tuple[str, SyncStat]]:
+        """A directory's entries, "." and ".." first; empty when it cannot be listed."""
+        ...
+
+    def open_read(self, path: str) -> SyncSource: ...
+
+    def create(self, path: str, mode: int) -> SyncSink:
+        """Open for a push (SEND): parents made as needed, ``mode`` from the SEND spec."""
+        ...
+
+    def remove(self, path: str) -> None:
+        """Unlink a push that could not be finished."""
+        ...
+
+    def close(self) -> None: ...
+
+
+SyncFilesFactory = Callable[[], SyncFiles]
+"""Makes the file access of one ``sync:`` stream (e.g. real files as the shell uid would see
+them) instead of the handset's emulated storage."""
 
 
 class _Closed(Exception):
@@ -575,13 +632,17 @@ class EmulatedAdbd:
     setup-wizard); connections are accepted then closed while not in "adb" mode or during
     ``reboot_delay``. A `DeviceUnplugged` from the storage closes everything at once,
     listener included (``unplugged`` becomes True). With ``shell_runner``, ``shell`` and
-    ``exec:`` commands run through it (e.g. as real processes) instead of the emulated shell.
+    ``exec:`` commands run through it (e.g. as real processes) instead of the emulated shell;
+    with ``sync_files``, ``sync:`` reads and writes the files it gives (e.g. the same real
+    files) instead of the emulated storage.
     """
 
     def __init__(self, storage: HandsetStorage, host: str = "127.0.0.1", port: int = 0,
-                 reboot_delay: float = 0.5, shell_runner: ShellRunner | None = None) -> None:
+                 reboot_delay: float = 0.5, shell_runner: ShellRunner | None = None,
+                 sync_files: SyncFilesFactory | None = None) -> None:
         self.storage = storage
         self.shell_runner = shell_runner
+        self.sync_files = sync_files
         self.host = host
         self.reboot_delay = reboot_delay
         self.port = port
@@ -914,7 +975,16 @@ class EmulatedAdbd:
         out = _Output(stream, False)
         rd = _RawStdin(stream.inbox, out.flush)
         ctx = self._context(stream, out, rd, [])
-        vfs = shell.Vfs(ctx, self.adbd_root)
+        files = self.sync_files() if self.sync_files is not None else \
+            _EmulatedSyncFiles(self, shell.Vfs(ctx, self.adbd_root))
+        try:
+            self._sync_requests(out, rd, files, ctx)
+        finally:
+            files.close()
+        return []
+
+    def _sync_requests(self, out: _Output, rd: _RawStdin, files: SyncFiles,
+                       ctx: shell.ShellContext) -> None:
         ids = wire.SYNC_IDS
         while True:
             try:
@@ -934,58 +1004,38 @@ class EmulatedAdbd:
             path = rd.read_exact(length).decode("utf-8", "replace")
             log.debug("adbd %s: sync %s %s", self.address, struct.pack("<I", rid).decode(), path)
             if rid == ids[b"STAT"]:
-                mode, size, mtime, _ = self._sync_stat(vfs, path)
-                out.raw(wire.STAT_V1.pack(b"STAT", mode, size & 0xFFFFFFFF, mtime))
+                st = files.stat(path, follow=False)
+                out.raw(wire.STAT_V1.pack(b"STAT", st.mode, st.size & 0xFFFFFFFF, st.mtime))
             elif rid in (ids[b"STA2"], ids[b"LST2"]):
-                mode, size, mtime, error = self._sync_stat(vfs, path)
+                st = files.stat(path, follow=rid == ids[b"STA2"])
                 name = b"STA2" if rid == ids[b"STA2"] else b"LST2"
-                out.raw(wire.STAT_V2.pack(name, error, 0x10302, self._ino(path) if mode else 0,
-                                          mode, 1 if mode else 0, 0 if not mode else 2000,
-                                          0 if not mode else 2000, size, mtime, mtime, mtime))
+                out.raw(wire.STAT_V2.pack(name, st.error, st.dev, st.ino, st.mode, st.nlink,
+                                          st.uid, st.gid, st.size, st.mtime, st.mtime, st.mtime))
             elif rid in (ids[b"LIST"], ids[b"LIS2"]):
-                self._sync_list(out, vfs, path, v2=rid == ids[b"LIS2"])
+                self._sync_list(out, files, path, v2=rid == ids[b"LIS2"])
             elif rid == ids[b"RECV"]:
-                if not self._sync_recv(out, vfs, path, ctx):
+                if not self._sync_recv(out, files, path, ctx):
                     break
             elif rid == ids[b"SEND"]:
-                if not self._sync_send(out, rd, vfs, path, ctx):
+                if not self._sync_send(out, rd, files, path):
                     break
         out.flush()
-        return []
 
     @staticmethod
     def _ino(path: str) -> int:
         return (hash(path) & 0xFFFFFF) + 1000
 
-    def _sync_stat(self, vfs: shell.Vfs, path: str) -> tuple[int, int, int, int]:
-        full = vfs.norm(path)
-        try:
-            kind = vfs.lookup(full)
-            size = vfs.size(full)
-        except OSError as exc:
-            return 0, 0, 0, exc.errno or errno.ENOENT
-        mode = {"dir": stat_mod.S_IFDIR | 0o771, "file": stat_mod.S_IFREG | 0o660,
-                "blk": stat_mod.S_IFBLK | 0o600, "chr": stat_mod.S_IFCHR | 0o666}[kind]
-        return mode, size, int(time.time()), 0
-
-    def _sync_list(self, out: _Output, vfs: shell.Vfs, path: str, v2: bool) -> None:
-        full = vfs.norm(path)
-        try:
-            names = [".", ".."] + vfs.listdir(full)
-        except OSError:
-            names = []
-        for name in names:
-            child = full if name == "." else (posixpath.dirname(full) if name == ".." else
-                                               posixpath.join(full, name))
-            mode, size, mtime, error = self._sync_stat(vfs, child)
+    @staticmethod
+    def _sync_list(out: _Output, files: SyncFiles, path: str, v2: bool) -> None:
+        for name, st in files.entries(path):
             encoded = name.encode()
             if v2:
-                out.raw(wire.DENT_V2.pack(b"DNT2", error, 0x10302, self._ino(child), mode, 1,
-                                          2000, 2000, size, mtime, mtime, mtime, len(encoded))
-                        + encoded)
+                out.raw(wire.DENT_V2.pack(b"DNT2", st.error, st.dev, st.ino, st.mode, st.nlink,
+                                          st.uid, st.gid, st.size, st.mtime, st.mtime, st.mtime,
+                                          len(encoded)) + encoded)
             else:
-                out.raw(wire.DENT_V1.pack(b"DENT", mode, size & 0xFFFFFFFF, mtime, len(encoded))
-                        + encoded)
+                out.raw(wire.DENT_V1.pack(b"DENT", st.mode, st.size & 0xFFFFFFFF, st.mtime,
+                                          len(encoded)) + encoded)
         if v2:
             out.raw(wire.DENT_V2.pack(b"DONE", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         else:
@@ -997,11 +1047,10 @@ class EmulatedAdbd:
         out.raw(struct.pack("<4sI", b"FAIL", len(data)) + data)
         out.flush()
 
-    def _sync_recv(self, out: _Output, vfs: shell.Vfs, path: str,
+    def _sync_recv(self, out: _Output, files: SyncFiles, path: str,
                    ctx: shell.ShellContext) -> bool:
-        full = vfs.norm(path)
         try:
-            source = vfs.open_read(full)
+            source = files.open_read(path)
         except OSError as exc:
             self._sync_fail(out, f"open failed: {exc.strerror}")
             return True
@@ -1024,25 +1073,15 @@ class EmulatedAdbd:
         out.flush()
         return True
 
-    def _sync_send(self, out: _Output, rd: _RawStdin, vfs: shell.Vfs, spec: str,
-                   ctx: shell.ShellContext) -> bool:
+    def _sync_send(self, out: _Output, rd: _RawStdin, files: SyncFiles, spec: str) -> bool:
         path, comma, mode_text = spec.rpartition(",")
         if not comma:
             self._sync_fail(out, "missing , in ID_SEND")
             return False
-        full = vfs.norm(path)
-        sink: shell.Sink | None = None
+        sink: SyncSink | None = None
         error = ""
         try:
-            if vfs.kind(full) == "dir":
-                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-            vfs.check_write(full)
-            parent = posixpath.dirname(full)
-            while parent != "/" and vfs.kind(parent) is None:  # fixed_push_mkdir
-                ctx.dirs.add(parent)
-                parent = posixpath.dirname(parent)
-            sink = vfs.open_write(full)
-            sink.truncate()
+            sink = files.create(path, _strtoul(mode_text))
         except OSError as exc:
             error = f"couldn't create file: {exc.strerror}"
         batch: list = []
@@ -1085,8 +1124,7 @@ class EmulatedAdbd:
                 error = f"write failed: {exc.strerror}"
         if error:
             if sink is not None:  # adbd unlinks what it could not finish
-                vfs.remove(full)
-                self.storage.save()
+                files.remove(path)
             self._sync_fail(out, error)
             return False
         if sink is not None:
@@ -1094,3 +1132,77 @@ class EmulatedAdbd:
         out.raw(struct.pack("<4sI", b"OKAY", 0))
         out.flush()
         return True
+
+
+def _strtoul(text: str) -> int:
+    """The SEND spec's mode as adbd reads it (strtoul, base 0); 0 where it is no number."""
+    text = text.strip()
+    try:
+        if text[:2].lower() == "0x":
+            return int(text[2:], 16)
+        return int(text, 8) if text.startswith("0") and len(text) > 1 else int(text)
+    except ValueError:
+        return 0
+
+
+class _EmulatedSyncFiles:
+    """The sync service's files in the handset's emulated storage (the default `SyncFiles`):
+    what the emulated shell sees, as adbd's shell uid, without modes or owners of its own."""
+
+    def __init__(self, adbd: EmulatedAdbd, vfs: shell.Vfs) -> None:
+        self.adbd = adbd
+        self.vfs = vfs
+
+    def _stat(self, full: str, ino: int, missing: SyncStat) -> SyncStat:
+        vfs = self.vfs
+        try:
+            kind = vfs.lookup(full)
+            size = vfs.size(full)
+        except OSError as exc:
+            return replace(missing, error=exc.errno or errno.ENOENT)
+        mode = {"dir": stat_mod.S_IFDIR | 0o771, "file": stat_mod.S_IFREG | 0o660,
+                "blk": stat_mod.S_IFBLK | 0o600, "chr": stat_mod.S_IFCHR | 0o666}[kind]
+        return SyncStat(mode, size, int(time.time()), 0, ino=ino, nlink=1, uid=2000, gid=2000)
+
+    def stat(self, path: str, follow: bool = True) -> SyncStat:  # no symlinks here
+        return self._stat(self.vfs.norm(path), EmulatedAdbd._ino(path), SyncStat())
+
+    def entries(self, path: str) -> list[tuple[str, SyncStat]]:
+        vfs = self.vfs
+        full = vfs.norm(path)
+        try:
+            names = [".", ".."] + vfs.listdir(full)
+        except OSError:
+            names = []
+        listed = []
+        for name in names:
+            child = full if name == "." else (posixpath.dirname(full) if name == ".." else
+                                               posixpath.join(full, name))
+            ino = EmulatedAdbd._ino(child)
+            listed.append((name, self._stat(child, ino, SyncStat(ino=ino, nlink=1, uid=2000,
+                                                                 gid=2000))))
+        return listed
+
+    def open_read(self, path: str) -> SyncSource:
+        return self.vfs.open_read(self.vfs.norm(path))
+
+    def create(self, path: str, mode: int) -> SyncSink:
+        vfs = self.vfs
+        full = vfs.norm(path)
+        if vfs.kind(full) == "dir":
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        vfs.check_write(full)
+        parent = posixpath.dirname(full)
+        while parent != "/" and vfs.kind(parent) is None:  # fixed_push_mkdir
+            vfs.ctx.dirs.add(parent)
+            parent = posixpath.dirname(parent)
+        sink = vfs.open_write(full)
+        sink.truncate()
+        return sink
+
+    def remove(self, path: str) -> None:
+        self.vfs.remove(self.vfs.norm(path))
+        self.adbd.storage.save()
+
+    def close(self) -> None:
+        pass

@@ -5,7 +5,7 @@ locksettings, reboot) as small shell scripts answering the way a phone does.
 `build_root` makes the tree from a `PhoneSpec`; `mounted` mounts the kernel's file systems
 (/proc, /sys, and /data when the spec names a data device) for as long as the phone runs.
 An unrooted phone is the same tree with ``rooted=False`` (no su) run as uid 2000 with /data
-on a real ext4 and /sdcard -> /data/media/0.
+on a real ext4 and /sdcard -> /data/media/0 (unrooted.py builds one).
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ from pathlib import Path
 from typing import Iterator
 
 SHELL_UID = 2000
+# Android's ids (android_filesystem_config.h) this tier uses
+AIDS = {"root": 0, "system": 1000, "input": 1004, "log": 1007, "adb": 1011, "sdcard_rw": 1015,
+        "media_rw": 1023, "sdcard_r": 1028, "reserved_disk": 1065, "shell": SHELL_UID,
+        "inet": 3003, "readproc": 3009}
+SHELL_GROUPS = tuple(AIDS[g] for g in ("input", "log", "adb", "sdcard_rw", "sdcard_r", "inet",
+                                       "readproc"))
+"""The supplementary groups adbd gives the shell uid: sdcard_rw for /sdcard, never
+reserved_disk (the blocks a file system keeps back are out of its reach)."""
+PERSIST_PROPS = "/data/property/persist.prop"  # getprop: these override prop.default
 APPLETS = ("blockdev", "cat", "chmod", "cp", "dd", "df", "grep", "head", "id", "ln", "ls",
            "mkdir", "mv", "rm", "rmdir", "sed", "sleep", "stat", "sync", "tail", "touch",
            "true", "false", "wc")
@@ -36,6 +45,7 @@ class PhoneSpec:
     google_accounts: tuple[str, ...] = ()
     data_device: tuple[int, int] | None = None  # a real ext4 to mount on /data (unrooted)
     extra_nodes: dict[str, tuple[int, int]] = field(default_factory=dict)  # by-name -> dev
+    toybox_dd: bool = False  # dd refuses iflag=direct (EINVAL) as a phone's toybox dd does
 
     @property
     def uid(self) -> int:
@@ -63,8 +73,12 @@ def build_root(root: Path, spec: PhoneSpec) -> Path:
         "".join(f"{k}={v}\n" for k, v in sorted(spec.props.items())))
     for name, text in _scripts(spec).items():
         _script(root / "system/bin" / name, text)
+    if spec.toybox_dd:
+        (root / "system/bin/dd").unlink()
+        _script(root / "system/bin/dd", TOYBOX_DD)
     if not spec.rooted:
         (root / "sdcard").symlink_to("/data/media/0")
+        (root / "cache").chmod(0o1777)  # where the Android-only scripts leave their requests
     return root
 
 
@@ -89,6 +103,7 @@ def _make_nodes(root: Path, spec: PhoneSpec) -> None:
     char = {"null": (1, 3), "zero": (1, 5), "urandom": (1, 9), "random": (1, 8)}
     for name, (major, minor) in char.items():
         os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(root / "dev" / name, 0o666)  # past the umask: the shell uid uses them too
     block = {"userdata": spec.userdata, **spec.extra_nodes}
     for name, (major, minor) in block.items():
         os.mknod(root / "dev/block/by-name" / name, 0o600 | stat.S_IFBLK,
@@ -98,7 +113,9 @@ def _make_nodes(root: Path, spec: PhoneSpec) -> None:
 def _write_accounts(root: Path) -> None:
     (root / "etc/passwd").write_text(f"root:x:0:0:root:/:/system/bin/sh\n"
                                      f"shell:x:{SHELL_UID}:{SHELL_UID}:shell:/:/system/bin/sh\n")
-    (root / "etc/group").write_text(f"root:x:0:\nshell:x:{SHELL_UID}:\n")
+    (root / "etc/group").write_text("".join(
+        f"{name}:x:{gid}:{'shell' if gid in SHELL_GROUPS else ''}\n"
+        for name, gid in AIDS.items()))
 
 
 def _script(path: Path, body: str) -> None:
@@ -117,15 +134,36 @@ def _scripts(spec: PhoneSpec) -> dict[str, str]:
 
 
 GETPROP = r"""
-props=/system/etc/prop.default
+files="%s /system/etc/prop.default"  # a persistent property overrides the build's
 if [ $# -eq 0 ]; then
-    while IFS='=' read -r key value; do echo "[$key]: [$value]"; done < $props
+    for props in $files; do
+        [ -r $props ] || continue
+        while IFS='=' read -r key value; do echo "[$key]: [$value]"; done < $props
+    done
     exit 0
 fi
-while IFS='=' read -r key value; do
-    if [ "$key" = "$1" ]; then echo "$value"; exit 0; fi
-done < $props
+for props in $files; do
+    [ -r $props ] || continue
+    while IFS='=' read -r key value; do
+        if [ "$key" = "$1" ]; then echo "$value"; exit 0; fi
+    done < $props
+done
 echo "$2"
+""" % PERSIST_PROPS
+
+TOYBOX_DD = r"""
+# toybox dd reads into an unaligned buffer: with iflag=direct the kernel answers EINVAL
+# (busybox's dd would get past the page cache; a phone's dd does not)
+for arg; do
+    case $arg in
+    iflag=*direct*)
+        input=stdin
+        for a; do case $a in if=*) input=${a#if=} ;; esac; done
+        echo "dd: $input: Invalid argument" >&2
+        exit 1 ;;
+    esac
+done
+exec /system/bin/busybox dd "$@"
 """
 
 SU = r"""

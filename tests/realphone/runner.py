@@ -25,19 +25,23 @@ PATH = "/system/bin:/system/xbin"
 
 
 class ChrootShell:
-    """A `shell_runner` for `EmulatedAdbd`: commands run in ``root`` as ``uid``."""
+    """A `shell_runner` for `EmulatedAdbd`: commands run in ``root`` as ``uid`` (with
+    ``groups`` as its supplementary groups, as adbd gives the shell uid)."""
 
-    def __init__(self, root: Path, uid: int = 0, gid: int | None = None) -> None:
+    def __init__(self, root: Path, uid: int = 0, gid: int | None = None,
+                 groups: tuple[int, ...] = ()) -> None:
         self.root = root.resolve()
         self.uid = uid
         self.gid = uid if gid is None else gid
+        self.groups = tuple(groups)
         self.chroot = shutil.which("chroot") or "/usr/sbin/chroot"
 
     def __call__(self, command: str, stdin: shell.Reader, stdout: Writer, stderr: Writer,
                  cancelled: threading.Event) -> int:
         proc = subprocess.Popen(
-            [self.chroot, f"--userspec={self.uid}:{self.gid}", str(self.root),
-             "/system/bin/sh", "-c", command],
+            [self.chroot, f"--userspec={self.uid}:{self.gid}",
+             *([f"--groups={','.join(map(str, self.groups))}"] if self.groups else []),
+             str(self.root), "/system/bin/sh", "-c", command],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={"PATH": PATH, "HOME": "/", "ANDROID_DATA": "/data"}, cwd="/",
             start_new_session=True)
