@@ -339,6 +339,20 @@ def test_two_phones_reporting_one_serial_are_not_guessed_between(bench: Bench, t
                        capture_output=True, env={**os.environ, **bench.env}, timeout=15)
 
 
+def wait_for_event(audit: Path, event: str, timeout: float = 20.0) -> None:
+    """Until the job's audit log (being created by another process) holds ``event``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{audit}?mode=ro", uri=True) as db:
+                if db.execute("SELECT 1 FROM events WHERE event = ?", (event,)).fetchone():
+                    return
+        except sqlite3.OperationalError:
+            pass  # not created yet, or its table not yet made
+        time.sleep(0.05)
+    raise AssertionError(f"no {event!r} event in {audit} within {timeout:.0f} s")
+
+
 def test_ctrl_c_finishes_then_a_second_aborts_with_a_failed_certificate(bench: Bench, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen([*PHONEWIPE, "--adb-port", str(bench.port), "erase",
@@ -347,17 +361,14 @@ def test_ctrl_c_finishes_then_a_second_aborts_with_a_failed_certificate(bench: B
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **bench.env})
     try:
-        for _ in range(200):  # until the phone is being written (4 MiB/s: 8 s for 32 MiB)
-            if (out / "audit.sqlite").exists():
-                with sqlite3.connect(f"file:{out / 'audit.sqlite'}?mode=ro", uri=True) as db:
-                    if db.execute("SELECT 1 FROM events WHERE event = 'erasing'").fetchone():
-                        break
-            time.sleep(0.1)
+        wait_for_event(out / "audit.sqlite", "erasing")  # 4 MiB/s: 8 s for 32 MiB
         proc.send_signal(signal.SIGINT)  # first: finish the running jobs
-        time.sleep(1.0)
-        assert proc.poll() is None
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the answer to the first Ctrl-C: still running
+        assert "finishing the running jobs" in first and proc.poll() is None, first
         proc.send_signal(signal.SIGINT)  # second: abort them
         stdout, stderr = proc.communicate(timeout=60)
+        stderr = first + stderr
     finally:
         proc.kill()
     assert proc.returncode == 130, stdout + stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from erase.errors import ProtocolError
@@ -94,9 +95,6 @@ def test_any_sparse_input_parses_or_is_a_sparse_error(tail: bytes) -> None:
 def test_sparse_chunks_past_the_image_are_refused() -> None:
     header = struct.pack("<IHHHHIIII", sparse.MAGIC, 1, 0, 28, 12, 4096, 1, 1, 0)
     chunk = struct.pack("<HHII", sparse.FILL, 0, 2, 16) + b"\xff" * 4
-    try:
+    with pytest.raises(sparse.SparseError) as caught:
         list(sparse.parse(header + chunk))
-    except sparse.SparseError as exc:
-        assert "past the image" in exc.message
-    else:
-        raise AssertionError("accepted")
+    assert "past the image" in caught.value.message
