@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean helpers
+.PHONY: demo test bench clean helpers wheel-check fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# every wire parser's property tests with 10,000 examples each; the statistics say how many ran
+FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastboot_parsers.py \
+	tests/test_adb_emulator.py::test_the_fast_lexer_reads_plain_lines_as_the_general_one_does
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:xdist -m "not interop" \
+		--hypothesis-show-statistics $(FUZZ_TESTS) | grep -E "passing examples|^tests/|passed|failed"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
@@ -33,3 +40,14 @@ helpers:
 	arm-linux-gnueabihf-gcc -Os -static -s -o $(HELPER)/bin/phonewipe-pwread-armeabi-v7a $(HELPER)/pwread.c
 	gcc -Os -static -s -o $(HELPER)/bin/phonewipe-pwread-x86_64 $(HELPER)/pwread.c
 	sha256sum $(HELPER)/pwread.c | cut -d' ' -f1 > $(HELPER)/bin/SOURCE.sha256
+
+# A wheel built from the repository, installed into a fresh virtualenv, runs the product
+# (the handset profiles ship as package data): `phonewipe emulate --list` and `phonewipe demo`.
+wheel-check: $(STAMP)
+	rm -rf build/wheel-check && mkdir -p build/wheel-check
+	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel-check .
+	$(PYTHON) -m venv build/wheel-check/venv
+	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/phonewipe-*.whl
+	cd build/wheel-check && venv/bin/phonewipe emulate --list >/dev/null
+	cd build/wheel-check && venv/bin/phonewipe demo --out demo >/dev/null
+	@echo "wheel-check: the installed wheel lists its handset profiles and runs the demo"

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from erase.demo import free_port
-from erase.model import Endpoint
-from erase.pattern import PatternStream, new_key
-from erase.plugin import PluginOptions, load_plugins
-from protocols.adb.client import STREAM_CHUNK, USERDATA
+from phonewipe.demo import free_port
+from phonewipe.erase.model import Endpoint
+from phonewipe.erase.pattern import PatternStream, new_key
+from phonewipe.erase.plugin import PluginOptions, load_plugins
+from phonewipe.protocols.adb.client import STREAM_CHUNK, USERDATA
 
 IMAGE_MIB = int(os.environ.get("BENCH_IMAGE_MIB", "512"))
 STREAM_MIB = IMAGE_MIB // 2
@@ -44,7 +44,7 @@ def main() -> int:
     plugin = load_plugins(PluginOptions({"adb_port": port, "adb_home": tmp / "home"}))["adb"]
     plugin.server.ensure_started()
     emu = subprocess.Popen(
-        [sys.executable, "-m", "erase.cli", "--adb-port", str(port), "emulate", "rooted",
+        [sys.executable, "-m", "phonewipe", "--adb-port", str(port), "emulate", "rooted",
          "--userdata-mib", str(IMAGE_MIB), "--json", "--workdir", str(tmp / "w")],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "HOME": str(tmp / "home")})
     try:

@@ -24,9 +24,9 @@ def serve(workdir: Path) -> None:
     """The emulated bootloader (child process): print its address, serve until stdin ends."""
     from dataclasses import replace
 
-    from erase.emulation.profiles import load_profile
-    from erase.emulation.storage import HandsetStorage
-    from protocols.fastboot.emulator import EmulatedBootloader
+    from phonewipe.erase.emulation.profiles import load_profile
+    from phonewipe.erase.emulation.storage import HandsetStorage
+    from phonewipe.protocols.fastboot.emulator import EmulatedBootloader
 
     profile = load_profile("bootloader-unlocked")
     profile = replace(profile, userdata_bytes=4 * 1024 * 1024)
@@ -42,8 +42,8 @@ def main() -> int:
     if not binary:
         print("fastboot is not installed (apt-get install fastboot): skipped")
         return 0
-    from protocols.fastboot.client import FastbootClient
-    from protocols.fastboot.transport_tcp import TcpTransport
+    from phonewipe.protocols.fastboot.client import FastbootClient
+    from phonewipe.protocols.fastboot.transport_tcp import TcpTransport
 
     tmp = Path(tempfile.mkdtemp(prefix="phonewipe-bench-fastboot-"))
     image = tmp / "image.bin"

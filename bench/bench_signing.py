@@ -13,10 +13,10 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from certificates.keys import init_keys
-from certificates.render import render_pdf
-from certificates.sign import CertificateSigner
-from erase.model import (Destination, Endpoint, Identity, Operator, Outcome, Record, Sanitization,
+from phonewipe.certificates.keys import init_keys
+from phonewipe.certificates.render import render_pdf
+from phonewipe.certificates.sign import CertificateSigner
+from phonewipe.erase.model import (Destination, Endpoint, Identity, Operator, Outcome, Record, Sanitization,
                          VerificationResult)
 
 COUNT = 100

@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from certificates.keys import init_keys  # noqa: E402
-from certificates.sign import CertificateSigner  # noqa: E402
-from erase.audit import AuditLog  # noqa: E402
-from erase.demo import free_port  # noqa: E402
-from erase.job import JobSettings  # noqa: E402
-from erase.model import Operator  # noqa: E402
-from erase.plugin import PluginOptions, load_plugins  # noqa: E402
-from erase.station.station import Station, StationOptions  # noqa: E402
+from phonewipe.certificates.keys import init_keys  # noqa: E402
+from phonewipe.certificates.sign import CertificateSigner  # noqa: E402
+from phonewipe.erase.audit import AuditLog  # noqa: E402
+from phonewipe.demo import free_port  # noqa: E402
+from phonewipe.erase.job import JobSettings  # noqa: E402
+from phonewipe.erase.model import Operator  # noqa: E402
+from phonewipe.erase.plugin import PluginOptions, load_plugins  # noqa: E402
+from phonewipe.erase.station.station import Station, StationOptions  # noqa: E402
 
 MIB = int(os.environ.get("BENCH_STATION_MIB", "32"))
 RATE = float(os.environ.get("BENCH_STATION_RATE", "2"))
@@ -60,7 +60,7 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
     # phones bring their own CPUs: one emulator process per PER_PROCESS handsets, so one
     # Python interpreter's lock does not serialize 32 phones' protocol work
     groups = [min(PER_PROCESS, n - i) for i in range(0, n, PER_PROCESS)]
-    emulators = [subprocess.Popen([sys.executable, "-m", "erase.cli", "--adb-port", str(port), "emulate",
+    emulators = [subprocess.Popen([sys.executable, "-m", "phonewipe", "--adb-port", str(port), "emulate",
                                    *[str(profile(g))] * k, "--json", "--userdata-mib", str(MIB),
                                    "--workdir", str(tmp / f"handsets{g}")], cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=(tmp / f"emulate{g}.err").open("w"),

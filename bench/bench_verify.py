@@ -23,11 +23,11 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from erase.demo import free_port
-from erase.model import Endpoint
-from erase.pattern import new_key
-from erase.plugin import EraseContext, PluginOptions, load_plugins
-from erase.verify import make_plan, sample_and_check
+from phonewipe.demo import free_port
+from phonewipe.erase.model import Endpoint
+from phonewipe.erase.pattern import new_key
+from phonewipe.erase.plugin import EraseContext, PluginOptions, load_plugins
+from phonewipe.erase.verify import make_plan, sample_and_check
 
 IMAGE_MIB = int(os.environ.get("BENCH_VERIFY_MIB", "4096"))
 GOAL_QUICK_SHARE = 0.05
@@ -36,10 +36,10 @@ ROUNDS = 3
 
 def _serve(workdir: Path) -> None:
     """Subprocess: a rooted handset on a sparse image, served by the emulated adbd."""
-    from erase.emulation.profiles import load_profile
-    from erase.emulation.storage import (BLOCK, SMALL_PARTITIONS, FileTable, HandsetState,
+    from phonewipe.erase.emulation.profiles import load_profile
+    from phonewipe.erase.emulation.storage import (BLOCK, SMALL_PARTITIONS, FileTable, HandsetState,
                                          HandsetStorage)
-    from protocols.adb.emulator import EmulatedAdbd
+    from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
     profile = replace(load_profile("rooted"), userdata_bytes=IMAGE_MIB << 20)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from erase.model import canonical_json
+from phonewipe.erase.model import canonical_json
 
 from .fields import STANDARD_LINE
 from .render import printable

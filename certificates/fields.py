@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from erase.model import Record, VerificationResult
+from phonewipe.erase.model import Record, VerificationResult
 
 STANDARD_LINE = "NIST SP 800-88 Rev. 2 (2025) / IEEE 2883-2022"
 TITLE = "Certificate of Sanitization"

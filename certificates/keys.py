@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from erase.errors import KeyMissing, PhonewipeError
+from phonewipe.erase.errors import KeyMissing, PhonewipeError
 
 KEY_FILE = "signing-key.pem"
 CERT_FILE = "signing-cert.pem"

@@ -21,7 +21,7 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase.pdfmetrics import getFont, stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from erase.model import Outcome, Record
+from phonewipe.erase.model import Outcome, Record
 
 from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, TITLE, UNKNOWN, Section,
                      qr_payload,

@@ -22,8 +22,8 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from erase.errors import OutputError
-from erase.model import Record
+from phonewipe.erase.errors import OutputError
+from phonewipe.erase.model import Record
 
 from .fields import STANDARD_LINE
 from .keys import SigningMaterial, load_signing_material

@@ -6,7 +6,7 @@ sentence in `VerifyReport.problems`. Checks:
      intact and covering the whole file (no later incremental updates);
      with `trust`, the signer certificate must be the pinned one;
   2. the embedded `phonewipe-record.json` exists, is canonical JSON and a valid Record;
-  3. the evidence bundle inside the record (erase.evidence) fits the record: schema, plan,
+  3. the evidence bundle inside the record (phonewipe.erase.evidence) fits the record: schema, plan,
      number of sample digests;
   4. what the pages show is what the record says: the pages are re-rendered from the
      embedded record and compared with the signed pages (content streams, decoded, plus
@@ -33,9 +33,9 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
-from erase.errors import CertificateInvalid
-from erase.evidence import evidence_problems
-from erase.model import Record
+from phonewipe.erase.errors import CertificateInvalid
+from phonewipe.erase.evidence import evidence_problems
+from phonewipe.erase.model import Record
 
 from .keys import load_certificate_file
 from .render import LAYOUT_VERSION, render_pdf

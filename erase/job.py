@@ -279,7 +279,7 @@ class _Job:
         return {"name": "phonewipe", "version": __version__, "plugin": plugin.name}
 
     def _evidence(self, session: Session) -> dict[str, Any]:
-        """The evidence bundle (erase.evidence) for whatever part of the flow ran."""
+        """The evidence bundle (phonewipe.erase.evidence) for whatever part of the flow ran."""
         v = self.verification
         return build_evidence(
             tool=self._tool(),

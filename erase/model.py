@@ -144,7 +144,7 @@ class VerificationResult:
     digest: str | None = None  # sha256 of all sampled bytes in plan order
     reason: str = ""
     coverage: str = ""  # what the plan covered, in words (e.g. the NIST Rev. 1 rule)
-    capacity: dict[str, Any] = field(default_factory=dict)  # erase.capacity.CapacityCheck
+    capacity: dict[str, Any] = field(default_factory=dict)  # phonewipe.erase.capacity.CapacityCheck
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Record:
     post_state: dict[str, Any] = field(default_factory=dict)
     asset_tag: str = ""
     batch_id: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)  # erase.evidence, phonewipe.evidence/1
+    evidence: dict[str, Any] = field(default_factory=dict)  # phonewipe.erase.evidence, phonewipe.evidence/1
     schema: str = RECORD_SCHEMA
 
     @property

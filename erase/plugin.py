@@ -125,7 +125,7 @@ class Session(abc.ABC):
 
     def reboot_to(self, mode: str) -> bool:
         """Reboot the device into ``mode`` (e.g. "adb": boot Android) so that another
-        plugin can reach it (erase.follow); False when this session cannot. The session
+        plugin can reach it (phonewipe.erase.follow); False when this session cannot. The session
         is not usable for device commands afterwards."""
         return False
 
@@ -226,7 +226,7 @@ class Plugin(abc.ABC):
     def open(self, endpoint: Endpoint) -> Session: ...
 
     def start_emulator(self, storage: Any, profile: Any) -> RunningEmulator | None:
-        """Serve an emulated handset (`erase.emulation.storage.HandsetStorage`) in this
+        """Serve an emulated handset (`phonewipe.erase.emulation.storage.HandsetStorage`) in this
         plugin's mode; None when the plugin has no emulator."""
         return None
 

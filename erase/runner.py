@@ -46,6 +46,23 @@ INTERRUPTED = ("interrupted by the operator (Ctrl-C) before the job finished",
                "erase the phone again: it may be partly erased")
 
 
+def _count_interrupt(interrupts: int, abort: threading.Event,
+                     on_interrupt: Callable[[int], None] | None) -> int:
+    """The n-th Ctrl-C: the second sets ``abort``, the third gives up. A Ctrl-C that lands
+    while the operator is being told about the last one counts too (a quick double press)."""
+    while True:
+        if interrupts >= 3:
+            raise KeyboardInterrupt
+        if interrupts == 2:
+            abort.set()
+        try:
+            if on_interrupt:
+                on_interrupt(interrupts)
+            return interrupts
+        except KeyboardInterrupt:
+            interrupts += 1
+
+
 def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, audit: AuditLog,
                   signer, cert_dir: Path, progress: StageFn | None = None,
                   workers: int = 8, abort: threading.Event | None = None,
@@ -81,13 +98,7 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
                 wait(futures)
                 break
             except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts >= 3:
-                    raise
-                if interrupts == 2:
-                    abort.set()
-                if on_interrupt:
-                    on_interrupt(interrupts)
+                interrupts = _count_interrupt(interrupts + 1, abort, on_interrupt)
         return [f.result() for f in futures]
 
 

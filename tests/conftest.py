@@ -5,6 +5,14 @@ import os
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# `make test` runs each parser's property tests with a few examples; `make fuzz`
+# (HYPOTHESIS_PROFILE=fuzz) with 10,000 each.
+settings.register_profile("default", max_examples=50)
+settings.register_profile("fuzz", max_examples=10_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def require_binary(name: str) -> str:

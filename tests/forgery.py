@@ -6,7 +6,7 @@ import io
 from pyhanko.pdf_utils import embed
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
-from certificates import sign as sign_mod
+from phonewipe.certificates import sign as sign_mod
 
 
 def swap_embedded_record(data: bytes, new_json: bytes) -> bytes:

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
-from erase.emulation.storage import HandsetStorage
-from protocols.adb import shell, wire
-from protocols.adb.emulator import EmulatedAdbd
+from phonewipe.erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.protocols.adb import shell, wire
+from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
 MIB = 1024 * 1024
 REBOOT_DELAY = 0.3

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.adb.client import parse_df_kib, parse_getprop, parse_imei_parcel
+from phonewipe.protocols.adb.client import parse_df_kib, parse_getprop, parse_imei_parcel
 
 prop_names = st.from_regex(r"[a-z][a-z0-9_.]{0,30}", fullmatch=True)
 prop_values = st.text(st.characters(blacklist_characters="\n\r]", codec="utf-8"), max_size=40)
@@ -50,10 +50,10 @@ def _session_reading(answer: bytes, piece: int):
     import threading
     from types import SimpleNamespace
 
-    from erase.demo import free_port
-    from erase.model import Endpoint
-    from erase.plugin import PluginOptions, load_plugins
-    from protocols.adb.client import AdbSession
+    from phonewipe.demo import free_port
+    from phonewipe.erase.model import Endpoint
+    from phonewipe.erase.plugin import PluginOptions, load_plugins
+    from phonewipe.protocols.adb.client import AdbSession
 
     plugin = load_plugins(PluginOptions({"adb_port": free_port()}), only=["adb"])["adb"]
     session = AdbSession(plugin, Endpoint("adb", "adb", "127.0.0.1:9"), "device")
@@ -69,7 +69,7 @@ def _session_reading(answer: bytes, piece: int):
 
 
 def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
-    from protocols.adb import wire
+    from phonewipe.protocols.adb import wire
     blocks = [bytes([i % 256]) * 4096 for i in range(300)]
     answer = b"".join(wire.shell_header(wire.SHELL_STDOUT, len(b)) + b for b in blocks)
     answer += wire.shell_header(wire.SHELL_STDERR, 3) + b"err" + wire.shell_exit_packet(7)
@@ -83,7 +83,7 @@ def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
     (b"\x09\x00\x00\x00\x00", "unknown packet id 9"),
 ])
 def test_a_malformed_shell_frame_is_one_clear_line(answer: bytes, words: str) -> None:
-    from erase.errors import ProtocolError
+    from phonewipe.erase.errors import ProtocolError
     session, conn = _session_reading(answer, piece=len(answer))
     with pytest.raises(ProtocolError) as caught:
         session._collect(conn, 0, 0)
@@ -96,10 +96,10 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
     from a pulled cable: the advice differs."""
 
     from conftest import require_binary
-    from erase.demo import free_port
-    from erase.emulation.fleet import start_handsets, stop_handsets
-    from erase.errors import DeviceGone
-    from erase.plugin import PluginOptions, load_plugins
+    from phonewipe.demo import free_port
+    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    from phonewipe.erase.errors import DeviceGone
+    from phonewipe.erase.plugin import PluginOptions, load_plugins
     require_binary("adb")
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
                            only=["adb"])

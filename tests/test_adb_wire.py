@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from erase.errors import ProtocolError
-from protocols.adb import wire
+from phonewipe.erase.errors import ProtocolError
+from phonewipe.protocols.adb import wire
 
 COMMANDS = [wire.CNXN, wire.AUTH, wire.OPEN, wire.OKAY, wire.WRTE, wire.CLSE, wire.STLS]
 u32 = st.integers(min_value=0, max_value=0xFFFFFFFF)
@@ -246,7 +246,7 @@ def test_malformed_android_pubkeys(host_key: rsa.RSAPrivateKey) -> None:
             wire.parse_android_pubkey(raw)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blob=st.binary(max_size=600))
 def test_random_pubkey_blobs_never_crash(blob: bytes) -> None:
     try:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from erase.capacity import check_capacity
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.model import Expectation
-from erase.pattern import new_key
-from erase.verify import make_plan, run_verification, sample_and_check
+from phonewipe.erase.capacity import check_capacity
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.model import Expectation
+from phonewipe.erase.pattern import new_key
+from phonewipe.erase.verify import make_plan, run_verification, sample_and_check
 from test_verify import StorageReader, overwrite
 
 # profile -> share of userdata the device leaves holding old data
@@ -130,7 +130,7 @@ def test_random_read_backs_are_not_mistaken_for_plaintext() -> None:
     headers must still be found."""
     import os
     import struct
-    from erase.verify import check_sample
+    from phonewipe.erase.verify import check_sample
     noise = os.urandom(4096 * 5000)
     assert not [i for i in range(0, len(noise), 4096)
                 if check_sample(noise[i:i + 4096], 4096 + i, Expectation.NO_PLAINTEXT, None)]

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from erase.audit import AuditLog, verify_log
-from erase.errors import AuditBroken
+from phonewipe.erase.audit import AuditLog, verify_log
+from phonewipe.erase.errors import AuditBroken
 
 
 def test_chain_verifies_and_names_the_edited_row(tmp_path):

@@ -14,16 +14,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from pyhanko.pdf_utils import generic
 
-from certificates import sign as sign_mod
-from certificates.fields import visible_fields
-from certificates.keys import (describe, import_pkcs12, init_keys, load_signing_material,
+from phonewipe.certificates import sign as sign_mod
+from phonewipe.certificates.fields import visible_fields
+from phonewipe.certificates.keys import (describe, import_pkcs12, init_keys, load_signing_material,
                                make_self_signed)
-from certificates.render import STANDARD_LINE, printable, render_pdf, wrap
-from certificates.sign import CertificateSigner, certificate_filename
-from certificates.verify import show_certificate, verify_bytes, verify_certificate
+from phonewipe.certificates.render import STANDARD_LINE, printable, render_pdf, wrap
+from phonewipe.certificates.sign import CertificateSigner, certificate_filename
+from phonewipe.certificates.verify import show_certificate, verify_bytes, verify_certificate
 from forgery import swap_embedded_record
-from erase.errors import CertificateInvalid, KeyMissing, OutputError, PhonewipeError
-from erase.model import (Category, Destination, Endpoint, Finding, Identity, Operator, Outcome,
+from phonewipe.erase.errors import CertificateInvalid, KeyMissing, OutputError, PhonewipeError
+from phonewipe.erase.model import (Category, Destination, Endpoint, Finding, Identity, Operator, Outcome,
                          Record, SampleFailure, Sanitization, Severity, VerificationResult)
 
 ORG = "Example Refurb GmbH"
@@ -290,7 +290,7 @@ def test_reembedded_record_signed_by_other_key_fails(other_keydir: Path, keydir:
 def test_same_hash_but_different_visible_page_fails(signer: CertificateSigner, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The QR code and printed hash match the record, but a printed field was changed."""
-    import certificates.render as render_mod
+    import phonewipe.certificates.render as render_mod
     genuine = erased_record()
     real = render_mod.visible_sections
 

@@ -15,10 +15,10 @@ from typing import Iterator
 import pytest
 
 from conftest import require_binary
-from erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.personal import planted_markers
 from forgery import swap_embedded_record
 
-PHONEWIPE = [sys.executable, "-m", "erase.cli"]
+PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 MARKERS = planted_markers()
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from certificates.fields import visible_fields
-from certificates.keys import init_keys
-from certificates.sign import CertificateSigner
-from certificates.verify import verify_certificate
-from erase.audit import AuditLog
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.evidence import EVIDENCE_SCHEMA, decode_digests, evidence_problems
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
+from phonewipe.certificates.fields import visible_fields
+from phonewipe.certificates.keys import init_keys
+from phonewipe.certificates.sign import CertificateSigner
+from phonewipe.certificates.verify import verify_certificate
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.evidence import EVIDENCE_SCHEMA, decode_digests, evidence_problems
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
 from test_job import StoragePlugin
 
 

@@ -10,18 +10,18 @@ from typing import Callable
 import pytest
 
 from conftest import require_binary
-from erase.emulation.personal import planted_markers
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.emulation.usbbus import EmulatedUsbBus
-from erase.pattern import pattern_bytes
-from erase.errors import DeviceGone, DeviceNotFound, PhonewipeError, ProtocolError
-from protocols.fastboot import sparse
-from protocols.fastboot.client import FastbootClient, FastbootFailed
-from protocols.fastboot.emulator import EmulatedBootloader
-from protocols.fastboot.transport_tcp import TcpTransport
-from protocols.fastboot.transport_usb import UsbTransport, find_devices
-from protocols.fastboot.wire import FastbootTimeout
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
+from phonewipe.erase.pattern import pattern_bytes
+from phonewipe.erase.errors import DeviceGone, DeviceNotFound, PhonewipeError, ProtocolError
+from phonewipe.protocols.fastboot import sparse
+from phonewipe.protocols.fastboot.client import FastbootClient, FastbootFailed
+from phonewipe.protocols.fastboot.emulator import EmulatedBootloader
+from phonewipe.protocols.fastboot.transport_tcp import TcpTransport
+from phonewipe.protocols.fastboot.transport_usb import UsbTransport, find_devices
+from phonewipe.protocols.fastboot.wire import FastbootTimeout
 
 MIB = 1024 * 1024
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.demo import free_port
-from erase.emulation.personal import planted_markers
-from erase.emulation.fleet import start_handsets, stop_handsets
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
-from erase.plugin import PluginOptions, load_plugins
+from phonewipe.erase.audit import AuditLog
+from phonewipe.demo import free_port
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.plugin import PluginOptions, load_plugins
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from erase.errors import ProtocolError
-from protocols.fastboot import sparse
-from protocols.fastboot.client import parse_getvar_all
-from protocols.fastboot.wire import MAX_REPLY, TAGS, parse_reply
+from phonewipe.erase.errors import ProtocolError
+from phonewipe.protocols.fastboot import sparse
+from phonewipe.protocols.fastboot.client import parse_getvar_all
+from phonewipe.protocols.fastboot.wire import MAX_REPLY, TAGS, parse_reply
 
 
 @given(st.binary(max_size=400))
@@ -64,7 +64,7 @@ def _apply(image: bytes, size: int) -> bytearray:
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(st.integers(1, 40), st.integers(3, 20), st.binary(min_size=1, max_size=64))
 def test_planned_pieces_rebuild_the_image(blocks: int, limit_blocks: int, seed: bytes) -> None:
     block = 512

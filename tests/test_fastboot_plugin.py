@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from erase.audit import AuditLog
-from erase.emulation.personal import planted_markers
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.emulation.usbbus import EmulatedUsbBus
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
-from erase.plugin import PluginOptions, load_plugins
-from protocols.fastboot.emulator import EmulatedBootloader
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.plugin import PluginOptions, load_plugins
+from phonewipe.protocols.fastboot.emulator import EmulatedBootloader
 from test_end_to_end import Bench, one_error_line
 
 MIB = 1024 * 1024

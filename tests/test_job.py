@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from erase.audit import AuditLog, verify_log
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.job import JobSettings, run_job
-from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity, Outcome,
+from phonewipe.erase.audit import AuditLog, verify_log
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity, Outcome,
                          Technique)
-from erase.pattern import PatternStream
-from erase.plugin import EraseContext, EraseReport, Plugin, Session
+from phonewipe.erase.pattern import PatternStream
+from phonewipe.erase.plugin import EraseContext, EraseReport, Plugin, Session
 
 OVERWRITE = EraseMethod("test-overwrite", "Overwrite with the keyed pattern", Category.CLEAR,
                         Technique.OVERWRITE, verifiable=True, expectation=Expectation.PATTERN)

@@ -1,6 +1,6 @@
 """Issue #12: read-back must come from the flash, not the phone's page cache.
 
-The emulated kernel keeps what was written in RAM (erase.emulation.pagecache); a flash that
+The emulated kernel keeps what was written in RAM (phonewipe.erase.emulation.pagecache); a flash that
 drops writes below it looks perfect to a buffered `dd` right after the overwrite. These tests
 drive the real adb server against such handsets and show that no adb or fastboot method
 passes them, that the honest ones still do, and that the cache model is real: with the
@@ -15,15 +15,15 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.demo import free_port
-from erase.emulation.fleet import start_handsets, stop_handsets
-from erase.emulation.pagecache import PageCache
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
-from erase.plugin import PluginOptions, load_plugins
+from phonewipe.erase.audit import AuditLog
+from phonewipe.demo import free_port
+from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.emulation.pagecache import PageCache
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.plugin import PluginOptions, load_plugins
 
 LIARS = ["lying-storage-1pct", "lying-storage-scattered"]
 
@@ -106,7 +106,7 @@ def test_storage_that_drops_writes_below_the_cache_never_passes(fleet, tmp_path:
 @pytest.mark.interop
 def test_without_the_bypass_the_liar_would_pass(fleet, tmp_path: Path, monkeypatch) -> None:
     """The emulated cache is what a buffered read-back sees: proof the tests above can fail."""
-    from protocols.adb import client
+    from phonewipe.protocols.adb import client
     monkeypatch.setattr(client._DdReader, "bypass_cache", lambda self: "nothing (test)")
     plugins, start = fleet
     record = erase(plugins, start("lying-storage-1pct"), tmp_path, method="adb-raw-pattern",

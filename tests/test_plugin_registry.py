@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from erase.config import load_config
-from erase.errors import ConfigError
-from erase.plugin import Registry
+from phonewipe.erase.config import load_config
+from phonewipe.erase.errors import ConfigError
+from phonewipe.erase.plugin import Registry
 
-PHONEWIPE = [sys.executable, "-m", "erase.cli"]
+PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 def broken_plugin_dist(root: Path) -> Path:

@@ -16,13 +16,13 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.demo import free_port
-from erase.emulation.fleet import start_handsets, stop_handsets
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
-from erase.plugin import PluginOptions, load_plugins
-from protocols.adb import client
+from phonewipe.erase.audit import AuditLog
+from phonewipe.demo import free_port
+from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.plugin import PluginOptions, load_plugins
+from phonewipe.protocols.adb import client
 
 HELPER = Path(client.__file__).parent / "helper"
 

@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import pytest
 
 from conftest import require_binary
-from erase.emulation.personal import planted_markers
-from protocols.adb.server import AdbServer
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.protocols.adb.server import AdbServer
 from realphone.phone import (BLOCK, USERDATA_BYTES, RealPhone, cache_self_test,
                              contiguous_drop, real_phone)
 from realphone.phoneroot import find_binaries
@@ -80,7 +80,7 @@ def adb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from certificates.keys import init_keys
+    from phonewipe.certificates.keys import init_keys
     directory = tmp_path_factory.mktemp("keys")
     init_keys(directory, "Test Org", "real-kernel tier")
     return directory
@@ -124,7 +124,7 @@ def erase(adb: AdbServer, keys: Path, phone: RealPhone, out: Path, method: str,
     home = out.parent / "home"
     home.mkdir(exist_ok=True)
     result = subprocess.run(
-        [sys.executable, "-m", "erase.cli", "--adb-port", str(adb.port), "erase", phone.address,
+        [sys.executable, "-m", "phonewipe", "--adb-port", str(adb.port), "erase", phone.address,
          "--out", str(out), "--keys", str(keys), "--operator", "Test Operator",
          "--method", method, "--verify", verify, "--json"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(home)})

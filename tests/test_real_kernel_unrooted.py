@@ -27,7 +27,7 @@ from realphone.phone import BLOCK
 from realphone.phoneroot import AIDS, find_binaries
 from realphone.unrooted import ABI, ABIS, UnrootedPhone, markers, unrooted_phone
 
-from protocols.adb.server import AdbServer
+from phonewipe.protocols.adb.server import AdbServer
 
 pytestmark = pytest.mark.interop
 
@@ -87,7 +87,7 @@ def adb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from certificates.keys import init_keys
+    from phonewipe.certificates.keys import init_keys
     directory = tmp_path_factory.mktemp("keys")
     init_keys(directory, "Test Org", "real-kernel tier")
     return directory
@@ -139,7 +139,7 @@ def erase(adb: AdbServer, keys: Path, phone: UnrootedPhone, out: Path,
     home = out.parent / "home"
     home.mkdir(exist_ok=True)
     result = subprocess.run(
-        [sys.executable, "-m", "erase.cli", "--adb-port", str(adb.port), "--config",
+        [sys.executable, "-m", "phonewipe", "--adb-port", str(adb.port), "--config",
          str(_config(out)), "erase", phone.address, "--out", str(out), "--keys", str(keys),
          "--operator", "Test Operator", "--method", "adb-fill-reset", "--verify", verify,
          "--json"],
@@ -158,7 +158,7 @@ def dropped_range_holds_markers(phone: UnrootedPhone) -> bool:
 
 
 def record_of(entry: dict):
-    from certificates.verify import show_certificate
+    from phonewipe.certificates.verify import show_certificate
     assert entry["certificate"], entry
     return show_certificate(Path(entry["certificate"]))
 
@@ -306,11 +306,11 @@ def _mapped_offset(host_file: Path, device_offset: int) -> int | None:
 
 def test_without_the_helper_the_fill_is_unverified_and_a_buffered_read_would_pass(
         adb: AdbServer, phone, tmp_path: Path, monkeypatch) -> None:
-    from erase.audit import AuditLog
-    from erase.job import JobSettings, run_job
-    from erase.model import Outcome
-    from erase.plugin import PluginOptions, load_plugins
-    from protocols.adb import client
+    from phonewipe.erase.audit import AuditLog
+    from phonewipe.erase.job import JobSettings, run_job
+    from phonewipe.erase.model import Outcome
+    from phonewipe.erase.plugin import PluginOptions, load_plugins
+    from phonewipe.protocols.adb import client
 
     lying = phone(LYING_SHARE)
     device = adb.client().device(serial=lying.address)

@@ -14,18 +14,18 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.emulation.fleet import start_handsets, stop_handsets
-from erase.emulation.personal import load_personal_data
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.errors import MediumUnreachable
-from erase.job import JobSettings, run_job
-from erase.model import Category, EraseMethod, Expectation, Outcome, Technique
-from erase.pattern import new_key
-from erase.plugin import EraseContext, EraseReport, PluginOptions, load_plugins
-from erase.reverify import certified_plan, reverify
-from erase.verify import make_plan
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.emulation.personal import load_personal_data
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.errors import MediumUnreachable
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Category, EraseMethod, Expectation, Outcome, Technique
+from phonewipe.erase.pattern import new_key
+from phonewipe.erase.plugin import EraseContext, EraseReport, PluginOptions, load_plugins
+from phonewipe.erase.reverify import certified_plan, reverify
+from phonewipe.erase.verify import make_plan
 from test_job import StoragePlugin, StorageSession
 from test_verify import StorageReader
 
@@ -112,8 +112,8 @@ def test_one_changed_sample_is_caught_by_its_digest(certified) -> None:
 
 
 def test_grouped_digests_of_huge_plans_still_pin_each_change(tmp_path: Path, monkeypatch) -> None:
-    import erase.evidence
-    monkeypatch.setattr(erase.evidence, "MAX_DIGESTS", 1000)  # 4,6xx samples: groups of 5
+    import phonewipe.erase.evidence
+    monkeypatch.setattr(phonewipe.erase.evidence, "MAX_DIGESTS", 1000)  # 4,6xx samples: groups of 5
     storage = HandsetStorage.create(tmp_path / "h", load_profile("rooted"), "TEST0001")
     record = job(StoragePlugin(storage, "honest"), tmp_path, seed=11)
     assert record.evidence["samples"]["group"] == 5
@@ -176,13 +176,13 @@ def test_crypto_erase_compares_the_same_offsets_before_and_after(tmp_path: Path)
 
 
 # -- through the real adb server and the emulated adbd ----------------------------------------
-PHONEWIPE = [sys.executable, "-m", "erase.cli"]
+PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     require_binary("adb")
-    from erase.demo import free_port
+    from phonewipe.demo import free_port
     tmp = tmp_path_factory.mktemp("reverify")
     port = free_port()
     plugins = load_plugins(PluginOptions({"adb_port": port, "adb_home": tmp / "home"}),
@@ -190,7 +190,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     handsets = start_handsets(["rooted", "unrooted", "hidden-area", "lying-zeros", "unreadable"],
                               tmp / "handsets", plugins,
                               userdata_bytes=8 << 20)
-    from certificates.keys import init_keys
+    from phonewipe.certificates.keys import init_keys
     init_keys(tmp / "keys", "Test Org", "test signing")
     try:
         yield {"tmp": tmp, "port": port, "plugin": plugins["adb"],
@@ -226,8 +226,8 @@ def test_zeros_for_untouched_blocks_are_caught_over_the_wire(bench: dict[str, An
 def test_read_back_batches_cross_unreadable_sectors_sample_by_sample(bench: dict[str, Any]) -> None:
     """Batches run one ahead on a second shell; an I/O error ends a batch's `&&` chain, and
     the reader must still give each planned extent its own answer, in order."""
-    from erase.pattern import pattern_bytes
-    from protocols.adb.client import READ_BATCH  # plugin internals: the batch size only
+    from phonewipe.erase.pattern import pattern_bytes
+    from phonewipe.protocols.adb.client import READ_BATCH  # plugin internals: the batch size only
     handset = bench["handsets"]["unreadable"]
     plugin = bench["plugin"]
     session = plugin.open([e for e in plugin.discover() if e.address == handset.endpoints["adb"]][0])
@@ -259,7 +259,7 @@ def _cli(bench: dict[str, Any], *args: str) -> subprocess.CompletedProcess:
 
 
 def test_plan_from_certificate_over_adb_then_a_refill_is_caught(bench: dict[str, Any]) -> None:
-    from certificates.sign import CertificateSigner
+    from phonewipe.certificates.sign import CertificateSigner
     handset = bench["handsets"]["rooted"]
     record = adb_job(bench, "rooted", method="adb-raw-pattern", verify_mode="nist")
     assert record.outcome is Outcome.ERASED_VERIFIED, record.reason
@@ -296,7 +296,7 @@ def _back_on_adb(bench: dict[str, Any], handset: Any) -> None:
 
 
 def test_fill_and_reset_certificates_say_they_cannot_be_rechecked(bench: dict[str, Any]) -> None:
-    from certificates.sign import CertificateSigner
+    from phonewipe.certificates.sign import CertificateSigner
     handset = bench["handsets"]["unrooted"]
     record = adb_job(bench, "unrooted", method="adb-fill-reset")
     assert record.outcome is Outcome.ERASED_VERIFIED, record.reason

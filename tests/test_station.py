@@ -18,11 +18,11 @@ from typing import IO, Iterator
 import pytest
 
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.emulation.profiles import load_profile
-from erase.station.ledger import read_ledger
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.station.ledger import read_ledger
 
-PHONEWIPE = [sys.executable, "-m", "erase.cli"]
+PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ASSETS = ROOT / "fixtures" / "manifests" / "sample-batch.csv"
 MIX = {"rooted": 7, "unrooted": 6, "frp-locked": 3, "lying-1pct": 3, "unplug-40": 3, "slow": 3,
@@ -190,7 +190,7 @@ def test_report_of_an_unknown_batch_is_one_line(batch32: tuple[Path, list[str]])
 # -- kill -9 in the middle of a batch, then restart ---------------------------------------------
 def test_kill_9_mid_batch_then_restart_redoes_the_interrupted_erase(tmp_path: Path) -> None:
     adb = require_binary("adb")
-    from erase.demo import free_port
+    from phonewipe.demo import free_port
     port = str(free_port())
     env = {"HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()

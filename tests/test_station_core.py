@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from certificates.keys import init_keys
-from certificates.sign import CertificateSigner
-from erase.audit import AuditLog, verify_log
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.job import JobSettings
-from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity, Operator,
+from phonewipe.certificates.keys import init_keys
+from phonewipe.certificates.sign import CertificateSigner
+from phonewipe.erase.audit import AuditLog, verify_log
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.job import JobSettings
+from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity, Operator,
                          Technique)
-from erase.pattern import PatternStream
-from erase.plugin import EraseContext, EraseReport, Plugin, Session
-from erase.station.station import Station, StationOptions
+from phonewipe.erase.pattern import PatternStream
+from phonewipe.erase.plugin import EraseContext, EraseReport, Plugin, Session
+from phonewipe.erase.station.station import Station, StationOptions
 
 OVERWRITE = EraseMethod("test-overwrite", "Overwrite with the keyed pattern", Category.CLEAR,
                         Technique.OVERWRITE, verifiable=True, expectation=Expectation.PATTERN)
@@ -193,7 +193,7 @@ def test_one_ctrl_c_lets_running_jobs_finish_and_starts_nothing_new(
 
 def test_a_record_left_unsigned_is_certified_once_when_the_station_comes_back(
         tmp_path: Path, signer: CertificateSigner) -> None:
-    from erase.errors import OutputError
+    from phonewipe.erase.errors import OutputError
 
     class FullDisk:
         def write_certificate(self, record: Any, out_dir: Path) -> Path:

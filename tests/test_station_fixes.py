@@ -16,12 +16,12 @@ from click.testing import CliRunner
 
 import test_station_core as core
 from test_station_core import BenchPlugin, job_events, phone, run_station, signer  # noqa: F401
-from certificates.sign import CertificateSigner
-from erase.config import load_config
-from erase.errors import ConfigError, UsageError
-from erase.station.commands import check_batch_id
-from erase.station.ledger import read_ledger
-from erase.station.manifest import load_manifest
+from phonewipe.certificates.sign import CertificateSigner
+from phonewipe.erase.config import load_config
+from phonewipe.erase.errors import ConfigError, UsageError
+from phonewipe.station_commands import check_batch_id
+from phonewipe.erase.station.ledger import read_ledger
+from phonewipe.erase.station.manifest import load_manifest
 
 
 def wait_for(pred: Callable[[], bool], seconds: float = 30) -> bool:
@@ -271,7 +271,7 @@ def test_station_timeout_below_one_second_is_refused(tmp_path: Path, value: str)
 
 
 def test_config_error_brackets_survive_the_cli_one_line(tmp_path: Path) -> None:
-    from erase.cli import cli
+    from phonewipe.cli import cli
     path = tmp_path / "c.toml"
     path.write_text("[station]\ntimeout = -1\n")
     result = CliRunner().invoke(cli, ["--config", str(path), "station", "--out", str(tmp_path / "o")])

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from erase.errors import ConfigError
-from erase.model import Destination, Endpoint, Identity, Operator, Outcome, Record
-from erase.station.manifest import load_manifest
-from erase.station.reconcile import reconcile
-from erase.station.reports import records_csv
+from phonewipe.erase.errors import ConfigError
+from phonewipe.erase.model import Destination, Endpoint, Identity, Operator, Outcome, Record
+from phonewipe.erase.station.manifest import load_manifest
+from phonewipe.erase.station.reconcile import reconcile
+from phonewipe.reports import records_csv
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "sample-batch.csv"
 

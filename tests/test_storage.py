@@ -1,10 +1,10 @@
 """Emulated storage: planted data is really there, and resets/overwrites remove it."""
 from __future__ import annotations
 
-from erase.emulation.faults import lying_regions
-from erase.emulation.personal import planted_markers
-from erase.emulation.profiles import available_profiles, load_profile
-from erase.emulation.storage import HandsetStorage
+from phonewipe.erase.emulation.faults import lying_regions
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.profiles import available_profiles, load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
 
 
 def test_every_profile_loads():

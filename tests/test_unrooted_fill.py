@@ -17,21 +17,21 @@ from typing import Any
 
 import pytest
 
-from certificates.fields import visible_sections
+from phonewipe.certificates.fields import visible_sections
 from conftest import require_binary
-from erase.audit import AuditLog
-from erase.demo import free_port
-from erase.emulation.fleet import start_handsets
-from erase.emulation.profiles import Faults, load_profile
-from erase.emulation.storage import (BLOCK, COMMIT_INTERVAL, FileTable, HandsetStorage,
+from phonewipe.erase.audit import AuditLog
+from phonewipe.demo import free_port
+from phonewipe.erase.emulation.fleet import start_handsets
+from phonewipe.erase.emulation.profiles import Faults, load_profile
+from phonewipe.erase.emulation.storage import (BLOCK, COMMIT_INTERVAL, FileTable, HandsetStorage,
                                      StorageFull)
-from erase.guard import GuardedPlugin, JobGuard
-from erase.job import JobSettings, run_job
-from erase.model import Outcome
-from erase.pattern import new_key
-from erase.plugin import EraseContext, PluginOptions, load_plugins
-from protocols.adb import shell
-from protocols.adb.client import FILL_DIR, FILL_RESET
+from phonewipe.erase.guard import GuardedPlugin, JobGuard
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.pattern import new_key
+from phonewipe.erase.plugin import EraseContext, PluginOptions, load_plugins
+from phonewipe.protocols.adb import shell
+from phonewipe.protocols.adb.client import FILL_DIR, FILL_RESET
 
 MIB = 1024 * 1024
 FILL_FILE_MAX = 4 * MIB  # small fill files: a 32 MiB phone takes several

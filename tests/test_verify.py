@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from erase.errors import UsageError
-from erase.model import Expectation
-from erase.pattern import PatternStream, new_key, pattern_bytes
-from erase.verify import (NIST_SUBSECTIONS, check_sample, make_plan, quick_sample_count,
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.errors import UsageError
+from phonewipe.erase.model import Expectation
+from phonewipe.erase.pattern import PatternStream, new_key, pattern_bytes
+from phonewipe.erase.verify import (NIST_SUBSECTIONS, check_sample, make_plan, quick_sample_count,
                           run_verification)
 
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES_DIR = Path(str(resources.files("phonewipe.fixtures")))  # package data
 PROFILES_DIR = FIXTURES_DIR / "profiles"
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import adbutils
 
-from erase.errors import DeviceNotFound, PhonewipeError
-from erase.model import Endpoint
-from erase.plugin import Plugin, PluginOption, PluginOptions, Session
+from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
+from phonewipe.erase.model import Endpoint
+from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
 from .server import DEFAULT_PORT, AdbServer
 
@@ -85,7 +85,7 @@ class AdbPlugin(Plugin):
         adbd.start()
         if storage.state.mode == "adb":
             self.server.connect(adbd.address)
-        else:  # starts in the bootloader: connect once it boots Android (erase.follow)
+        else:  # starts in the bootloader: connect once it boots Android (phonewipe.erase.follow)
             threading.Thread(target=self._connect_when_online, args=(adbd,), daemon=True,
                              name=f"adb-connect-{adbd.port}").start()
         return adbd

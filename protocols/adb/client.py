@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import adbutils
 
-from erase.errors import (DeviceCommandFailed, DeviceGone, MediumUnreachable, PhonewipeError,
+from phonewipe.erase.errors import (DeviceCommandFailed, DeviceGone, MediumUnreachable, PhonewipeError,
                           ProtocolError)
-from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
+from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
                          Severity, Technique)
-from erase.pattern import PatternStream
-from erase.plugin import EraseContext, EraseReport, Extent, ProgressFn, Session
+from phonewipe.erase.pattern import PatternStream
+from phonewipe.erase.plugin import EraseContext, EraseReport, Extent, ProgressFn, Session
 
 from . import wire
 

@@ -2,7 +2,7 @@
 
 The real adb server connects to it with ``adb connect 127.0.0.1:PORT`` and then sees a
 phone: CNXN/AUTH handshake, streams, ``shell:``/``shell,v2:``/``exec:``/``sync:``, reboots,
-``root:``. Commands run in the emulated shell (`protocols.adb.shell`) against the handset's
+``root:``. Commands run in the emulated shell (`phonewipe.protocols.adb.shell`) against the handset's
 `HandsetStorage`, so fault injection behaves as it does for every other protocol.
 
 Threads: one accept loop, one reader per connection, one worker per stream (the command).
@@ -27,9 +27,9 @@ from typing import Callable, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from erase.emulation.faults import DeviceUnplugged
-from erase.emulation.storage import HandsetStorage
-from erase.errors import ProtocolError
+from phonewipe.erase.emulation.faults import DeviceUnplugged
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.errors import ProtocolError
 
 from . import shell, wire
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import adbutils
 
-from erase.errors import DeviceNotFound, PhonewipeError
+from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 
 DEFAULT_PORT = 5037
 

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
-from erase.emulation.faults import DeviceUnplugged
-from erase.emulation.storage import HandsetStorage
+from phonewipe.erase.emulation.faults import DeviceUnplugged
+from phonewipe.erase.emulation.storage import HandsetStorage
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from erase.errors import ProtocolError
+from phonewipe.erase.errors import ProtocolError
 
 # -- transport messages -------------------------------------------------------------------
 

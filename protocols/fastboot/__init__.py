@@ -1,7 +1,7 @@
 """fastboot plugin: phones in the Android bootloader, over USB (pyusb) or TCP.
 
 fastboot cannot read storage back, so its methods are reported ERASED_UNVERIFIED unless the
-job follows the phone into another mode that can (erase.follow). Besides the declared
+job follows the phone into another mode that can (phonewipe.erase.follow). Besides the declared
 options, `PluginOptions` may hold ``usb_bus`` (an `EmulatedUsbBus` shared with other
 plugins) and ``fastboot_max_download`` (the emulator's download buffer).
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from erase.emulation.usbbus import EmulatedUsbBus
-from erase.errors import DeviceNotFound, PhonewipeError
-from erase.model import Endpoint
-from erase.plugin import Plugin, PluginOption, PluginOptions, Session
+from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
+from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
+from phonewipe.erase.model import Endpoint
+from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
 MODE = "fastboot"
 
@@ -31,7 +31,7 @@ class FastbootPlugin(Plugin):
 
     def __init__(self, options: PluginOptions | None = None) -> None:
         super().__init__(options)
-        # kept in the options, so every plugin loaded with them (erase.follow) sees one bus
+        # kept in the options, so every plugin loaded with them (phonewipe.erase.follow) sees one bus
         self.usb_bus: EmulatedUsbBus = self.options.values.setdefault("usb_bus", EmulatedUsbBus())
         self.timeout = float(self.option("timeout"))
 

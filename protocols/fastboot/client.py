@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from erase.errors import DeviceCommandFailed, PhonewipeError, ProtocolError, UsageError
+from phonewipe.erase.errors import DeviceCommandFailed, PhonewipeError, ProtocolError, UsageError
 
 from . import sparse
 from .wire import Reply, parse_reply

@@ -15,11 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from erase.emulation.faults import DeviceUnplugged
-from erase.emulation.storage import CHUNK, HandsetStorage
-from erase.emulation.usbbus import (DeviceSpec, EmulatedUsbBus, EndpointSpec, InPipe,
+from phonewipe.erase.emulation.faults import DeviceUnplugged
+from phonewipe.erase.emulation.storage import CHUNK, HandsetStorage
+from phonewipe.erase.emulation.usbbus import (DeviceSpec, EmulatedUsbBus, EndpointSpec, InPipe,
                                     InterfaceSpec)
-from erase.errors import ProtocolError
+from phonewipe.erase.errors import ProtocolError
 
 from . import sparse
 from .wire import MAX_COMMAND, TCP_HANDSHAKE, TCP_LENGTH

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from erase.errors import PhonewipeError
-from erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
+from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
                          Severity, Technique)
-from erase.pattern import pattern_bytes
-from erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
+from phonewipe.erase.pattern import pattern_bytes
+from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
 
 from .client import FastbootClient, FastbootFailed
 

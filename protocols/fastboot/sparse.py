@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from erase.errors import ProtocolError
+from phonewipe.erase.errors import ProtocolError
 
 MAGIC = 0xED26FF3A
 FILE_HEADER = struct.Struct("<IHHHHIIII")

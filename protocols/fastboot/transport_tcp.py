@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from erase.errors import ProtocolError
+from phonewipe.erase.errors import ProtocolError
 
 from .wire import (MAX_REPLY, TCP_HANDSHAKE, TCP_LENGTH, FastbootTimeout, gone, not_found)
 

@@ -3,7 +3,7 @@ one bulk OUT and one bulk IN endpoint. Commands are one OUT transfer; each reply
 transfer (a zero-length packet after a reply that fills whole packets is skipped).
 
 The same code opens a real phone (libusb backend) and an emulated one (the core's
-`erase.emulation.usbbus` backend): only the ``backend`` differs.
+`phonewipe.erase.emulation.usbbus` backend): only the ``backend`` differs.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import usb.core
 import usb.util
 
-from erase.errors import PhonewipeError
+from phonewipe.erase.errors import PhonewipeError
 
 from .wire import FastbootTimeout, gone, not_found
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from erase.errors import DeviceGone, DeviceNotFound, ProtocolError
+from phonewipe.erase.errors import DeviceGone, DeviceNotFound, ProtocolError
 
 MAX_REPLY = 256
 MAX_COMMAND = 4096  # the protocol allows 64 bytes over USB; newer bootloaders take 4 KiB

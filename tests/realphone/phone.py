@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from erase.emulation.personal import load_personal_data
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from protocols.adb.emulator import EmulatedAdbd
+from phonewipe.erase.emulation.personal import load_personal_data
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
 from .medium import LyingMedium, Range
 from .phoneroot import PhoneSpec, build_root, mounted

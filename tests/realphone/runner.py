@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from protocols.adb import shell
+from phonewipe.protocols.adb import shell
 
 Writer = Callable[[bytes | bytearray | memoryview], None]
 READ_CHUNK = 256 * 1024

@@ -74,13 +74,13 @@ class WorkerFiles:
         return answer[1]
 
     def stat(self, path: str, follow: bool = True) -> Any:
-        from protocols.adb.emulator import (
+        from phonewipe.protocols.adb.emulator import (
             SyncStat,  # not in the worker: it runs as a script
         )
         return SyncStat(**self._call("stat", path, follow))
 
     def entries(self, path: str) -> list[tuple[str, Any]]:
-        from protocols.adb.emulator import SyncStat
+        from phonewipe.protocols.adb.emulator import SyncStat
         return [(name, SyncStat(**fields)) for name, fields in self._call("entries", path)]
 
     def open_read(self, path: str) -> _Handle:

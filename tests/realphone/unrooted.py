@@ -31,11 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erase.emulation.personal import PlantedItem, load_personal_data, planted_markers
-from erase.emulation.profiles import load_profile
-from erase.emulation.storage import HandsetStorage
-from protocols.adb import shell
-from protocols.adb.emulator import EmulatedAdbd
+from phonewipe.erase.emulation.personal import PlantedItem, load_personal_data, planted_markers
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.protocols.adb import shell
+from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
 from .medium import LyingMedium, Range
 from .phone import (

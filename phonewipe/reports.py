@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit import AuditLog, now_iso, verify_log
-from ..errors import UsageError
-from ..model import Record
-from .ledger import BatchLedger, batch_ids, read_ledger
-from .manifest import Manifest
-from .reconcile import reconcile
+from phonewipe.erase.audit import AuditLog, now_iso, verify_log
+from phonewipe.erase.errors import UsageError
+from phonewipe.erase.model import Record
+from phonewipe.erase.station.ledger import BatchLedger, batch_ids, read_ledger
+from phonewipe.erase.station.manifest import Manifest
+from phonewipe.erase.station.reconcile import reconcile
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -104,8 +104,8 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
     rows = verify_log(audit.path)  # never report from a log whose chain is broken
     ledger = read_ledger(audit, batch_id)
     summary = build_summary(ledger, rows)
-    from certificates.batch import sign_summary
-    from certificates.sign import write_atomic
+    from phonewipe.certificates.batch import sign_summary
+    from phonewipe.certificates.sign import write_atomic
     directory = batch_dir(out_dir, batch_id)
     records = ledger.records()
     records.sort(key=lambda r: r.created_at)

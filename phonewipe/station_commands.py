@@ -8,13 +8,22 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import click
+from phonewipe.erase.errors import ConfigError, UsageError
+from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 
-from ..errors import ConfigError, UsageError
-from ..plugin import Plugin, close_plugins, sandbox_plugins
+from phonewipe.common import (
+    config_of,
+    console,
+    err_console,
+    expected_errors,
+    job_settings,
+    load_signer,
+    operator_options,
+    plugins_of,
+)
 
 
 def parse_emulate(specs: tuple[str, ...]) -> list[str]:
@@ -51,8 +60,8 @@ def check_batch_id(batch_id: str) -> str:
     return batch_id
 
 
-def register(group: click.Group, base: ModuleType) -> None:
-    """Add the station commands to `group`; `base` is erase.cli (helpers, consoles)."""
+def register(group: click.Group) -> None:
+    """Add the station commands (station, report) to `group`."""
 
     @group.command()
     @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
@@ -80,24 +89,25 @@ def register(group: click.Group, base: ModuleType) -> None:
     @click.option("--emulate", "emulate_specs", multiple=True, metavar="PROFILE[:N]",
                   help="serve emulated handsets on loopback with private servers (testing, demos)")
     @click.option("--userdata-mib", type=click.IntRange(1), help="emulated handsets' userdata size")
-    @base._operator_options
+    @operator_options
     @click.pass_context
-    @base.expected_errors
+    @expected_errors
     def station(ctx: click.Context, out_dir: Path, batch_id: str | None, assets: Path | None,
                 method: str | None, timeout: float | None, poll: float, max_jobs: int,
                 second_look_share: float | None, second_look_by: str | None, json_lines: bool,
                 exit_when_idle: bool, idle_seconds: float, emulate_specs: tuple[str, ...],
                 userdata_mib: int | None, keys_dir: Path | None, **kw: Any) -> None:
         """Watch for phones, erase each one as it arrives, many at once, as one batch."""
-        from ..audit import AuditLog
-        from ..runner import check_output_dir
-        from .ledger import batch_ids, open_batch
-        from .manifest import load_manifest
-        from .reports import batch_dir, write_reports
-        from .station import Station, StationOptions
-        from .view import JsonLines, LiveTable
+        from phonewipe.erase.audit import AuditLog
+        from phonewipe.erase.runner import check_output_dir
+        from phonewipe.erase.station.ledger import batch_ids, open_batch
+        from phonewipe.erase.station.manifest import load_manifest
+        from phonewipe.erase.station.station import Station, StationOptions
+        from phonewipe.erase.station.view import JsonLines, LiveTable
 
-        config = base._config(ctx)
+        from phonewipe.reports import batch_dir, write_reports
+
+        config = config_of(ctx)
         if not 0 <= config.second_look_share <= 1:
             raise ConfigError(f"[station] second_look must be a share between 0 and 1, not "
                               f"{config.second_look_share}", "fix the config file (e.g. 0.05)")
@@ -107,22 +117,22 @@ def register(group: click.Group, base: ModuleType) -> None:
         check_output_dir(out_dir)
         profiles = parse_emulate(emulate_specs)
         if profiles and keys_dir is None:
-            from ..demo import ensure_demo_keys
+            from phonewipe.demo import ensure_demo_keys
             keys_dir = ensure_demo_keys(out_dir / "keys")
-        signer = base._load_signer(keys_dir or config.keys_dir)
+        signer = load_signer(keys_dir or config.keys_dir)
         handsets: list[Any] = []
         plugins: dict[str, Plugin]
         if profiles:
             plugins, handsets = _emulated_bench(profiles, out_dir, userdata_mib)
         else:
-            plugins = base._plugins(ctx)
-        out = base.console
+            plugins = plugins_of(ctx)
+        out = console
         try:
             with AuditLog(out_dir / "audit.sqlite") as audit:
                 batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
-                    batch_id=batch_id, settings=base._settings(config, kw, method),
+                    batch_id=batch_id, settings=job_settings(config, kw, method),
                     cert_dir=cert_dir, manifest=manifest,
                     timeout=timeout if timeout is not None else config.station_timeout,
                     poll=poll, max_jobs=max_jobs, exit_when_idle=exit_when_idle,
@@ -149,12 +159,12 @@ def register(group: click.Group, base: ModuleType) -> None:
                     msg = (f"stopped: {len(aborted)} running job(s) aborted and recorded as such "
                            f"({', '.join(r.serial or r.port for r in aborted) or 'none'}); run the "
                            f"same command again to redo them and finish batch {batch_id}")
-                    (base.err_console if not json_lines else base.err_console).print(msg, highlight=False)
+                    (err_console if not json_lines else err_console).print(msg, highlight=False)
                     sys.exit(130)
                 outputs = write_reports(audit, batch_id, out_dir, signer)
         finally:
             if handsets:
-                from ..emulation.fleet import stop_handsets
+                from phonewipe.erase.emulation.fleet import stop_handsets
                 stop_handsets(handsets)
                 close_plugins(plugins)
         if json_lines:
@@ -162,7 +172,7 @@ def register(group: click.Group, base: ModuleType) -> None:
                     json=str(outputs.records_json))
         else:
             _print_outputs(out, outputs)
-        sys.exit(_unexpected(st, handsets, base))
+        sys.exit(_unexpected(st, handsets))
 
     @group.command()
     @click.argument("batch_id")
@@ -171,24 +181,25 @@ def register(group: click.Group, base: ModuleType) -> None:
     @click.option("--keys", "keys_dir", type=click.Path(path_type=Path), help="signing key directory")
     @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
     @click.pass_context
-    @base.expected_errors
+    @expected_errors
     def report(ctx: click.Context, batch_id: str, out_dir: Path, keys_dir: Path | None,
                as_json: bool) -> None:
         """Rebuild a batch's signed summary PDF, CSV and JSON from the audit log alone."""
-        from ..audit import AuditLog
-        from .reports import write_reports
+        from phonewipe.erase.audit import AuditLog
+
+        from phonewipe.reports import write_reports
         audit_path = out_dir / "audit.sqlite"
         if not audit_path.is_file():
             raise ConfigError(f"no audit log at {audit_path}", "give the --out directory the station used")
         if keys_dir is None and (out_dir / "keys" / "signing-key.pem").is_file():
             keys_dir = out_dir / "keys"  # the key an emulated station made for itself
-        signer = base._load_signer(keys_dir or base._config(ctx).keys_dir)
+        signer = load_signer(keys_dir or config_of(ctx).keys_dir)
         with AuditLog(audit_path) as audit:
             outputs = write_reports(audit, batch_id, out_dir, signer)
         if as_json:
             click.echo(json.dumps(outputs.summary, indent=2, sort_keys=True))
         else:
-            _print_outputs(base.console, outputs)
+            _print_outputs(console, outputs)
 
 
 def _print_outputs(console: Any, outputs: Any) -> None:
@@ -205,7 +216,7 @@ def _print_outputs(console: Any, outputs: Any) -> None:
 
 
 def _emulated_bench(profiles: list[str], out_dir: Path, userdata_mib: int | None):
-    from ..emulation.fleet import start_handsets
+    from phonewipe.erase.emulation.fleet import start_handsets
     shutil.rmtree(out_dir / "handsets", ignore_errors=True)
     plugins = sandbox_plugins(out_dir)
     handsets = start_handsets(profiles, out_dir / "handsets", plugins,
@@ -213,7 +224,7 @@ def _emulated_bench(profiles: list[str], out_dir: Path, userdata_mib: int | None
     return plugins, handsets
 
 
-def _unexpected(st: Any, handsets: list[Any], base: ModuleType) -> int:
+def _unexpected(st: Any, handsets: list[Any]) -> int:
     """With emulated handsets: 1 when one did not end as its profile says it must."""
     if not handsets:
         return 0
@@ -227,10 +238,10 @@ def _unexpected(st: Any, handsets: list[Any], base: ModuleType) -> int:
         want = expected.get(serial)
         if want is not None and row.outcome != want:
             bad += 1
-            base.err_console.print(f"[red]unexpected:[/] {serial} ended {row.outcome or row.state},"
+            err_console.print(f"[red]unexpected:[/] {serial} ended {row.outcome or row.state},"
                                    f" expected {want}: {row.reason}", highlight=False)
     missing = set(expected) - seen
     for serial in sorted(missing):
         bad += 1
-        base.err_console.print(f"[red]unexpected:[/] {serial} never got a record", highlight=False)
+        err_console.print(f"[red]unexpected:[/] {serial} never got a record", highlight=False)
     return 1 if bad else 0

@@ -7,15 +7,13 @@ import shutil
 import socket
 from pathlib import Path
 
+from phonewipe.erase.emulation.fleet import EmulatedHandset
+from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.job import JobSettings
+from phonewipe.erase.model import Destination, Endpoint, Operator
+from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
+from phonewipe.erase.runner import check_output_dir
 from rich.console import Console
-
-from .errors import PhonewipeError
-from .job import JobSettings
-from .model import Destination, Operator
-from .emulation.fleet import EmulatedHandset
-from .model import Endpoint
-from .plugin import Plugin, close_plugins, sandbox_plugins
-from .runner import check_output_dir
 
 DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked"]
 DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
@@ -29,7 +27,7 @@ def free_port() -> int:
 
 
 def ensure_demo_keys(keys_dir: Path) -> Path:
-    from certificates.keys import init_keys
+    from phonewipe.certificates.keys import init_keys
     if not (keys_dir / "signing-key.pem").exists():
         init_keys(keys_dir, "phonewipe demo", "phonewipe demo signing key")
     return keys_dir
@@ -54,8 +52,9 @@ def demo_targets(plugins: dict[str, Plugin],
 
 def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: Console,
              err_console: Console) -> int:
-    from .cli import run_erase
-    from .emulation.fleet import start_handsets, stop_handsets
+    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+
+    from phonewipe.erasing import run_erase
 
     out_dir = check_output_dir(out_dir)
     shutil.rmtree(out_dir / "handsets", ignore_errors=True)

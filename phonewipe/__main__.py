@@ -1,0 +1,4 @@
+"""`python -m phonewipe`: the command line."""
+from phonewipe.cli import main
+
+main()

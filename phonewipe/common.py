@@ -1,0 +1,118 @@
+"""What the commands share: consoles, the one-line error exit, the plugin registry and its
+flags, operator options and job settings, the signer."""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from phonewipe.erase.config import DEFAULT_KEYS_DIR, DESTINATIONS, Config
+from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.job import JobSettings
+from phonewipe.erase.model import Destination, Endpoint, Outcome
+from phonewipe.erase.plugin import Plugin, Registry
+from phonewipe.erase.verify import MODES, check_plan_settings
+from rich.console import Console
+from rich.markup import escape
+
+console = Console()
+err_console = Console(stderr=True)
+
+OUTCOME_STYLE = {Outcome.ERASED_VERIFIED: "green", Outcome.ERASED_UNVERIFIED: "yellow",
+                 Outcome.BLOCKED: "magenta", Outcome.FAILED: "red"}
+
+
+def fail(exc: PhonewipeError) -> None:
+    """One error line (the message may hold brackets rich would take for markup), then exit."""
+    err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
+def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Expected failures print one line and exit with their code; no traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PhonewipeError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the audit log holds every step taken so far")
+            sys.exit(130)
+    return wrapper
+
+
+def config_of(ctx: click.Context) -> Config:
+    return ctx.obj["config"]
+
+
+REGISTRY = Registry.load()  # the installed protocol plugins: their options become flags
+
+
+def plugin_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Each plugin's declared options as global flags (``--<plugin>-<key>``)."""
+    for plugin, spec in reversed(REGISTRY.option_specs()):
+        kind: Any = spec.type
+        if spec.range and spec.type in (int, float):
+            low, high = spec.range
+            kind = click.IntRange(int(low), int(high)) if spec.type is int else \
+                click.FloatRange(low, high)
+        default = "" if spec.default in (None, ()) else f" (default {spec.default})"
+        func = click.option(spec.flag(plugin), spec.value_key(plugin), type=kind,
+                            multiple=spec.multiple, default=None, metavar=spec.metavar or None,
+                            help=f"{spec.help}{default}; [{plugin}] {spec.key} in the config")(func)
+    return func
+
+
+def plugins_of(ctx: click.Context) -> dict[str, Plugin]:
+    return REGISTRY.plugins(ctx.obj["plugin_options"])
+
+
+def discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
+    found = []
+    for plugin in plugins.values():
+        found += [(plugin, endpoint) for endpoint in plugin.discover()]
+    return found
+
+
+def operator_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--operator", help="name of the person performing the sanitization"),
+        click.option("--title", help="operator's title"),
+        click.option("--organization", help="organization performing the sanitization"),
+        click.option("--location", help="where the sanitization takes place"),
+        click.option("--destination", type=click.Choice(DESTINATIONS), help="media destination"),
+        click.option("--keys", "keys_dir", type=click.Path(path_type=Path),
+                     help=f"signing key directory (default {DEFAULT_KEYS_DIR})"),
+        click.option("--verify", "verify_mode", type=click.Choice(MODES), help="verification mode"),
+        click.option("--confidence", type=float, help="quick mode: confidence C (default 0.99)"),
+        click.option("--residual", type=float, help="quick mode: largest escaped share p (default 0.001)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def job_settings(config: Config, kw: dict[str, Any], method: str | None = None) -> JobSettings:
+    operator = config.operator
+    for field_name, key in (("name", "operator"), ("title", "title"),
+                            ("organization", "organization"), ("location", "location")):
+        if kw.get(key):
+            operator = replace(operator, **{field_name: kw[key]})
+    destination = Destination(kind=kw["destination"]) if kw.get("destination") else config.destination
+    given = lambda key: kw[key] if kw.get(key) is not None else getattr(config, key)  # noqa: E731
+    settings = JobSettings(operator=operator, destination=destination, method=method,
+                           verify_mode=given("verify_mode"), confidence=given("confidence"),
+                           residual=given("residual"))
+    check_plan_settings(settings.verify_mode, settings.confidence, settings.residual)
+    return settings
+
+
+def load_signer(keys_dir: Path) -> Any:
+    from phonewipe.certificates.sign import CertificateSigner
+    return CertificateSigner(keys_dir)
+
+
