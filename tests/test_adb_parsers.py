@@ -2,11 +2,17 @@
 on arbitrary text, and one clear line when a frame, the phone or the server goes wrong."""
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from phonewipe.protocols.adb.client import parse_df_kib, parse_getprop, parse_imei_parcel
+from phonewipe.protocols.adb.client import (
+    parse_df_kib,
+    parse_getprop,
+    parse_imei_parcel,
+)
 
 prop_names = st.from_regex(r"[a-z][a-z0-9_.]{0,30}", fullmatch=True)
 prop_values = st.text(st.characters(blacklist_characters="\n\r]", codec="utf-8"), max_size=40)
@@ -43,17 +49,19 @@ def test_df_reads_total_and_available(total: int, avail: int) -> None:
 
 
 # -- the client's reading of a shell v2 answer, over a real socket ----------------------------
-def _session_reading(answer: bytes, piece: int):
+@contextlib.contextmanager
+def _session_reading(answer: bytes, piece: int) -> Iterator[tuple[Any, Any]]:
     """An AdbSession and a connection whose far end sends ``answer`` ``piece`` bytes at a
-    time, then closes."""
+    time, then closes; the adb server the session started is stopped afterwards."""
     import socket
     import threading
     from types import SimpleNamespace
 
-    from phonewipe.demo import free_port
     from phonewipe.erase.model import Endpoint
     from phonewipe.erase.plugin import PluginOptions, load_plugins
     from phonewipe.protocols.adb.client import AdbSession
+
+    from phonewipe.demo import free_port
 
     plugin = load_plugins(PluginOptions({"adb_port": free_port()}), only=["adb"])["adb"]
     session = AdbSession(plugin, Endpoint("adb", "adb", "127.0.0.1:9"), "device")
@@ -65,7 +73,11 @@ def _session_reading(answer: bytes, piece: int):
             far.sendall(answer[i:i + piece])
         far.close()
     threading.Thread(target=send, daemon=True).start()
-    return session, SimpleNamespace(conn=near)
+    try:
+        yield session, SimpleNamespace(conn=near)
+    finally:
+        near.close()
+        plugin.server.stop()
 
 
 def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
@@ -73,8 +85,8 @@ def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
     blocks = [bytes([i % 256]) * 4096 for i in range(300)]
     answer = b"".join(wire.shell_header(wire.SHELL_STDOUT, len(b)) + b for b in blocks)
     answer += wire.shell_header(wire.SHELL_STDERR, 3) + b"err" + wire.shell_exit_packet(7)
-    session, conn = _session_reading(answer, piece=1021)
-    result = session._collect(conn, 0, 0)
+    with _session_reading(answer, piece=1021) as (session, conn):
+        result = session._collect(conn, 0, 0)
     assert (result.status, result.stdout, result.stderr) == (7, b"".join(blocks), b"err")
 
 
@@ -84,8 +96,8 @@ def test_a_shell_answer_in_many_packets_and_odd_pieces_is_read_whole() -> None:
 ])
 def test_a_malformed_shell_frame_is_one_clear_line(answer: bytes, words: str) -> None:
     from phonewipe.erase.errors import ProtocolError
-    session, conn = _session_reading(answer, piece=len(answer))
-    with pytest.raises(ProtocolError) as caught:
+    with _session_reading(answer, piece=len(answer)) as (session, conn), \
+            pytest.raises(ProtocolError) as caught:
         session._collect(conn, 0, 0)
     line = caught.value.line()
     assert "malformed shell frame" in line and words in line and "\n" not in line
@@ -96,10 +108,11 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
     from a pulled cable: the advice differs."""
 
     from conftest import require_binary
-    from phonewipe.demo import free_port
     from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
     from phonewipe.erase.errors import DeviceGone
     from phonewipe.erase.plugin import PluginOptions, load_plugins
+
+    from phonewipe.demo import free_port
     require_binary("adb")
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
                            only=["adb"])

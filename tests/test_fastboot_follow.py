@@ -21,9 +21,9 @@ from phonewipe.erase.plugin import PluginOptions, load_plugins
 
 
 @pytest.fixture
-def fleet(tmp_path: Path):
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     require_binary("adb")
-    os.environ.setdefault("ADB_LIBUSB", "0")
+    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb",
                                           "follow_timeout": 30}))
     started = []

@@ -63,9 +63,9 @@ def test_a_newer_write_that_lands_replaces_what_the_cache_held() -> None:
 
 # -- through the real adb server --------------------------------------------------------
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Any]:
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     require_binary("adb")
-    os.environ.setdefault("ADB_LIBUSB", "0")
+    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb",
                                           "follow_timeout": 30}))
     started: list[Any] = []

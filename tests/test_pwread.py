@@ -57,9 +57,9 @@ def test_the_x86_64_build_reads_extents_and_stops_at_a_short_file(tmp_path: Path
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Any]:
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     require_binary("adb")
-    os.environ.setdefault("ADB_LIBUSB", "0")
+    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb"}))
     started: list[Any] = []
 

@@ -115,9 +115,9 @@ def test_an_old_fs_json_still_loads(tmp_path: Path) -> None:
 
 # -- through the real adb server -----------------------------------------------------------
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Any]:
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     require_binary("adb")
-    os.environ.setdefault("ADB_LIBUSB", "0")
+    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb",
                                           "follow_timeout": 30, "adb_reboot_wait": 20,
                                           "adb_fill_file_max": FILL_FILE_MAX}))
