@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/phonewipe demo --out demo-output
 
+# four workers on two cores: most tests wait on emulated phones and adb, not on the CPU
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4
 
 # every wire parser's property tests with 10,000 examples each; the statistics say how many ran
 FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastboot_parsers.py \
