@@ -56,12 +56,19 @@ class AdbServer:
         return env
 
     def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([self.binary, "-P", str(self.port), *args], env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        try:
+            return subprocess.run([self.binary, "-P", str(self.port), *args], env=self.env(),
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise PhonewipeError(f"`adb {' '.join(args)}` on port {self.port} did not finish "
+                                 f"within {timeout:.0f} s", "check what listens on that port "
+                                 "(--adb-port), or restart adb with `adb kill-server`") from exc
 
     def running(self) -> bool:
+        """An adb server answers on the port (something else there, or nothing, is False; a
+        service that accepts and never answers times out instead of hanging the tool)."""
         try:
-            adbutils.AdbClient(host="127.0.0.1", port=self.port).server_version()
+            adbutils.AdbClient(host="127.0.0.1", port=self.port, socket_timeout=5).server_version()
             return True
         except (adbutils.AdbError, OSError):
             return False
@@ -69,7 +76,7 @@ class AdbServer:
     def ensure_started(self) -> None:
         if self.running():
             return
-        result = self.run("start-server")
+        result = self.run("start-server", timeout=10)  # a server starts in about a second
         if result.returncode != 0 or not self.running():
             raise PhonewipeError(f"cannot start the adb server on port {self.port}: "
                                  f"{(result.stderr or result.stdout).strip()[:200]}",
