@@ -30,6 +30,7 @@ class Config:
     station_timeout: float = 7200.0  # [station] timeout: seconds per device
     second_look_share: float = 0.05  # [station] second_look: share of PASSed devices
     second_look_by: str = ""  # [station] second_look_by: who does the second look
+    assets_map: dict[str, str] = field(default_factory=dict)  # [assets]: field -> CSV column
     source: Path | None = None
 
 
@@ -40,6 +41,7 @@ CORE_TABLES: dict[str, tuple[str, ...]] = {
     "verification": ("mode", "confidence", "residual"),
     "keys": ("dir",),
     "station": ("timeout", "second_look", "second_look_by"),
+    "assets": ("tag", "identifier", "serial", "imei", "imei2", "owner"),  # asset-list columns
 }
 
 
@@ -114,7 +116,8 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
             plugin_values=plugin_values(data, registry, path),
             station_timeout=float(station.get("timeout", 7200.0)),
             second_look_share=float(station.get("second_look", 0.05)),
-            second_look_by=str(station.get("second_look_by", "")), source=path)
+            second_look_by=str(station.get("second_look_by", "")),
+            assets_map={k: str(v) for k, v in _table(data, "assets", path).items()}, source=path)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config file {path} has a bad value: {exc}",
                           "fix the file (see README, 'Configuration')") from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from phonewipe.erase.errors import ConfigError, UsageError
 from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 
@@ -34,7 +35,10 @@ def parse_emulate(specs: tuple[str, ...]) -> list[str]:
         try:
             n = int(count) if count else 1
         except ValueError:
-            raise UsageError(f"bad --emulate value {spec!r}", "write PROFILE or PROFILE:COUNT") from None
+            n = 0
+        if n < 1 or not name:  # never fall through to a real station with real phones
+            raise UsageError(f"bad --emulate value {spec!r}", "write PROFILE or PROFILE:COUNT "
+                             "with a count of at least 1")
         names += [name] * n
     return names
 
@@ -68,6 +72,9 @@ def register(group: click.Group) -> None:
                   help="station directory: audit.sqlite and batches/<BATCH>/")
     @click.option("--batch", "batch_id", help="batch id (default: resume the batch a stopped "
                   "station left open, else a new one)")
+    @click.option("--assets-map", "assets_map", metavar="FIELD=COLUMN,...",
+                  help="which asset-list columns hold tag, serial, imei, imei2, owner (default: "
+                       "recognised names, MDM exports included; [assets] in the config)")
     @click.option("--assets", type=click.Path(path_type=Path),
                   help="expected-asset list CSV: asset_tag, serial_or_imei, owner")
     @click.option("--method", help="erase method name (default: the strongest each device allows)")
@@ -93,6 +100,7 @@ def register(group: click.Group) -> None:
     @click.pass_context
     @expected_errors
     def station(ctx: click.Context, out_dir: Path, batch_id: str | None, assets: Path | None,
+                assets_map: str | None,
                 method: str | None, timeout: float | None, poll: float, max_jobs: int,
                 second_look_share: float | None, second_look_by: str | None, json_lines: bool,
                 exit_when_idle: bool, idle_seconds: float, emulate_specs: tuple[str, ...],
@@ -101,7 +109,7 @@ def register(group: click.Group) -> None:
         from phonewipe.erase.audit import AuditLog
         from phonewipe.erase.runner import check_output_dir
         from phonewipe.erase.station.ledger import batch_ids, open_batch
-        from phonewipe.erase.station.manifest import load_manifest
+        from phonewipe.erase.station.manifest import load_manifest, parse_column_map
         from phonewipe.erase.station.station import Station, StationOptions
         from phonewipe.erase.station.view import JsonLines, LiveTable
 
@@ -113,7 +121,13 @@ def register(group: click.Group) -> None:
                               f"{config.second_look_share}", "fix the config file (e.g. 0.05)")
         if batch_id is not None:
             check_batch_id(batch_id)
-        manifest = load_manifest(assets) if assets else None
+        columns = {**config.assets_map, **parse_column_map(assets_map or "")}
+        manifest = load_manifest(assets, columns) if assets else None
+        for warning in manifest.warnings if manifest else ():
+            err_console.print(f"asset list: {escape(warning)}", highlight=False, soft_wrap=True)
+        if manifest and manifest.warnings:
+            err_console.print(f"asset list: {len(manifest.warnings)} line(s) skipped, "
+                              f"{len(manifest.assets)} device(s) listed", highlight=False)
         check_output_dir(out_dir)
         profiles = parse_emulate(emulate_specs)
         if profiles and keys_dir is None:

@@ -48,11 +48,12 @@ def test_every_planted_discrepancy_is_named() -> None:
 
 def test_a_device_is_matched_by_imei_when_the_list_gives_one(tmp_path: Path) -> None:
     path = tmp_path / "assets.csv"
-    path.write_text("Asset Tag,IMEI,Cost Centre\nA-1, 3569 3803 5643 809 ,CC-1\nA-1,999,CC-2\n")
+    path.write_text("Asset Tag,IMEI,Cost Centre\nA-1, 3569 3803 5643 809 ,CC-1\n"
+                    "A-1,352099001761481,CC-2\n")
     manifest = load_manifest(path)
     rec = reconcile([record("ANY", Outcome.ERASED_VERIFIED, imei="356938035643809")], manifest)
     assert rec.erased[0]["asset_tags"] == ["A-1"] and rec.erased[0]["owners"] == ["CC-1"]
-    assert [a["identifier"] for a in rec.expected_never_seen] == ["999"]
+    assert [a["identifier"] for a in rec.expected_never_seen] == ["352099001761481"]
     assert any("asset tag A-1 is given to 2 different devices" in d for d in rec.duplicates)
 
 
@@ -76,3 +77,62 @@ def test_csv_export_has_the_record_fields_under_their_json_names() -> None:
     assert json.loads(rows[0]["device.imeis"]) == ["356938035643809"]
     assert rows[0]["outcome"] == "ERASED_VERIFIED" and rows[0]["batch_id"] == "B1"
     assert rows[0]["record_sha256"] == records[0].sha256()
+
+
+INTUNE = ("Device name;Serial number;IMEI;MEID;Primary user UPN;Ownership\n"
+          "LT-ANNA;R58N123ABC;352099001761481;;anna@example.com;Corporate\n"
+          "LT-BEN;;3.52099E+14;;ben@example.com;Corporate\n"
+          "LT-CAROL;R58N999XYZ;352099001761482;;carol@example.com;Corporate\n"
+          "LT-DAN;;;;dan@example.com;Corporate\n"
+          "LT-EVE;R58N777QQQ;356938035643809;;eve@example.com;Corporate\n")
+
+
+def test_an_intune_export_is_read_and_its_bad_lines_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "intune.csv"
+    path.write_text(INTUNE)
+    manifest = load_manifest(path)
+    assert [a.serial for a in manifest.assets] == ["R58N123ABC", "R58N777QQQ"]
+    assert manifest.assets[0].owner == "anna@example.com"
+    assert len(manifest.warnings) == 3
+    assert "line 3" in manifest.warnings[0] and "scientific notation" in manifest.warnings[0]
+    assert "line 4" in manifest.warnings[1] and "check digit" in manifest.warnings[1]
+    assert "line 5" in manifest.warnings[2] and "no serial or IMEI" in manifest.warnings[2]
+    # matched on the serial and on the IMEI alike
+    assert manifest.lookup("R58N123ABC") is manifest.assets[0]
+    assert manifest.lookup(None, ["356938035643809"]) is manifest.assets[1]
+
+
+def test_a_column_map_names_other_columns(tmp_path: Path) -> None:
+    from phonewipe.erase.station.manifest import parse_column_map
+    path = tmp_path / "custom.csv"
+    path.write_text("Inventar,Geraet,Kostenstelle\nINV-1,SN-1,K-100\n")
+    with pytest.raises(ConfigError):
+        load_manifest(path)
+    manifest = load_manifest(path, parse_column_map("tag=Inventar,serial=Geraet,owner=Kostenstelle"))
+    assert (manifest.assets[0].asset_tag, manifest.assets[0].serial) == ("INV-1", "SN-1")
+    with pytest.raises(ConfigError, match="no column 'Nope'"):
+        load_manifest(path, {"serial": "Nope"})
+
+
+def test_a_header_only_list_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("asset_tag,serial\n")
+    with pytest.raises(ConfigError, match="no usable device"):
+        load_manifest(path)
+
+
+def test_a_device_sharing_an_imei_with_another_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "assets.csv"
+    path.write_text("asset_tag,serial,imei\nA-1,SN-1,356938035643809\nA-2,SN-2,356938035643809\n")
+    rec = reconcile([record("SN-1", Outcome.ERASED_VERIFIED, imei="356938035643809")],
+                    load_manifest(path))
+    assert any("356938035643809 is listed 2 times" in d for d in rec.duplicates)
+    assert any("matches 2 different asset-list lines" in d for d in rec.duplicates)
+
+
+@pytest.mark.parametrize("spec", ["rooted:0", "rooted:-2", "rooted:x", ":3"])
+def test_an_emulate_spec_that_emulates_nothing_is_refused(spec: str) -> None:
+    from phonewipe.erase.errors import UsageError
+    from phonewipe.station_commands import parse_emulate
+    with pytest.raises(UsageError, match="at least 1"):
+        parse_emulate((spec,))

@@ -43,16 +43,17 @@ def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliatio
     by_key: dict[str, list[Asset]] = defaultdict(list)
     by_tag: dict[str, list[Asset]] = defaultdict(list)
     for asset in assets:
-        by_key[asset.key].append(asset)
+        for key in asset.keys:
+            by_key[key].append(asset)
         if asset.asset_tag:
             by_tag[asset.asset_tag].append(asset)
     for key, rows in by_key.items():
         if len(rows) > 1:
-            out.duplicates.append(f"{rows[0].identifier} is listed {len(rows)} times in the asset "
+            out.duplicates.append(f"{key} is listed {len(rows)} times in the asset "
                                   f"list (" + ", ".join(f"{a.asset_tag or '?'} line {a.line}"
                                                         for a in rows) + ")")
     for tag, rows in by_tag.items():
-        if len({a.key for a in rows}) > 1:
+        if len({tuple(a.keys) for a in rows}) > 1:
             out.duplicates.append(f"asset tag {tag} is given to {len(rows)} different devices ("
                                   + ", ".join(f"{a.identifier} line {a.line}" for a in rows) + ")")
     seen_devices: dict[str, list[Record]] = defaultdict(list)
@@ -60,7 +61,7 @@ def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliatio
     for record in records:
         keys = device_keys(record)
         seen_devices[keys[0] if keys else record.endpoint.address].append(record)
-        mine = [a for a in assets if a.key in keys]
+        mine = [a for a in assets if set(a.keys) & set(keys)]
         matched.update(id(a) for a in mine)
         entry = _entry(record, mine)
         if manifest is not None and not mine:
@@ -71,7 +72,7 @@ def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliatio
             out.blocked.append(entry)
         else:
             out.failed.append(entry)
-        if len({a.key for a in mine}) > 1:
+        if len({id(a) for a in mine}) > 1:
             out.duplicates.append(f"device {record.device.serial} matches {len(mine)} different "
                                   "asset-list lines by serial and IMEI: "
                                   + ", ".join(a.asset_tag for a in mine))
