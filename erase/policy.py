@@ -6,13 +6,28 @@ from dataclasses import dataclass
 
 from .model import Category, EraseMethod, Identity, Outcome, Technique, VerificationResult
 
-STANDARD = "NIST SP 800-88 Rev. 2 (2025); IEEE 2883-2022; sampling per NIST SP 800-88 Rev. 1 §4.7"
+STANDARD = "NIST SP 800-88 Rev. 2 (2025); IEEE 2883-2022"
+NIST_SAMPLING = "sampling per NIST SP 800-88 Rev. 1 §4.7"
+MOBILE_APPENDIX = "NIST SP 800-88 Rev. 1 App. A (mobile devices)"
 
 
 @dataclass(frozen=True)
 class Assessment:
     category: str
     justification: str
+    standard: str = STANDARD  # exactly the documents the record relies on
+
+
+def standard_for(verification: VerificationResult | None, justification: str) -> str:
+    """The standards line: exactly the documents the record relies on — the Rev. 1 sampling
+    clause only where `nist` sampling ran, the mobile-device appendix only where the
+    justification cites it."""
+    parts = [STANDARD]
+    if verification is not None and verification.mode == "nist" and verification.samples_read:
+        parts.append(NIST_SAMPLING)
+    if MOBILE_APPENDIX in justification:
+        parts.append(MOBILE_APPENDIX)
+    return "; ".join(parts)
 
 
 def assess(method: EraseMethod, identity: Identity, outcome: Outcome,
@@ -20,6 +35,17 @@ def assess(method: EraseMethod, identity: Identity, outcome: Outcome,
     if outcome in (Outcome.FAILED, Outcome.BLOCKED):
         return Assessment(Category.NONE.value,
                           "Sanitization was not demonstrated, so no category is claimed.")
+    return _assess(method, identity, outcome, verification, scope)
+
+
+def _assess(method: EraseMethod, identity: Identity, outcome: Outcome,
+            verification: VerificationResult | None, scope: str) -> Assessment:
+    a = _claim(method, identity, outcome, verification, scope)
+    return Assessment(a.category, a.justification, standard_for(verification, a.justification))
+
+
+def _claim(method: EraseMethod, identity: Identity, outcome: Outcome,
+           verification: VerificationResult | None, scope: str) -> Assessment:
     verified = outcome is Outcome.ERASED_VERIFIED and verification is not None
     sampled = (f"verified by {verification.mode} sampling ({verification.samples_read} samples, "
                f"{verification.bytes_read} bytes read back)") if verified else "not verified by read-back"
@@ -38,8 +64,8 @@ def assess(method: EraseMethod, identity: Identity, outcome: Outcome,
         return Assessment(Category.CLEAR.value,
                           f"Clear: all user-accessible files deleted, the free space an app "
                           f"can reach overwritten with a keyed pattern and {sampled}; {reset}. "
-                          "NIST SP 800-88 Rev. 1 App. A counts a full factory reset as Clear "
-                          "for mobile devices.")
+                          f"{MOBILE_APPENDIX} counts a full factory reset as Clear for "
+                          "mobile devices.")
     if method.technique in (Technique.FACTORY_RESET, Technique.CRYPTO_ERASE):
         what = ("cryptographic erase by factory reset, vendor-attested (the device encrypts "
                 "user data; key destruction cannot be observed over this protocol)"

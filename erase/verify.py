@@ -97,9 +97,13 @@ class VerificationPlan:
                     f"the first and last addressable blocks; {share}")
         if self.mode == "quick":
             n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
-            return (f"statistical sampling: {n:,} stratified pseudo-random blocks plus the first "
-                    f"and last, finding an escaped share of {self.residual:g} or more with "
-                    f"confidence {self.confidence:g}; {share}")
+            if n + 2 >= self.blocks:  # a space smaller than the sample: every block is read
+                return (f"statistical sampling: all {len(extents):,} blocks, since the space is "
+                        f"smaller than the {n:,} samples that find an escaped share of "
+                        f"{self.residual:g} with confidence {self.confidence:g}; {share}")
+            return (f"statistical sampling: {len(extents):,} blocks read ({n:,} stratified "
+                    f"pseudo-random ones and the first and last), finding an escaped share of "
+                    f"{self.residual:g} or more with confidence {self.confidence:g}; {share}")
         return f"full verification: every block; {share}"
 
     @property

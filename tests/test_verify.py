@@ -160,3 +160,12 @@ def test_unreadable_sectors_fail_verification(handset):
                               Expectation.PATTERN, key)
     assert result.status == "failed"
     assert any("unreadable" in f.found for f in result.failures)
+
+
+@pytest.mark.parametrize("blocks", [1_000, 100_000])
+def test_the_coverage_sentence_states_the_blocks_really_read(blocks: int) -> None:
+    plan = make_plan("quick", blocks * 4096, seed=3)
+    sentence = plan.describe()
+    assert f"{len(plan.extents()):,} blocks" in sentence
+    if blocks < quick_sample_count(0.99, 0.001):
+        assert sentence.startswith("statistical sampling: all 1,000 blocks")
