@@ -26,15 +26,17 @@ from phonewipe.erase.pattern import new_key
 from phonewipe.erase.plugin import EraseContext, EraseReport, PluginOptions, load_plugins
 from phonewipe.erase.reverify import certified_plan, reverify
 from phonewipe.erase.verify import make_plan
-from test_job import StoragePlugin, StorageSession
+from phonewipe.protocols.virtual import VirtualPlugin
+from phonewipe.protocols.virtual.session import VirtualSession
 from test_verify import StorageReader
 
 CRYPTO = EraseMethod("test-crypto", "Cryptographic erase (key destroyed)", Category.PURGE,
                      Technique.CRYPTO_ERASE, verifiable=True, expectation=Expectation.NO_PLAINTEXT)
 
 
-class CryptoSession(StorageSession):
-    """Erases by destroying the storage key (a reset of the emulated encrypted phone)."""
+class CryptoSession(VirtualSession):
+    """Erases by destroying the storage key (a reset of the emulated encrypted phone); its
+    read-back before and after is the virtual handset's own."""
 
     def methods(self) -> list[EraseMethod]:
         return [CRYPTO]
@@ -45,13 +47,17 @@ class CryptoSession(StorageSession):
             self.storage.delete_file(path)
         return EraseReport(0, Expectation.NO_PLAINTEXT, "userdata, key destroyed")
 
-    def readback(self) -> Any:
-        return StorageReader(self.storage)
+    def finish(self, method: EraseMethod, progress: Any) -> dict[str, Any]:
+        return {}
 
 
-class CryptoPlugin(StoragePlugin):
-    def open(self, endpoint: Any) -> Any:
-        return CryptoSession(self.storage, self.behaviour)
+def virtual(storage: HandsetStorage, session: type[VirtualSession] = VirtualSession) -> VirtualPlugin:
+    """The virtual plugin with ``storage`` attached to its bus (an explicit attach: the
+    profile is the rooted Pixel's, which starts in adb mode)."""
+    plugin = VirtualPlugin()
+    plugin.session_class = session
+    plugin.bus.attach(storage)
+    return plugin
 
 
 def job(plugin: Any, tmp_path: Path, **settings: Any) -> Any:
@@ -70,7 +76,7 @@ def refill_with_plaintext(storage: HandsetStorage) -> None:
 @pytest.fixture
 def certified(tmp_path: Path) -> Iterator[tuple[HandsetStorage, Any]]:
     storage = HandsetStorage.create(tmp_path / "h", load_profile("rooted"), "TEST0001")
-    record = job(StoragePlugin(storage, "honest"), tmp_path, seed=11)
+    record = job(virtual(storage), tmp_path, seed=11)
     assert record.outcome is Outcome.ERASED_VERIFIED
     yield storage, record
     storage.close()
@@ -115,7 +121,7 @@ def test_grouped_digests_of_huge_plans_still_pin_each_change(tmp_path: Path, mon
     import phonewipe.erase.evidence
     monkeypatch.setattr(phonewipe.erase.evidence, "MAX_DIGESTS", 1000)  # 4,6xx samples: groups of 5
     storage = HandsetStorage.create(tmp_path / "h", load_profile("rooted"), "TEST0001")
-    record = job(StoragePlugin(storage, "honest"), tmp_path, seed=11)
+    record = job(virtual(storage), tmp_path, seed=11)
     assert record.evidence["samples"]["group"] == 5
     assert reverify(record, StorageReader(storage)).verdict == "identical"
     offset = certified_plan(record).extents()[12][0]
@@ -159,7 +165,7 @@ def test_a_reader_that_cannot_pass_the_cache_reverifies_nothing(certified) -> No
 
 def test_crypto_erase_compares_the_same_offsets_before_and_after(tmp_path: Path) -> None:
     honest = HandsetStorage.create(tmp_path / "honest", load_profile("rooted"), "TEST0001")
-    record = job(CryptoPlugin(honest, "honest"), tmp_path / "a", seed=5)
+    record = job(virtual(honest, CryptoSession), tmp_path / "a", seed=5)
     assert record.outcome is Outcome.ERASED_VERIFIED, record.reason
     assert "0 unchanged" in record.verification.reason
     assert record.evidence["samples"]["before_erase"] != record.evidence["samples"]["digests"]
@@ -167,7 +173,7 @@ def test_crypto_erase_compares_the_same_offsets_before_and_after(tmp_path: Path)
     rooted = load_profile("rooted")
     liar = replace(rooted, faults=replace(rooted.faults, reset_lies=True))
     lying = HandsetStorage.create(tmp_path / "lying", liar, "TEST0001")
-    record = job(CryptoPlugin(lying, "honest"), tmp_path / "b", seed=5)
+    record = job(virtual(lying, CryptoSession), tmp_path / "b", seed=5)
     assert record.outcome is Outcome.FAILED
     found = {f.found for f in record.verification.failures}
     assert "unchanged by the erase (same content before and after)" in found

@@ -1,6 +1,6 @@
-"""The station's promises with a minimal third-party plugin over real emulated storage (as
-in test_job.py): hot-plug, a hung phone never stalls the others and still ends with exactly
-one record, and a phone seen again in another mode is followed, not erased twice."""
+"""The station's promises with the virtual plugin (protocols/virtual: in-process handsets
+on real emulated storage): hot-plug, a hung phone never stalls the others and still ends with
+exactly one record, and a phone seen again in another mode is followed, not erased twice."""
 from __future__ import annotations
 
 import sqlite3
@@ -17,14 +17,11 @@ from phonewipe.erase.audit import AuditLog, verify_log
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.job import JobSettings
-from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity, Operator,
-                         Technique)
-from phonewipe.erase.pattern import PatternStream
-from phonewipe.erase.plugin import EraseContext, EraseReport, Plugin, Session
+from phonewipe.erase.model import EraseMethod, Operator
+from phonewipe.erase.plugin import EraseContext, EraseReport
 from phonewipe.erase.station.station import Station, StationOptions
-
-OVERWRITE = EraseMethod("test-overwrite", "Overwrite with the keyed pattern", Category.CLEAR,
-                        Technique.OVERWRITE, verifiable=True, expectation=Expectation.PATTERN)
+from phonewipe.protocols.virtual import VirtualPlugin
+from phonewipe.protocols.virtual.session import VirtualSession
 
 
 class Phone:
@@ -33,63 +30,37 @@ class Phone:
         self.erases = 0
 
 
-class PhoneSession(Session):
-    block_size = 4096
+class BenchSession(VirtualSession):
+    """A virtual handset that counts its erases and may stop answering in the middle of one."""
 
-    def __init__(self, phone: Phone, endpoint: Endpoint) -> None:
-        self.phone, self.endpoint = phone, endpoint
-
-    def identify(self) -> Identity:
-        return Identity(platform="test", serial=self.phone.serial)
-
-    def preflight(self) -> list[Finding]:
-        return []
-
-    def methods(self) -> list[EraseMethod]:
-        return [OVERWRITE]
+    plugin: "BenchPlugin"
 
     def erase(self, method: EraseMethod, context: EraseContext, progress: Any) -> EraseReport:
-        self.phone.erases += 1
-        if self.phone.hang is not None:
-            self.phone.hang.wait(30)  # a phone that stops answering in the middle of a call
-        size = self.phone.storage.size
-        stream = PatternStream(context.pattern_key)
-        for off in range(0, size, 1 << 20):
-            self.phone.storage.write(off, stream.next(min(1 << 20, size - off)))
-            progress(off, size)
-        return EraseReport(size, Expectation.PATTERN, "whole test image")
-
-    def reader(self) -> Any:
-        return self
-
-    @property
-    def size(self) -> int:
-        return self.phone.storage.size
-
-    def bypass_cache(self) -> str:
-        return "reads the emulated medium directly"
-
-    def read_many(self, extents: Any) -> Any:
-        return (self.phone.storage.read(off, length) for off, length in extents)
+        phone = self.plugin.phones[self.storage.state.serial]
+        phone.erases += 1
+        if phone.hang is not None:
+            phone.hang.wait(30)  # a phone that stops answering in the middle of a call
+        return super().erase(method, context, progress)
 
 
-class BenchPlugin(Plugin):
-    """Phones plugged in and out by the test: address -> (mode, phone)."""
+class BenchPlugin(VirtualPlugin):
+    """The virtual bus as a bench: phones plugged in and out by the test while the station
+    runs, the same phone possibly seen again in recovery mode."""
 
-    name = "bench"
+    modes = ("virtual", "recovery")
+    session_class = BenchSession
 
     def __init__(self) -> None:
         super().__init__()
-        self.plugged: dict[str, tuple[str, Phone]] = {}
-        self.lock = threading.Lock()
+        self.phones: dict[str, Phone] = {}
 
-    def discover(self) -> list[Endpoint]:
-        with self.lock:
-            return [Endpoint("bench", mode, address) for address, (mode, _) in self.plugged.items()]
+    def plug(self, phone: Phone, mode: str = "virtual") -> None:
+        self.phones[phone.serial] = phone
+        self.bus.attach(phone.storage, mode)
 
-    def open(self, endpoint: Endpoint) -> Session:
-        with self.lock:
-            return PhoneSession(self.plugged[endpoint.address][1], endpoint)
+    def unplug_all(self) -> None:
+        for attached in self.bus.attached():
+            self.bus.detach(attached.address)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +71,7 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
 
 
 def phone(tmp: Path, serial: str, hang: threading.Event | None = None) -> Phone:
-    profile = replace(load_profile("rooted"), userdata_bytes=1 << 20)
+    profile = replace(load_profile("virtual"), userdata_bytes=1 << 20)
     return Phone(HandsetStorage.create(tmp / serial, profile, serial), serial, hang)
 
 
@@ -109,7 +80,7 @@ def run_station(tmp: Path, plugin: BenchPlugin, signer: CertificateSigner, **opt
     opts = StationOptions(batch_id="T1", settings=JobSettings(operator=Operator("Tester")),
                           cert_dir=tmp / "certs", poll=0.05, exit_when_idle=True,
                           idle_seconds=0.5, second_look_share=0, **options)
-    return Station({"bench": plugin}, audit, signer, opts)
+    return Station({plugin.name: plugin}, audit, signer, opts)
 
 
 def job_events(tmp: Path) -> list[tuple[str, str, str]]:
@@ -121,8 +92,9 @@ def test_a_hung_phone_never_stalls_the_others_and_ends_with_one_record(tmp_path:
                                                                         signer: CertificateSigner) -> None:
     release = threading.Event()
     plugin = BenchPlugin()
-    plugin.plugged = {"usb:1": ("test", phone(tmp_path, "HUNG0001", release))}
-    plugin.plugged.update({f"usb:{i}": ("test", phone(tmp_path, f"GOOD000{i}")) for i in (2, 3, 4)})
+    plugin.plug(phone(tmp_path, "HUNG0001", release))
+    for i in (2, 3, 4):
+        plugin.plug(phone(tmp_path, f"GOOD000{i}"))
     station = run_station(tmp_path, plugin, signer, timeout=1.0, grace=0.5)
     assert station.run() == "idle"
     outcomes = {r.serial: r.outcome for r in station.rows.values()}
@@ -143,22 +115,23 @@ def test_a_phone_seen_again_in_another_mode_is_followed_not_erased_twice(
         tmp_path: Path, signer: CertificateSigner) -> None:
     plugin = BenchPlugin()
     same = phone(tmp_path, "FOLLOW01")
-    plugin.plugged = {"usb:1": ("test", same)}
+    plugin.plug(same)
+    seen_again = threading.Event()
     station = run_station(tmp_path, plugin, signer)
     original_step = station.step
 
     def step() -> None:  # hot-plug while the station runs: the same phone in a second mode,
         original_step()  # then a new phone on another port
         row = next(iter(station.rows.values()), None)
-        if row is not None and row.final and "usb:9" not in plugin.plugged:
-            with plugin.lock:
-                plugin.plugged["usb:9"] = ("recovery", same)
-                plugin.plugged["usb:5"] = ("test", phone(tmp_path, "LATE0005"))
+        if row is not None and row.final and not seen_again.is_set():
+            seen_again.set()
+            plugin.plug(same, "recovery")
+            plugin.plug(phone(tmp_path, "LATE0005"))
     station.step = step  # type: ignore[method-assign]
     assert station.run() == "idle"
     assert same.erases == 1
     follow = next(r for r in station.rows.values() if r.serial == "FOLLOW01")
-    assert sorted(follow.modes) == ["recovery", "test"]
+    assert sorted(follow.modes) == ["recovery", "virtual"]
     assert {r.serial: r.outcome for r in station.rows.values()} == {
         "FOLLOW01": "ERASED_VERIFIED", "LATE0005": "ERASED_VERIFIED"}
     queued = [s for _, s, e in job_events(tmp_path) if e == "queued"]
@@ -170,7 +143,7 @@ def test_one_ctrl_c_lets_running_jobs_finish_and_starts_nothing_new(
     release = threading.Event()
     plugin = BenchPlugin()
     busy = phone(tmp_path, "BUSY0001", release)
-    plugin.plugged = {"usb:1": ("test", busy)}
+    plugin.plug(busy)
     station = run_station(tmp_path, plugin, signer)
     result: list[str] = []
     runner = threading.Thread(target=lambda: result.append(station.run()))
@@ -180,8 +153,7 @@ def test_one_ctrl_c_lets_running_jobs_finish_and_starts_nothing_new(
             break
         threading.Event().wait(0.02)
     station.interrupt()  # what the SIGINT handler calls
-    with plugin.lock:
-        plugin.plugged["usb:2"] = ("test", phone(tmp_path, "LATE0002"))
+    plugin.plug(phone(tmp_path, "LATE0002"))
     threading.Event().wait(0.3)
     release.set()
     runner.join(20)
@@ -200,7 +172,7 @@ def test_a_record_left_unsigned_is_certified_once_when_the_station_comes_back(
             raise OutputError("cannot write certificate: no space left on device", "free disk space")
 
     plugin = BenchPlugin()
-    plugin.plugged = {"usb:1": ("test", phone(tmp_path, "UNSIGNED1"))}
+    plugin.plug(phone(tmp_path, "UNSIGNED1"))
     first = run_station(tmp_path, plugin, signer)
     first.signer = FullDisk()
     first.options = replace(first.options, exit_when_idle=False)
@@ -210,7 +182,7 @@ def test_a_record_left_unsigned_is_certified_once_when_the_station_comes_back(
     first.audit.close()  # the station dies here: the batch stays open, the record unsigned
     assert [e for _, _, e in job_events(tmp_path)][-2:] == ["record", "certificate-failed"]
 
-    plugin.plugged = {}  # the phone has left the bench
+    plugin.unplug_all()  # the phone has left the bench
     second = run_station(tmp_path, plugin, signer)
     assert second.run() == "idle"
     second.audit.close()
