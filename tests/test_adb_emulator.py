@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from phonewipe.erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
-from phonewipe.protocols.adb import shell, wire
+from phonewipe.protocols.adb import shell, shell_syntax, wire
 from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
 MIB = 1024 * 1024
@@ -729,8 +729,8 @@ _PLAIN_PIECES = st.sampled_from([" ", "\t", "\n", ";", ";;", "&", "&&", "|", "||
 @given(st.lists(_PLAIN_PIECES, max_size=40).map("".join))
 def test_the_fast_lexer_reads_plain_lines_as_the_general_one_does(src: str) -> None:
     """A read-back batch (thousands of unquoted words) takes the one-regex path."""
-    assert shell._NOTHING_TO_QUOTE_RE.fullmatch(src)
-    assert shell._lex_plain(src) == shell._lex_any(src)
+    assert shell_syntax._NOTHING_TO_QUOTE_RE.fullmatch(src)
+    assert shell_syntax._lex_plain(src) == shell_syntax._lex_any(src)
 
 
 def test_shell_sequencing_quotes_and_status(handset: HandsetStorage) -> None:
