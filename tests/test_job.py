@@ -7,6 +7,7 @@ misbehave on purpose, the way no plugin should."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,6 +15,7 @@ import pytest
 
 from phonewipe.erase.audit import AuditLog, verify_log
 from phonewipe.erase.emulation.fleet import EmulatedHandset, start_handsets, stop_handsets
+from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Registry
@@ -33,6 +35,25 @@ class BuggySession(VirtualSession):
 
 SESSIONS: dict[str, type[VirtualSession]] = {
     "honest": VirtualSession, "no-readback": NoReadbackSession, "bug": BuggySession}
+
+
+class NoSizeEvidenceSession(VirtualSession):
+    """A session that offers no size evidence independent of the erase (the certificate
+    must print the size as an assumption)."""
+
+    def erase(self, method: Any, context: EraseContext, progress: Any) -> EraseReport:
+        return replace(super().erase(method, context, progress), capacity_evidence={})
+
+
+class StoragePlugin(VirtualPlugin):
+    """The virtual plugin with one storage attached and no independent size evidence, as
+    tests/test_evidence.py uses it: ``StoragePlugin(storage, behaviour)``."""
+
+    session_class = NoSizeEvidenceSession
+
+    def __init__(self, storage: HandsetStorage, behaviour: str = "honest") -> None:
+        super().__init__()
+        self.bus.attach(storage)
 
 
 @pytest.fixture

@@ -1,6 +1,11 @@
-"""The station's promises with the virtual plugin (protocols/virtual: in-process handsets
-on real emulated storage): hot-plug, a hung phone never stalls the others and still ends with
-exactly one record, and a phone seen again in another mode is followed, not erased twice."""
+"""The station's promises on a bench of virtual handsets (protocols/virtual: in-process, on
+real emulated storage, through the profile's faults and page cache): hot-plug, a hung phone
+never stalls the others and still ends with exactly one record, and a phone seen again in
+another mode is followed, not erased twice.
+
+The bench plugs phones in and out in any mode it likes (test_station_fixes.py too), so it
+is a small plugin of its own; its sessions are the virtual plugin's, plus an erase counter
+and a hang."""
 from __future__ import annotations
 
 import sqlite3
@@ -17,10 +22,9 @@ from phonewipe.erase.audit import AuditLog, verify_log
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.job import JobSettings
-from phonewipe.erase.model import EraseMethod, Operator
-from phonewipe.erase.plugin import EraseContext, EraseReport
+from phonewipe.erase.model import Endpoint, EraseMethod, Operator
+from phonewipe.erase.plugin import EraseContext, EraseReport, Plugin, Session
 from phonewipe.erase.station.station import Station, StationOptions
-from phonewipe.protocols.virtual import VirtualPlugin
 from phonewipe.protocols.virtual.session import VirtualSession
 
 
@@ -30,37 +34,37 @@ class Phone:
         self.erases = 0
 
 
-class BenchSession(VirtualSession):
-    """A virtual handset that counts its erases and may stop answering in the middle of one."""
+class PhoneSession(VirtualSession):
+    """A virtual handset's session on the bench (no bus: the bench says what is plugged)."""
 
-    plugin: "BenchPlugin"
+    def __init__(self, phone: Phone, endpoint: Endpoint) -> None:
+        super().__init__(None, endpoint, phone.storage)
+        self.phone = phone
 
     def erase(self, method: EraseMethod, context: EraseContext, progress: Any) -> EraseReport:
-        phone = self.plugin.phones[self.storage.state.serial]
-        phone.erases += 1
-        if phone.hang is not None:
-            phone.hang.wait(30)  # a phone that stops answering in the middle of a call
+        self.phone.erases += 1
+        if self.phone.hang is not None:
+            self.phone.hang.wait(30)  # a phone that stops answering in the middle of a call
         return super().erase(method, context, progress)
 
 
-class BenchPlugin(VirtualPlugin):
-    """The virtual bus as a bench: phones plugged in and out by the test while the station
-    runs, the same phone possibly seen again in recovery mode."""
+class BenchPlugin(Plugin):
+    """Phones plugged in and out by the test: address -> (mode, phone)."""
 
-    modes = ("virtual", "recovery")
-    session_class = BenchSession
+    name = "bench"
 
     def __init__(self) -> None:
         super().__init__()
-        self.phones: dict[str, Phone] = {}
+        self.plugged: dict[str, tuple[str, Phone]] = {}
+        self.lock = threading.Lock()
 
-    def plug(self, phone: Phone, mode: str = "virtual") -> None:
-        self.phones[phone.serial] = phone
-        self.bus.attach(phone.storage, mode)
+    def discover(self) -> list[Endpoint]:
+        with self.lock:
+            return [Endpoint("bench", mode, address) for address, (mode, _) in self.plugged.items()]
 
-    def unplug_all(self) -> None:
-        for attached in self.bus.attached():
-            self.bus.detach(attached.address)
+    def open(self, endpoint: Endpoint) -> Session:
+        with self.lock:
+            return PhoneSession(self.plugged[endpoint.address][1], endpoint)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def run_station(tmp: Path, plugin: BenchPlugin, signer: CertificateSigner, **opt
     opts = StationOptions(batch_id="T1", settings=JobSettings(operator=Operator("Tester")),
                           cert_dir=tmp / "certs", poll=0.05, exit_when_idle=True,
                           idle_seconds=0.5, second_look_share=0, **options)
-    return Station({plugin.name: plugin}, audit, signer, opts)
+    return Station({"bench": plugin}, audit, signer, opts)
 
 
 def job_events(tmp: Path) -> list[tuple[str, str, str]]:
@@ -92,9 +96,8 @@ def test_a_hung_phone_never_stalls_the_others_and_ends_with_one_record(tmp_path:
                                                                         signer: CertificateSigner) -> None:
     release = threading.Event()
     plugin = BenchPlugin()
-    plugin.plug(phone(tmp_path, "HUNG0001", release))
-    for i in (2, 3, 4):
-        plugin.plug(phone(tmp_path, f"GOOD000{i}"))
+    plugin.plugged = {"usb:1": ("test", phone(tmp_path, "HUNG0001", release))}
+    plugin.plugged.update({f"usb:{i}": ("test", phone(tmp_path, f"GOOD000{i}")) for i in (2, 3, 4)})
     station = run_station(tmp_path, plugin, signer, timeout=1.0, grace=0.5)
     assert station.run() == "idle"
     outcomes = {r.serial: r.outcome for r in station.rows.values()}
@@ -115,23 +118,22 @@ def test_a_phone_seen_again_in_another_mode_is_followed_not_erased_twice(
         tmp_path: Path, signer: CertificateSigner) -> None:
     plugin = BenchPlugin()
     same = phone(tmp_path, "FOLLOW01")
-    plugin.plug(same)
-    seen_again = threading.Event()
+    plugin.plugged = {"usb:1": ("test", same)}
     station = run_station(tmp_path, plugin, signer)
     original_step = station.step
 
     def step() -> None:  # hot-plug while the station runs: the same phone in a second mode,
         original_step()  # then a new phone on another port
         row = next(iter(station.rows.values()), None)
-        if row is not None and row.final and not seen_again.is_set():
-            seen_again.set()
-            plugin.plug(same, "recovery")
-            plugin.plug(phone(tmp_path, "LATE0005"))
+        if row is not None and row.final and "usb:9" not in plugin.plugged:
+            with plugin.lock:
+                plugin.plugged["usb:9"] = ("recovery", same)
+                plugin.plugged["usb:5"] = ("test", phone(tmp_path, "LATE0005"))
     station.step = step  # type: ignore[method-assign]
     assert station.run() == "idle"
     assert same.erases == 1
     follow = next(r for r in station.rows.values() if r.serial == "FOLLOW01")
-    assert sorted(follow.modes) == ["recovery", "virtual"]
+    assert sorted(follow.modes) == ["recovery", "test"]
     assert {r.serial: r.outcome for r in station.rows.values()} == {
         "FOLLOW01": "ERASED_VERIFIED", "LATE0005": "ERASED_VERIFIED"}
     queued = [s for _, s, e in job_events(tmp_path) if e == "queued"]
@@ -143,7 +145,7 @@ def test_one_ctrl_c_lets_running_jobs_finish_and_starts_nothing_new(
     release = threading.Event()
     plugin = BenchPlugin()
     busy = phone(tmp_path, "BUSY0001", release)
-    plugin.plug(busy)
+    plugin.plugged = {"usb:1": ("test", busy)}
     station = run_station(tmp_path, plugin, signer)
     result: list[str] = []
     runner = threading.Thread(target=lambda: result.append(station.run()))
@@ -153,7 +155,8 @@ def test_one_ctrl_c_lets_running_jobs_finish_and_starts_nothing_new(
             break
         threading.Event().wait(0.02)
     station.interrupt()  # what the SIGINT handler calls
-    plugin.plug(phone(tmp_path, "LATE0002"))
+    with plugin.lock:
+        plugin.plugged["usb:2"] = ("test", phone(tmp_path, "LATE0002"))
     threading.Event().wait(0.3)
     release.set()
     runner.join(20)
@@ -172,7 +175,7 @@ def test_a_record_left_unsigned_is_certified_once_when_the_station_comes_back(
             raise OutputError("cannot write certificate: no space left on device", "free disk space")
 
     plugin = BenchPlugin()
-    plugin.plug(phone(tmp_path, "UNSIGNED1"))
+    plugin.plugged = {"usb:1": ("test", phone(tmp_path, "UNSIGNED1"))}
     first = run_station(tmp_path, plugin, signer)
     first.signer = FullDisk()
     first.options = replace(first.options, exit_when_idle=False)
@@ -182,7 +185,7 @@ def test_a_record_left_unsigned_is_certified_once_when_the_station_comes_back(
     first.audit.close()  # the station dies here: the batch stays open, the record unsigned
     assert [e for _, _, e in job_events(tmp_path)][-2:] == ["record", "certificate-failed"]
 
-    plugin.unplug_all()  # the phone has left the bench
+    plugin.plugged = {}  # the phone has left the bench
     second = run_station(tmp_path, plugin, signer)
     assert second.run() == "idle"
     second.audit.close()

@@ -77,7 +77,11 @@ class VirtualReader:
 
 
 class VirtualSession(Session):
-    def __init__(self, plugin: "VirtualPlugin", endpoint: Endpoint, storage: HandsetStorage) -> None:
+    """``plugin`` is None for a storage on no bus (a test bench that plugs phones itself):
+    then only an unplug fault makes it absent."""
+
+    def __init__(self, plugin: "VirtualPlugin | None", endpoint: Endpoint,
+                 storage: HandsetStorage) -> None:
         self.plugin = plugin
         self.endpoint = endpoint
         self.storage = storage
@@ -89,7 +93,8 @@ class VirtualSession(Session):
         self.counts[what] = self.counts.get(what, 0) + n
 
     def _check_present(self) -> None:
-        if self.storage.faults.unplugged or self.plugin.bus.get(self.endpoint.address) is None:
+        if self.storage.faults.unplugged or (
+                self.plugin is not None and self.plugin.bus.get(self.endpoint.address) is None):
             raise DeviceGone("the virtual handset is no longer on the bus", GONE_ADVICE)
 
     # -- who it is and what stands in the way ---------------------------------------------
