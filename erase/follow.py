@@ -61,7 +61,8 @@ def follow_to(plugin: Plugin, session: Session, serial: str | None, mode: str,
                           f"put it into {mode} mode by hand and run again")
     timeout = float(plugin.options.get("follow_timeout", DEFAULT_TIMEOUT_S))
     log("following", {"to": mode, "serial": serial, "timeout_s": timeout})
-    others = [p for name, p in load_plugins(plugin.options).items() if name != plugin.name]
+    others = [_same_guard(plugin, p) for name, p in load_plugins(plugin.options).items()
+              if name != plugin.name]
     deadline = time.monotonic() + timeout
     while True:
         for other in others:
@@ -99,6 +100,13 @@ def follow_for_readback(plugin: Plugin, session: Session, serial: str | None,
         found.session.close()
         return None
     return Followed(found.session, reader, found.endpoint)
+
+
+def _same_guard(plugin: Plugin, other: Plugin) -> Plugin:
+    """``other`` under the guard ``plugin`` runs under, if any (erase.guard.GuardedPlugin):
+    the followed phone's session keeps the job's timeout and abort."""
+    guarded = getattr(type(plugin), "guarded", None)
+    return guarded(plugin, other) if guarded else other
 
 
 def _find(plugin: Plugin, serial: str, mode: str) -> tuple[Endpoint, Session] | None:

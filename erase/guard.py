@@ -117,5 +117,10 @@ class GuardedPlugin(Plugin):
         self._guard.check()
         return GuardedSession(self._plugin.open(endpoint), self._guard)  # type: ignore[return-value]
 
+    def guarded(self, other: Plugin) -> "GuardedPlugin":
+        """Another plugin under the same guard: a phone followed into another mode
+        (erase.follow) stays within the job's timeout and abort."""
+        return GuardedPlugin(other, self._guard)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._plugin, name)
