@@ -106,8 +106,8 @@ def test_storage_that_drops_writes_below_the_cache_never_passes(fleet, tmp_path:
 @pytest.mark.interop
 def test_without_the_bypass_the_liar_would_pass(fleet, tmp_path: Path, monkeypatch) -> None:
     """The emulated cache is what a buffered read-back sees: proof the tests above can fail."""
-    from phonewipe.protocols.adb import client
-    monkeypatch.setattr(client._DdReader, "bypass_cache", lambda self: "nothing (test)")
+    from phonewipe.protocols.adb import client_readback
+    monkeypatch.setattr(client_readback._DdReader, "bypass_cache", lambda self: "nothing (test)")
     plugins, start = fleet
     record = erase(plugins, start("lying-storage-1pct"), tmp_path, method="adb-raw-pattern",
                    verify_mode="full")

@@ -22,9 +22,9 @@ from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
 from phonewipe.erase.plugin import PluginOptions, load_plugins
-from phonewipe.protocols.adb import client
+from phonewipe.protocols.adb import client_readback
 
-HELPER = Path(client.__file__).parent / "helper"
+HELPER = Path(client_readback.__file__).parent / "helper"
 
 
 def test_the_committed_builds_come_from_the_committed_source() -> None:
@@ -102,7 +102,7 @@ def test_flash_that_drops_part_of_the_fill_fails(fleet, tmp_path: Path) -> None:
 @pytest.mark.interop
 def test_without_a_build_for_its_abi_the_fill_is_not_verified(fleet, tmp_path: Path,
                                                              monkeypatch) -> None:
-    monkeypatch.setattr(client, "HELPER_BUILDS", tmp_path / "no-builds")
+    monkeypatch.setattr(client_readback, "HELPER_BUILDS", tmp_path / "no-builds")
     plugins, start = fleet
     record = fill(plugins, start("unrooted"), tmp_path)
     assert record.outcome is Outcome.ERASED_UNVERIFIED, record.reason

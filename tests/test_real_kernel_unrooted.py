@@ -310,14 +310,14 @@ def test_without_the_helper_the_fill_is_unverified_and_a_buffered_read_would_pas
     from phonewipe.erase.job import JobSettings, run_job
     from phonewipe.erase.model import Outcome
     from phonewipe.erase.plugin import PluginOptions, load_plugins
-    from phonewipe.protocols.adb import client
+    from phonewipe.protocols.adb import client_readback
 
     lying = phone(LYING_SHARE)
     device = adb.client().device(serial=lying.address)
     start, length = lying.drops[0]
 
     # a direct experiment: a file over the free space, read back buffered and through pwread
-    helper = (client.HELPER_BUILDS / f"phonewipe-pwread-{ABI}").read_bytes()
+    helper = (client_readback.HELPER_BUILDS / f"phonewipe-pwread-{ABI}").read_bytes()
     device.sync.push(helper, HELPER_ON_PHONE, mode=0o755)
     on_phone = lying.data / "local/tmp/phonewipe-pwread"
     assert on_phone.read_bytes() == helper and on_phone.stat().st_uid == 2000
@@ -351,8 +351,8 @@ def test_without_the_helper_the_fill_is_unverified_and_a_buffered_read_would_pas
                            JobSettings(method="adb-fill-reset", verify_mode="quick"), audit)
 
     # the erase without a helper build: the client cannot get past the cache and says so
-    builds = client.HELPER_BUILDS
-    monkeypatch.setattr(client, "HELPER_BUILDS", tmp_path / "no-builds")
+    builds = client_readback.HELPER_BUILDS
+    monkeypatch.setattr(client_readback, "HELPER_BUILDS", tmp_path / "no-builds")
     record = job("no-helper")
     assert record.outcome is Outcome.ERASED_UNVERIFIED, record.reason
     assert f"no build for the phone's ABI {ABI}" in record.reason
@@ -361,8 +361,8 @@ def test_without_the_helper_the_fill_is_unverified_and_a_buffered_read_would_pas
 
     # what a buffered read-back (dd, no bypass) says of the same fill: the page cache answers
     # for the medium, a false PASS (the phone reset above: a fresh /data, the same medium)
-    monkeypatch.setattr(client, "HELPER_BUILDS", builds)
-    monkeypatch.setattr(client._DdReader, "bypass_cache", lambda self: "nothing (test)")
+    monkeypatch.setattr(client_readback, "HELPER_BUILDS", builds)
+    monkeypatch.setattr(client_readback._DdReader, "bypass_cache", lambda self: "nothing (test)")
     record = job("buffered")
     assert record.outcome is Outcome.ERASED_VERIFIED, record.reason
     assert dropped_range_holds_markers(lying)
