@@ -97,6 +97,20 @@ class CertificateSigner:
     def subject(self) -> str:
         return self.material.cert.subject.rfc4514_string()
 
+    def sign_checkpoint(self, data: bytes) -> tuple[bytes, bytes]:
+        """(signing certificate DER, detached signature over `data` with the organization
+        key): the audit log's signed checkpoints (phonewipe.erase.audit)."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+        key = self.material.key
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:  # Ed25519 / Ed448
+            signature = key.sign(data)
+        return self.material.cert.public_bytes(serialization.Encoding.DER), signature
+
     def sign_pdf(self, pdf: bytes, record_json: bytes, created: dt.datetime | None = None,
                  attachment: tuple[str, str] = (ATTACHMENT_NAME, ATTACHMENT_DESCRIPTION)) -> bytes:
         """Attach `record_json` to `pdf` (as `attachment` = (file name, description)) and

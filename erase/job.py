@@ -12,15 +12,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import __version__
-from .audit import AuditLog, now_iso
+from .audit import AuditLog, last_appended, now_iso
 from .capacity import check_capacity
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
 from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Operator, Outcome,
                     Record, Sanitization, Severity, Technique, VerificationResult, _plain)
 from .pattern import new_key
+from .strings import clean, clean_identity
 from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
-from .evidence import build_evidence
+from .evidence import EVIDENCE_SCHEMA, build_evidence
 from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
 from .verify import make_plan, read_digests, sample_and_check
 
@@ -84,11 +85,20 @@ class _Job:
     followed: Followed | None = None  # the phone found again in a mode that reads back
     switched: Found | None = None  # the phone in the mode it was erased in (JobSettings.via)
     reached: tuple[str, int, int] | None = None  # latest progress: stage, done, total bytes
+    device_strings: dict[str, Any] = field(default_factory=dict)  # what the device sent, raw
+
+    def _identified(self, identity: Identity) -> Identity:
+        """The device's own strings cleaned (erase/strings.py) before they are logged, shown
+        or certified; the original bytes are kept for the record's evidence."""
+        cleaned, raw = clean_identity(identity)
+        if raw:
+            self.device_strings = raw
+        return cleaned
 
     @property
     def serial(self) -> str:
         return (self.identity.serial if self.identity and self.identity.serial
-                else self.endpoint.label or self.endpoint.address)
+                else clean(self.endpoint.label or self.endpoint.address) or "")
 
     def log(self, event: str, payload: dict[str, Any] | None = None) -> None:
         self.stage = event
@@ -102,7 +112,7 @@ class _Job:
         return report
 
     def run(self) -> Record:
-        self.log("detected", {"endpoint": str(self.endpoint)})
+        self.log("detected", {"endpoint": str(self._shown_endpoint())})
         try:
             with self.plugin.open(self.endpoint) as session:
                 try:
@@ -125,10 +135,28 @@ class _Job:
             outcome, reason = (Outcome.FAILED, f"internal error during {self.stage}: {exc!r}; "
                                                "please report it with the audit log")
             self.log("internal-error", {"error": repr(exc), "traceback": traceback.format_exc()})
+        self.evidence = dict(self.evidence or {"schema": EVIDENCE_SCHEMA})
+        head = self._audit_head()
+        if head is not None:  # the log as this record saw it: `audit verify --expect-head`
+            self.evidence["audit"] = {"row": head[0], "head": head[1]}
+        if self.device_strings:
+            self.evidence["device_strings"] = self.device_strings
         record = self._record(outcome, reason)
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
                             "reason": reason, "record": record.to_dict()})
         return record
+
+    def _shown_endpoint(self) -> Endpoint:
+        """The endpoint as logged and recorded: its label is what the device calls itself."""
+        return replace(self.endpoint, address=clean(self.endpoint.address) or "",
+                       label=clean(self.endpoint.label) or "")
+
+    def _audit_head(self) -> tuple[int, str] | None:
+        try:
+            head = getattr(self.audit, "head", None)
+            return head() if head is not None else last_appended()
+        except Exception:  # noqa: BLE001 - never cost the record
+            return None
 
     def _how_far(self) -> str:
         """Where a failed job stopped, for its reason: the stage, and the bytes it moved (sent
@@ -142,11 +170,12 @@ class _Job:
         return where
 
     def _flow(self, session: Session) -> tuple[Outcome, str]:
-        self.identity = session.identify()
+        self.identity = self._identified(session.identify())
         self.log("identified", {"identity": _as_dict(self.identity)})
         via = self.settings.via if self.settings.via != self.endpoint.mode else None
         self.findings = session.preflight_for(via) if via else session.preflight()
-        self.identity = session.identity or self.identity  # with the lock states checked
+        self.identity = self._identified(session.identity) if session.identity else self.identity
+        # (with the lock states checked)
         self.log("preflight", {"findings": [_as_dict(f) for f in self.findings]})
         self._stop_on_blockers(self.findings)
         plugin = self.plugin
@@ -241,7 +270,8 @@ class _Job:
         except NotFollowed as exc:
             raise _Stop(Outcome.FAILED, f"nothing was erased: {exc.line()}") from exc
         try:
-            self.log("identified", {"mode": mode, "identity": _as_dict(found.session.identify())})
+            self.log("identified", {"mode": mode,
+                                    "identity": _as_dict(clean_identity(found.session.identify())[0])})
             more = found.session.preflight()
             self.log("preflight", {"mode": mode, "findings": [_as_dict(f) for f in more]})
             self.findings += more
@@ -309,7 +339,7 @@ class _Job:
             sanitization = replace(sanitization, category=a.category, justification=a.justification)
         return Record(
             record_id=str(uuid.uuid4()), job_id=self.job_id, created_at=now_iso(),
-            outcome=outcome, device=identity, endpoint=self.endpoint,
+            outcome=outcome, device=identity, endpoint=self._shown_endpoint(),
             operator=self.settings.operator, destination=self.settings.destination,
             tool=self._tool(), findings=tuple(self.findings), sanitization=sanitization,
             verification=self.verification, reason=reason, post_state=self.post,

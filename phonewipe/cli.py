@@ -12,11 +12,12 @@ from typing import Any
 
 import click
 from phonewipe.erase import __version__
-from phonewipe.erase.audit import AuditLog, verify_log
+from phonewipe.erase.audit import AuditLog, parse_expected_head, verify_audit
 from phonewipe.erase.config import DEFAULT_KEYS_DIR, load_config
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError, UsageError
 from phonewipe.erase.plugin import PluginOptions
 from phonewipe.erase.runner import exit_code
+from phonewipe.erase.strings import for_terminal
 from rich.markup import escape
 from rich.table import Table
 
@@ -156,12 +157,13 @@ def verify(ctx: click.Context, cert_path: Path, serial: str | None, fresh_seed: 
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:
         style = "green" if result.ok else "red"
-        console.print(f"[{style}]{result.verdict.upper()}[/] {record.device.serial}: {result.reason}"
+        console.print(f"[{style}]{result.verdict.upper()}[/] {for_terminal(record.device.serial)}: "
+                      f"{for_terminal(result.reason)}"
                       f" ({result.samples} samples, {result.plan['mode']} plan, seed "
                       f"{result.plan['seed']}{', fresh' if result.fresh_seed else ''})",
                       highlight=False, soft_wrap=True)
         for p in result.problems[:10]:
-            console.print(f"  offset {p.offset:,}: {p.found}", highlight=False)
+            console.print(f"  offset {p.offset:,}: {for_terminal(p.found)}", highlight=False)
     sys.exit(0 if result.ok else 12)
 
 
@@ -240,11 +242,15 @@ def cert_verify(paths: tuple[Path, ...], trust: Path | None) -> None:
         report = verify_certificate(path, trust=trust)
         if report.ok:
             rec = report.record
-            console.print(f"[green]valid[/]   {path}: {rec.result_text} for {rec.device.serial or 'unknown serial'}"
-                          f", signed by {report.signer_subject}", highlight=False, soft_wrap=True)
+            # a certificate's strings are data (a serial may hold escape codes or markup)
+            console.print(f"[green]valid[/]   {for_terminal(path)}: {rec.result_text} for "
+                          f"{for_terminal(rec.device.serial or 'unknown serial')}"
+                          f", signed by {for_terminal(report.signer_subject)}", highlight=False,
+                          soft_wrap=True)
         else:
             bad += 1
-            console.print(f"[red]INVALID[/] {path}: {'; '.join(report.problems)}", highlight=False,
+            console.print(f"[red]INVALID[/] {for_terminal(path)}: "
+                          f"{for_terminal('; '.join(report.problems))}", highlight=False,
                           soft_wrap=True)
     sys.exit(6 if bad else 0)
 
@@ -274,8 +280,12 @@ def cert_show(path: Path, as_json: bool) -> None:
         rows += [("coverage", v.coverage)] if v.coverage else []
         rows += [("capacity", v.capacity.get("note", ""))] if v.capacity else []
     rows += [("record sha256", record.sha256())]
+    audit_head = record.evidence.get("audit") if isinstance(record.evidence, dict) else None
+    if isinstance(audit_head, dict):  # as `audit verify --expect-head` takes it
+        rows += [("audit head", f"{audit_head.get('head')}:{audit_head.get('row')}")]
+    table.columns[1].overflow = "fold"  # hashes whole, to copy
     for k, v in rows:
-        table.add_row(k, str(v))
+        table.add_row(k, for_terminal(v))
     console.print(table)
 
 
@@ -332,21 +342,66 @@ def audit() -> None:
     """Check and export the audit log."""
 
 
+def _audit_trust(values: tuple[str, ...]) -> list[str]:
+    """--trust values as fingerprints: a PEM/DER certificate file, a key directory (its
+    signing certificate) or a SHA-256 fingerprint."""
+    import hashlib
+
+    from cryptography import x509
+    out = []
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            path = path / "signing-cert.pem"
+        if path.is_file():
+            data = path.read_bytes()
+            try:
+                cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data \
+                    else x509.load_der_x509_certificate(data)
+            except ValueError:
+                raise UsageError(f"--trust {value}: not a certificate", "give a PEM "
+                                 "certificate, a key directory or a SHA-256 fingerprint") from None
+            from cryptography.hazmat.primitives import serialization
+            out.append(hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest())
+        else:
+            fingerprint = value.replace(":", "").strip().lower()
+            if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+                raise UsageError(f"--trust {value!r}: no such file, and not a SHA-256 "
+                                 "fingerprint", "give a PEM certificate, a key directory or "
+                                 "the 64 hex digits `phonewipe keys show` prints")
+            out.append(fingerprint)
+    return out
+
+
+def _expected_heads(values: tuple[str, ...]) -> list[tuple[str, int | None]]:
+    try:
+        return [parse_expected_head(v) for v in values]
+    except ValueError as exc:
+        raise UsageError(str(exc), "copy HASH:ROWS from a certificate (`phonewipe cert show`) "
+                         "or a batch summary") from None
+
+
 @audit.command("verify")
 @click.argument("db", type=click.Path(path_type=Path))
+@click.option("--expect-head", "expect_heads", multiple=True, metavar="HASH[:ROWS]",
+              help="a head the log must contain (at row ROWS), e.g. from a certificate or "
+                   "summary: proves the rows up to it were neither deleted nor rewritten")
+@click.option("--trust", "trust", multiple=True, metavar="CERT|DIR|FINGERPRINT",
+              help="the key the checkpoints must be signed by (default: any, reported)")
 @expected_errors
-def audit_verify(db: Path) -> None:
-    """Walk the hash chain; name the first broken row."""
-    rows = verify_log(db)
-    console.print(f"audit log {db}: {rows} rows, hash chain intact", highlight=False)
+def audit_verify(db: Path, expect_heads: tuple[str, ...], trust: tuple[str, ...]) -> None:
+    """Check the hash chain and the signed checkpoints: one line naming what is wrong
+    (exit 7 broken row, 14 empty, 15 truncated, 16 rewritten, 17 unproven)."""
+    report = verify_audit(db, trusted=_audit_trust(trust), expect=_expected_heads(expect_heads))
+    console.print(for_terminal(report.line()), highlight=False, soft_wrap=True)
 
 
 @audit.command("export")
 @click.argument("db", type=click.Path(path_type=Path))
 @expected_errors
 def audit_export(db: Path) -> None:
-    """Print every event as JSON lines (after checking the chain)."""
-    verify_log(db)
+    """Print every event as JSON lines (after checking the chain and its checkpoints)."""
+    verify_audit(db, require_checkpoint=False, allow_empty=True)
     with AuditLog(db) as log:
         for e in log.events():
             click.echo(json.dumps({"id": e.id, "ts": e.ts, "job_id": e.job_id, "serial": e.serial,

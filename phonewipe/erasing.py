@@ -14,6 +14,7 @@ from phonewipe.erase.job import JobSettings
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin
 from phonewipe.erase.runner import JobResult, check_output_dir, erase_devices
+from phonewipe.erase.strings import clean, for_terminal
 from rich.table import Table
 
 from phonewipe.common import OUTCOME_STYLE, console, err_console, load_signer
@@ -49,15 +50,17 @@ def _results_table(results: list[JobResult]) -> Table:
     table = Table("device", "serial", "method", "verification", "result", "certificate / reason")
     for r in results:
         rec = r.record
+        # device strings (and anything quoting them) are data: never markup or control codes
         device = " ".join(x for x in (rec.device.manufacturer, rec.device.model) if x) or rec.endpoint.address
         method = rec.sanitization.method if rec.sanitization else "-"
         ver = rec.verification
         verification = f"{ver.mode} {ver.status}" if ver else "-"
         style = OUTCOME_STYLE[rec.outcome]
-        detail = str(r.certificate) if r.certificate else r.error
+        detail = for_terminal(str(r.certificate) if r.certificate else r.error)
         if rec.reason:
-            detail += f"\n[dim]{rec.reason}[/]"
-        table.add_row(device, rec.device.serial or rec.endpoint.address, method, verification,
+            detail += f"\n[dim]{for_terminal(rec.reason)}[/]"
+        table.add_row(for_terminal(device), for_terminal(rec.device.serial or rec.endpoint.address),
+                      for_terminal(method), for_terminal(verification),
                       f"[{style}]{rec.result_text}[/]", detail)
     return table
 
@@ -75,11 +78,14 @@ def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out
                           "(each is then recorded FAILED, with its certificate)" if count == 1 else
                           "Ctrl-C: aborting the running jobs at their next step; Ctrl-C again "
                           "quits without waiting (the audit log keeps every step)")
-    with AuditLog(audit_path or out_dir / "audit.sqlite") as audit:
+    with AuditLog(audit_path or out_dir / "audit.sqlite", signer=signer) as audit:
         view = _ProgressView({}, enabled=not as_json)
         with view.progress:
-            results = erase_devices(targets, settings, audit, signer, cert_dir, view.update,
-                                    abort=abort, on_interrupt=interrupted)
+            try:
+                results = erase_devices(targets, settings, audit, signer, cert_dir, view.update,
+                                        abort=abort, on_interrupt=interrupted)
+            finally:
+                audit.checkpoint("erase-run")  # the run's every row, signed
     if as_json:
         click.echo(json.dumps([{"serial": r.record.device.serial, "outcome": r.record.outcome.value,
                                 "result": r.record.result_text, "reason": r.record.reason,
@@ -87,7 +93,8 @@ def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out
                                 "record_sha256": r.record.sha256()} for r in results], indent=2))
     else:
         console.print(_results_table(results))
-        console.print(f"audit log: {audit_path or out_dir / 'audit.sqlite'}")
+        console.print(f"audit log: {for_terminal(audit_path or out_dir / 'audit.sqlite')}",
+                      highlight=False)
     return results
 
 
@@ -103,7 +110,7 @@ def match_serial(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tu
         except PhonewipeError:
             unidentified.append(endpoint)
             continue
-        if identity.serial == serial:
+        if serial in (identity.serial, clean(identity.serial)):  # as the device said it, or as shown
             matches.append((plugin, endpoint))
         elif identity.serial is None:
             unidentified.append(endpoint)

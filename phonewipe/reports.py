@@ -1,5 +1,11 @@
 """Per-batch outputs, rebuilt from the audit log alone: the signed summary PDF, and CSV and
-JSON exports of the final records (the JSON is exactly each certificate's embedded record)."""
+JSON exports of the final records (the JSON is exactly each certificate's embedded record).
+
+Nothing is signed from a log that does not check: the chain and its signed checkpoints must
+verify (signed by the key that signs the summary), and every record must be the one its
+`record` event hashed, its `certified` event named and its certificate on disk holds, with a
+valid signature of the same key. A record edited in the log and the chain recomputed is
+refused, not summarised."""
 from __future__ import annotations
 
 import csv
@@ -10,14 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phonewipe.erase.audit import AuditLog, now_iso, verify_log
-from phonewipe.erase.errors import UsageError
+from phonewipe.erase.audit import AuditLog, AuditReport, now_iso, verify_audit
+from phonewipe.erase.errors import AuditBroken, UsageError
 from phonewipe.erase.model import Record
 from phonewipe.erase.station.ledger import BatchLedger, batch_ids, read_ledger
 from phonewipe.erase.station.manifest import Manifest
 from phonewipe.erase.station.reconcile import reconcile
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class RecordMismatch(AuditBroken):
+    """A record in the log disagrees with its certified hash or its certificate (exit 18)."""
+    exit_code = 18
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text, never runs as a formula: a leading = + - @ tab or
+    CR gets a ' in front (the CSV keeps the exact value after it)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def batch_dir(out_dir: Path, batch_id: str) -> Path:
@@ -52,9 +70,9 @@ def records_csv(records: list[Record]) -> str:
              "record_id", "record_sha256"]
     columns = [c for c in first if c in columns] + [c for c in columns if c not in first]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.DictWriter(buf, fieldnames=columns)  # CRLF: a CR in a value is quoted too
+    writer.writerow({c: csv_cell(c) for c in columns})
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -69,7 +87,15 @@ def _device_entry(record: Record, certificate: str | None) -> dict[str, Any]:
             "certificate": Path(certificate).name if certificate else ""}
 
 
-def build_summary(ledger: BatchLedger, audit_rows: int) -> dict[str, Any]:
+def _audit_block(report: AuditReport, row: int, head: str) -> dict[str, Any]:
+    last = report.last_checkpoint
+    chain = (f"intact; head {head}:{row} (pass it to `phonewipe audit verify --expect-head`); "
+             f"{len(report.checkpoints)} signed checkpoint(s)")
+    return {"rows": row, "head": head, "chain": chain, "checkpoints": len(report.checkpoints),
+            "last_checkpoint": {"row": last.row, "ts": last.ts} if last else None}
+
+
+def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict[str, Any]:
     opened = ledger.opened or {}
     manifest = Manifest.from_dict(opened["manifest"]) if opened.get("manifest") else None
     jobs = [j for j in ledger.jobs.values() if j.record is not None]
@@ -92,7 +118,8 @@ def build_summary(ledger: BatchLedger, audit_rows: int) -> dict[str, Any]:
         "interrupted_not_redone": [j.job_id for j in ledger.unfinished()],
         "second_look_share": opened.get("second_look_share", 0),
         "second_look": looks,
-        "audit": {"rows": audit_rows, "chain": "intact"},
+        "audit": audit_rows if isinstance(audit_rows, dict) else {"rows": audit_rows,
+                                                                  "chain": "intact"},
     }
 
 
@@ -101,12 +128,15 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
         known = ", ".join(batch_ids(audit)) or "none"
         raise UsageError(f"no batch {batch_id!r} in the audit log {audit.path} (batches: {known})",
                          "give a batch id that `phonewipe station` reported")
-    rows = verify_log(audit.path)  # never report from a log whose chain is broken
-    ledger = read_ledger(audit, batch_id)
-    summary = build_summary(ledger, rows)
     from phonewipe.certificates.batch import sign_summary
     from phonewipe.certificates.sign import write_atomic
+    # never report from a log that does not check, nor one another key signed
+    report = verify_audit(audit.path, trusted=[_fingerprint(signer)])
+    ledger = read_ledger(audit, batch_id)
     directory = batch_dir(out_dir, batch_id)
+    cross_check(audit, ledger, directory, _fingerprint(signer))
+    row, head = audit.checkpoint("summary") if getattr(audit, "signer", None) else audit.head()
+    summary = build_summary(ledger, _audit_block(report, row, head))
     records = ledger.records()
     records.sort(key=lambda r: r.created_at)
     pdf = write_atomic(directory, "summary.pdf", sign_summary(signer, summary))
@@ -116,3 +146,67 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
     write_atomic(directory, "summary.json", json.dumps(summary, indent=2, sort_keys=True,
                                                        ensure_ascii=False).encode("utf-8"))
     return BatchOutputs(directory, pdf, csv_path, json_path, summary)
+
+
+def _fingerprint(signer: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+    import hashlib
+    return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _events_by_job(audit: AuditLog) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for e in audit.events():
+        if e.event in ("record", "certified"):
+            try:
+                payload = json.loads(e.payload)
+            except ValueError:
+                payload = {}
+            found.setdefault(e.job_id, {}).setdefault(e.event, []).append(
+                payload if isinstance(payload, dict) else {})
+    return found
+
+
+def cross_check(audit: AuditLog, ledger: BatchLedger, directory: Path, fingerprint: str) -> None:
+    """Every record of the batch against the hash its `record` and `certified` events name
+    and against the signed certificate on disk; RecordMismatch (one line) at the first that
+    disagrees."""
+    from phonewipe.certificates.verify import verify_certificate
+    from phonewipe.erase.strings import escape_controls
+    by_job = _events_by_job(audit)
+    for job in ledger.jobs.values():
+        if job.record is None:
+            continue
+        record = Record.from_dict(job.record)
+        digest = record.sha256()
+        who = f"{escape_controls(record.device.serial or job.address or '?')} (job {job.job_id[:8]})"
+        events = by_job.get(job.job_id, {})
+        logged = [p.get("record_sha256") for p in events.get("record", [])]
+        if logged[:1] != [digest]:
+            raise RecordMismatch(f"report refused: the record of {who} does not hash to the "
+                                 "record_sha256 its record event logged", _EDITED)
+        certified = [p for p in events.get("certified", []) if p.get("record_sha256") == digest]
+        if not certified:
+            raise RecordMismatch(f"report refused: no certified event names the record of {who} "
+                                 f"(sha256 {digest[:16]}...)", _EDITED)
+        named = Path(str(certified[0].get("certificate", "")))
+        path = directory / "certificates" / named.name  # where the station wrote it
+        if not path.is_file():
+            raise RecordMismatch(f"report refused: the certificate of {who} is missing "
+                                 f"({path})", "restore the batch's certificates/ folder, "
+                                 "then run the report again")
+        checked = verify_certificate(path)
+        if not checked.ok or checked.record is None:
+            raise RecordMismatch(f"report refused: the certificate of {who} ({path.name}) is not "
+                                 f"valid: {'; '.join(checked.problems)}", _EDITED)
+        if checked.signer_fingerprint != fingerprint:
+            raise RecordMismatch(f"report refused: the certificate of {who} ({path.name}) is "
+                                 "signed by another key than this summary's", _EDITED)
+        if checked.record.sha256() != digest:
+            raise RecordMismatch(
+                f"report refused: the audit log says {record.result_text} for {who}, its "
+                f"certificate {path.name} says {checked.record.result_text} (record "
+                f"{digest[:16]}... vs {checked.record.sha256()[:16]}...)", _EDITED)
+
+
+_EDITED = "the audit log or the certificates were changed after signing: no summary is signed"

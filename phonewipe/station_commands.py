@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from phonewipe.erase.errors import ConfigError, UsageError
 from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
+from phonewipe.erase.strings import clean, for_terminal
 
 from phonewipe.common import (
     config_of,
@@ -142,7 +143,7 @@ def register(group: click.Group) -> None:
             plugins = plugins_of(ctx)
         out = console
         try:
-            with AuditLog(out_dir / "audit.sqlite") as audit:
+            with AuditLog(out_dir / "audit.sqlite", signer=signer) as audit:  # signs checkpoints
                 batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
@@ -173,7 +174,8 @@ def register(group: click.Group) -> None:
                     msg = (f"stopped: {len(aborted)} running job(s) aborted and recorded as such "
                            f"({', '.join(r.serial or r.port for r in aborted) or 'none'}); run the "
                            f"same command again to redo them and finish batch {batch_id}")
-                    (err_console if not json_lines else err_console).print(msg, highlight=False)
+                    (err_console if not json_lines else err_console).print(
+                        for_terminal(msg), highlight=False)
                     sys.exit(130)
                 outputs = write_reports(audit, batch_id, out_dir, signer)
         finally:
@@ -208,7 +210,7 @@ def register(group: click.Group) -> None:
         if keys_dir is None and (out_dir / "keys" / "signing-key.pem").is_file():
             keys_dir = out_dir / "keys"  # the key an emulated station made for itself
         signer = load_signer(keys_dir or config_of(ctx).keys_dir)
-        with AuditLog(audit_path) as audit:
+        with AuditLog(audit_path, signer=signer) as audit:
             outputs = write_reports(audit, batch_id, out_dir, signer)
         if as_json:
             click.echo(json.dumps(outputs.summary, indent=2, sort_keys=True))
@@ -242,8 +244,8 @@ def _unexpected(st: Any, handsets: list[Any]) -> int:
     """With emulated handsets: 1 when one did not end as its profile says it must."""
     if not handsets:
         return 0
-    expected = {h.serial: h.profile.expect for h in handsets}
-    serial_at = {address: h.serial for h in handsets for address in h.endpoints.values()}
+    expected = {clean(h.serial): h.profile.expect for h in handsets}  # as the record has it
+    serial_at = {address: clean(h.serial) for h in handsets for address in h.endpoints.values()}
     bad = 0
     seen = set()
     for row in st.rows.values():
@@ -252,10 +254,12 @@ def _unexpected(st: Any, handsets: list[Any]) -> int:
         want = expected.get(serial)
         if want is not None and row.outcome != want:
             bad += 1
-            err_console.print(f"[red]unexpected:[/] {serial} ended {row.outcome or row.state},"
-                                   f" expected {want}: {row.reason}", highlight=False)
+            err_console.print(f"[red]unexpected:[/] {for_terminal(serial)} ended "
+                              f"{for_terminal(row.outcome or row.state)}, expected {want}: "
+                              f"{for_terminal(row.reason)}", highlight=False)
     missing = set(expected) - seen
     for serial in sorted(missing):
         bad += 1
-        err_console.print(f"[red]unexpected:[/] {serial} never got a record", highlight=False)
+        err_console.print(f"[red]unexpected:[/] {for_terminal(serial)} never got a record",
+                          highlight=False)
     return 1 if bad else 0

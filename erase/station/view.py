@@ -13,6 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..strings import escape_controls, for_terminal
 from .station import DeviceRow, Station
 
 RESULT_STYLE = {"PASS": "green", "ERASED, NOT VERIFIED": "yellow", "FAIL": "red",
@@ -50,7 +51,9 @@ class LiveTable:
         state = row.state + ("" if row.present else " (unplugged)")
         if row.second_look:
             state += f"; 2nd look {row.second_look}"
-        return [row.port, row.model, ident, row.asset_tag, state, bar,
+        # what a device says is data: shown escaped, never as markup or control codes
+        return [for_terminal(row.port), for_terminal(row.model), for_terminal(ident),
+                for_terminal(row.asset_tag), for_terminal(state), bar,
                 f"{_size(rate)}/s" if rate else "", _eta(row.eta()) if row.busy else "", result]
 
     def __rich__(self) -> Group:
@@ -77,7 +80,7 @@ class LiveTable:
         else:
             status += " - Ctrl-C: finish running jobs and stop"
         for error in st.discovery_errors:
-            status += f"\ndiscovery problem: {error}"
+            status += f"\ndiscovery problem: {escape_controls(str(error))}"
         return Group(Text(status), table)  # status first: a tall table is cropped at the bottom
 
 
@@ -89,7 +92,19 @@ class JsonLines:
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, sort_keys=True, ensure_ascii=False, default=str)
+        line = json.dumps(_cleaned(event), sort_keys=True, ensure_ascii=False, default=str)
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+def _cleaned(value: Any) -> Any:
+    """Every string of an event with its control and bidi characters escaped (device strings
+    the station learnt before the job cleaned them, e.g. its probe's serial)."""
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, dict):
+        return {k: _cleaned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cleaned(v) for v in value]
+    return value
