@@ -15,7 +15,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from phonewipe.erase.model import canonical_json
 
-from .fields import STANDARD_LINE
+from .fields import LAYOUT_VERSION, STANDARD_LINE, TSA_TIME, STATION_CLOCK, SigningInfo
 from .render import printable
 
 SUMMARY_SCHEMA = "phonewipe.batch-summary/1"
@@ -54,8 +54,11 @@ def _device_label(entry: dict[str, Any]) -> str:
     return f"{entry.get('serial') or '?'}" + (f" ({tags})" if tags else "")
 
 
-def render_summary(summary: dict[str, Any]) -> bytes:
-    """PDF bytes; reportlab invariant mode, so the same summary gives the same bytes."""
+def render_summary(summary: dict[str, Any], layout: int = LAYOUT_VERSION,
+                   signing: SigningInfo | None = None) -> bytes:
+    """PDF bytes; reportlab invariant mode, so the same summary gives the same bytes.
+    From layout 3 on the last paragraph names the signer (subject, SHA-256 fingerprint) and
+    the source of the signing time; `cert verify` re-renders it from the signature."""
     buf = io.BytesIO()
     doc = SimpleDocTemplate(buf, pagesize=landscape(A4), leftMargin=12 * mm, rightMargin=12 * mm,
                             topMargin=12 * mm, bottomMargin=12 * mm, invariant=1,
@@ -108,6 +111,13 @@ def render_summary(summary: dict[str, Any]) -> bytes:
     story.append(Spacer(1, 3 * mm))
     story.append(_p("Each device's own signed certificate holds its full record; this summary "
                     "embeds its data as JSON and is signed by the same organization key.", _BODY))
+    if layout >= 3:
+        story.append(_p(
+            f"Signed (PAdES) by {signing.subject if signing else 'unknown'}; signer SHA-256 "
+            f"{signing.fingerprint if signing else 'unknown'}. Signing time: "
+            f"{TSA_TIME if signing and signing.timestamped else STATION_CLOCK}. Check it with "
+            "`phonewipe cert verify --trust FINGERPRINT summary.pdf`, with the fingerprint the "
+            "organization publishes.", _BODY))
     doc.build(story)
     return buf.getvalue()
 
@@ -117,5 +127,5 @@ def sign_summary(signer: Any, summary: dict[str, Any]) -> bytes:
         created = dt.datetime.fromisoformat(summary["generated_at"].replace("Z", "+00:00"))
     except (KeyError, ValueError):
         created = None
-    return signer.sign_pdf(render_summary(summary), canonical_json(summary), created,
-                           attachment=SUMMARY_ATTACHMENT)
+    return signer.sign_pdf(render_summary(summary, signing=getattr(signer, "signing_info", None)),
+                           canonical_json(summary), created, attachment=SUMMARY_ATTACHMENT)

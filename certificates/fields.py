@@ -20,6 +20,26 @@ MAX_FAILURES_SHOWN = 5
 
 
 @dataclass(frozen=True)
+class SigningInfo:
+    """Who signs and how the time is attested: printed on the page from layout 3 on.
+    `cert verify` re-renders it from the signature itself (the signer certificate and
+    whether a timestamp token is attached), so the page cannot name another signer."""
+    subject: str  # RFC 4514, from the signer certificate
+    fingerprint: str  # SHA-256 of the signer certificate's DER, lower-case hex
+    timestamped: bool = False  # an RFC 3161 timestamp token is attached to the signature
+
+
+def subject_text(cert_der: bytes) -> str:
+    """The signer's subject as printed (RFC 4514), the same from signer and verifier."""
+    from cryptography import x509
+    return x509.load_der_x509_certificate(cert_der).subject.rfc4514_string()
+
+
+STATION_CLOCK = "the signing station's own clock (no trusted timestamp)"
+TSA_TIME = "RFC 3161 timestamp from a time-stamping authority, embedded in the signature"
+
+
+@dataclass(frozen=True)
 class Section:
     title: str
     rows: tuple[tuple[str, str], ...]
@@ -146,13 +166,29 @@ def _verification_rows(v: VerificationResult | None, layout: int) -> tuple[tuple
     return tuple(rows)
 
 
-LAYOUT_VERSION = 2  # bump whenever the drawn page changes: verify re-renders to compare
-"""Layouts: 1 the first certificates; 2 adds the evidence summary, coverage and capacity.
-Older layouts stay renderable so that certificates issued by older versions still verify."""
+LAYOUT_VERSION = 3  # bump whenever the drawn page changes: verify re-renders to compare
+"""Layouts: 1 the first certificates; 2 adds the evidence summary, coverage and capacity;
+3 names the signer (subject and SHA-256 fingerprint, also in the QR code) and the source of
+the signing time. Older layouts stay renderable so that certificates issued by older
+versions still verify."""
 
 
-def visible_sections(record: Record, layout: int = LAYOUT_VERSION) -> list[Section]:
-    """Every field the certificate prints, grouped as printed (as `layout` printed them)."""
+def signature_rows(signing: SigningInfo | None, created_at: str) -> tuple[tuple[str, str], ...]:
+    """The signature block from layout 3 on."""
+    return (
+        ("Signed by", signing.subject if signing and signing.subject else UNKNOWN),
+        ("Signer SHA-256", signing.fingerprint if signing else UNKNOWN),
+        ("Signing time", TSA_TIME if signing and signing.timestamped else STATION_CLOCK),
+        ("Record created", _text(created_at)),
+        ("Check", "phonewipe cert verify --trust FINGERPRINT FILE, with the fingerprint the "
+                  "organization publishes (not one printed here): a PAdES signature"),
+    )
+
+
+def visible_sections(record: Record, layout: int = LAYOUT_VERSION,
+                     signing: SigningInfo | None = None) -> list[Section]:
+    """Every field the certificate prints, grouped as printed (as `layout` printed them);
+    `signing` names the signer (layout 3 and later)."""
     d, o, s = record.device, record.operator, record.sanitization
     org = o.organization.strip() or UNKNOWN
     sections = [
@@ -220,11 +256,14 @@ def visible_sections(record: Record, layout: int = LAYOUT_VERSION) -> list[Secti
         ("Destination", _text(dest.kind)),
         ("Details", dest.details.strip() or "none"),
     )))
-    sections.append(Section("Signature", (
-        ("Signature", f"Digitally signed (PAdES) by {org}; "
-                      "validate with `phonewipe cert verify`"),
-        ("Date", _text(record.created_at)),
-    )))
+    if layout >= 3:
+        sections.append(Section("Signature", signature_rows(signing, record.created_at)))
+    else:
+        sections.append(Section("Signature", (
+            ("Signature", f"Digitally signed (PAdES) by {org}; "
+                          "validate with `phonewipe cert verify`"),
+            ("Date", _text(record.created_at)),
+        )))
     return sections
 
 
@@ -251,5 +290,13 @@ def visible_fields(record: Record) -> list[tuple[str, str]]:
             for sec in visible_sections(record) for label, value in sec.rows]
 
 
-def qr_payload(record: Record) -> str:
-    return QR_PREFIX + record.sha256()
+def qr_text(digest: str, layout: int = LAYOUT_VERSION,
+            signing: SigningInfo | None = None) -> str:
+    """The QR code: the record's SHA-256 and, from layout 3 on, the signer's fingerprint."""
+    if layout >= 3:
+        return f"{QR_PREFIX}{digest};signer-sha256:{signing.fingerprint if signing else UNKNOWN}"
+    return QR_PREFIX + digest
+
+
+def qr_payload(record: Record, signing: SigningInfo | None = None) -> str:
+    return qr_text(record.sha256(), LAYOUT_VERSION, signing)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ PrivateKey = Any
 class KeyPaths:
     key: Path
     cert: Path
+    tightened_from: int | None = None  # the directory's mode before `keys init` made it 0700
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,22 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _private_dir(directory: Path) -> int | None:
+    """Make the key directory 0700, or tighten an existing one to 0700 (it is ours: a key
+    directory others can read or write lets them read or replace the key). Refuses a
+    directory it cannot tighten, and one owned by someone else."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = directory.stat()
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise PhonewipeError(f"key directory {directory} belongs to another user",
+                             "choose a directory of your own with --dir")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        os.chmod(directory, 0o700)
+        return mode
+    return None
+
+
 def _write_material(directory: Path, key: PrivateKey, cert: x509.Certificate,
                     chain: tuple[x509.Certificate, ...] = ()) -> KeyPaths:
     paths = key_paths(directory)
@@ -88,13 +106,13 @@ def _write_material(directory: Path, key: PrivateKey, cert: x509.Certificate,
                                 serialization.NoEncryption())
     cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tightened = _private_dir(directory)
         _write_atomic(paths.key, key_pem, 0o600)
         _write_atomic(paths.cert, cert_pem, 0o644)
     except OSError as e:
         raise PhonewipeError(f"cannot write signing key to {directory}: {e.strerror or e}",
                              "choose a writable --dir") from e
-    return paths
+    return KeyPaths(paths.key, paths.cert, tightened)
 
 
 def make_self_signed(organization: str, common_name: str,
@@ -164,10 +182,40 @@ def import_pkcs12(p12_path: Path, password: str | bytes | None, directory: Path,
     return _write_material(directory, key, cert, chain)
 
 
-def load_signing_material(directory: Path) -> SigningMaterial:
-    """Key + certificate from `directory`; KeyMissing when absent, unreadable or corrupt."""
+class KeyExposed(KeyMissing):
+    """The key file or its directory can be read or changed by other users."""
+
+
+def check_key_permissions(directory: Path) -> None:
+    """Refuse a key that other users can read, or that they could replace: the key file
+    must have no group/other access, the directory neither, and the certificate must not be
+    writable by group/other. The message names the `chmod` that fixes it."""
     directory = Path(directory)
     paths = key_paths(directory)
+    checks = ((directory, 0o077, "700"), (paths.key, 0o077, "600"), (paths.cert, 0o022, "644"))
+    for path, forbidden, fix in checks:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # a missing file is reported by the loader
+        except OSError as e:
+            raise _missing(directory, f"unreadable: {e.strerror or e}") from e
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & forbidden:
+            what = "key directory" if path == directory else \
+                "signing key" if path == paths.key else "signing certificate"
+            raise KeyExposed(f"refusing to sign: the {what} {path} is mode {mode:04o}, open to "
+                             "other users",
+                             f"run `chmod {fix} {path}` (and check nobody copied or replaced "
+                             "the key meanwhile)")
+
+
+def load_signing_material(directory: Path) -> SigningMaterial:
+    """Key + certificate from `directory`; KeyMissing when absent, unreadable or corrupt,
+    KeyExposed when other users can read the key or replace it."""
+    directory = Path(directory)
+    paths = key_paths(directory)
+    check_key_permissions(directory)
     try:
         key_pem = paths.key.read_bytes()
         cert_pem = paths.cert.read_bytes()
@@ -212,13 +260,32 @@ def load_certificate_file(path: Path) -> x509.Certificate:
                              "pass the signer's signing-cert.pem with --trust") from e
 
 
+def format_fingerprint(fp: str) -> str:
+    """A SHA-256 fingerprint as published: upper-case hex in pairs, colon separated."""
+    return ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)).upper()
+
+
+def normalise_fingerprint(text: str) -> str | None:
+    """Lower-case hex of a SHA-256 fingerprint written with or without colons/spaces;
+    None when `text` is not one."""
+    hexed = "".join(ch for ch in text.strip() if ch not in ": ").lower()
+    if len(hexed) == 64 and all(ch in "0123456789abcdef" for ch in hexed):
+        return hexed
+    return None
+
+
 def describe(directory: Path) -> dict[str, str]:
     """What `phonewipe keys show` prints."""
     material = load_signing_material(directory)
     cert = material.cert
+    chain = material.chain
     return {
         "subject": cert.subject.rfc4514_string(),
+        "issuer": "self-signed" if cert.issuer == cert.subject else cert.issuer.rfc4514_string(),
         "fingerprint_sha256": fingerprint(cert),
+        "fingerprint_published": format_fingerprint(fingerprint(cert)),
+        "chain": "; ".join(f"{c.subject.rfc4514_string()} ({fingerprint(c)})" for c in chain)
+                 or "none",
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
         "key_type": _key_type(material.key),

@@ -24,7 +24,7 @@ from reportlab.pdfgen.canvas import Canvas
 from phonewipe.erase.model import Outcome, Record
 
 from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, TITLE, UNKNOWN, Section,
-                     qr_payload,
+                     SigningInfo, qr_payload, qr_text,
                      tool_text, visible_fields, visible_sections)
 
 PAGE_W, PAGE_H = A4
@@ -243,7 +243,7 @@ def _header_bottom(head: Section) -> float:
     return min(top - 96 - count * HEADER_LEAD, top - QR_SIZE - 24) - 8
 
 
-def _header(c: Canvas, record: Record, head: Section) -> float:
+def _header(c: Canvas, record: Record, head: Section, qr: str) -> float:
     """Title, standard, result line, identifiers and the QR code; returns the y below."""
     fields = dict(head.rows)
     top = PAGE_H - MARGIN
@@ -254,7 +254,7 @@ def _header(c: Canvas, record: Record, head: Section) -> float:
     c.drawString(MARGIN, top - 33, f"Following {STANDARD_LINE}")
     qx, qy = PAGE_W - MARGIN - QR_SIZE, top - QR_SIZE
     digest = fields["Record SHA-256"]
-    _draw_qr(c, QR_PREFIX + digest, qx, qy, QR_SIZE)
+    _draw_qr(c, qr, qx, qy, QR_SIZE)
     c.setFont(FONT_MONO, 5.4)
     for i in range(0, len(digest), 32):
         c.drawCentredString(qx + QR_SIZE / 2, qy - 4 - (i // 32) * 6.2, digest[i:i + 32])
@@ -329,10 +329,14 @@ def _footer(c: Canvas, record: Record, page: int, pages: int) -> None:
     c.drawRightString(PAGE_W - MARGIN, FOOTER_Y, f"page {page} of {pages}")
 
 
-def render_pdf(record: Record, layout: int = LAYOUT_VERSION) -> bytes:
-    """The certificate as PDF bytes; identical records give identical bytes."""
-    sections = visible_sections(record, layout)
+def render_pdf(record: Record, layout: int = LAYOUT_VERSION,
+               signing: SigningInfo | None = None) -> bytes:
+    """The certificate as PDF bytes; identical records (and signers) give identical bytes.
+    `signing` names the signer on the page and in the QR code (layout 3 and later)."""
+    sections = visible_sections(record, layout, signing) if layout >= 3 else \
+        visible_sections(record, layout)
     head = sections[0]
+    qr = qr_text(dict(head.rows)["Record SHA-256"], layout, signing)
     buf = io.BytesIO()
     c = Canvas(buf, pagesize=A4, invariant=1, pageCompression=1, pdfVersion=(1, 7))
     pdf_date = _pdf_date(record.created_at)
@@ -343,7 +347,7 @@ def render_pdf(record: Record, layout: int = LAYOUT_VERSION) -> bytes:
     c.setCreator(tool_text(record.tool))
     pages = _paginate(_blocks(_with_note(sections)[1:]), _header_bottom(head))
     for n, blocks in enumerate(pages, 1):
-        y = _header(c, record, head) if n == 1 else PAGE_H - MARGIN
+        y = _header(c, record, head, qr) if n == 1 else PAGE_H - MARGIN
         for b in blocks:
             y = _draw_block(c, b, y)
         if n == len(pages):
@@ -355,5 +359,6 @@ def render_pdf(record: Record, layout: int = LAYOUT_VERSION) -> bytes:
 
 
 __all__ = ["LAYOUT_VERSION", "render_pdf", "visible_fields", "visible_sections", "qr_payload",
+           "SigningInfo",
            "wrap", "printable",
            "STANDARD_LINE", "QR_PREFIX"]

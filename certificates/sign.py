@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
@@ -22,11 +23,11 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from phonewipe.erase.errors import OutputError
+from phonewipe.erase.errors import OutputError, PhonewipeError, UsageError
 from phonewipe.erase.model import Record
 
-from .fields import STANDARD_LINE
-from .keys import SigningMaterial, load_signing_material
+from .fields import STANDARD_LINE, SigningInfo, subject_text
+from .keys import SigningMaterial, fingerprint, load_signing_material
 from .render import LAYOUT_VERSION, render_pdf
 
 FIELD_NAME = "phonewipe"
@@ -65,14 +66,46 @@ def _simple_signer(material: SigningMaterial) -> signers.SimpleSigner:
                                 cert_registry=SimpleCertificateStore.from_certs(chain))
 
 
+DEFAULT_TSA_TIMEOUT = 10.0  # seconds for one time-stamping request
+
+
+class TimestampUnavailable(PhonewipeError):
+    """The configured time-stamping authority did not answer with a valid timestamp: no
+    certificate can be signed as configured (exit 5, like a missing key)."""
+
+    exit_code = 5
+
+
+def _timestamper(url: str, timeout: float) -> Any:
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"[signing] tsa_url {url!r} is not an http(s) URL",
+                         "set the time-stamping authority's URL, e.g. https://tsa.example/tsr")
+    return HTTPTimeStamper(url, timeout=max(1, int(timeout)))
+
+
 class CertificateSigner:
-    """Created once per key directory; `sign_record` is then cheap enough for batches."""
+    """Created once per key directory; `sign_record` is then cheap enough for batches.
+
+    With `tsa_url` every signature carries an RFC 3161 timestamp from that authority
+    (PAdES B-T), and the certificates of the signer and the TSA are embedded in a document
+    security store inside the signed revision (validation data at hand: B-LT when the TSA
+    chain carries what a validator needs)."""
 
     def __init__(self, key_dir: Path, *, reason: str | None = None,
-                 location: str | None = None) -> None:
+                 location: str | None = None, tsa_url: str | None = None,
+                 tsa_timeout: float = DEFAULT_TSA_TIMEOUT) -> None:
         material = load_signing_material(Path(key_dir))
         self.material = material
         self._signer = _simple_signer(material)
+        self.tsa_url = tsa_url or None
+        self._timestamper = _timestamper(tsa_url, tsa_timeout) if tsa_url else None
+        der = material.cert.public_bytes(serialization.Encoding.DER)
+        self.signing_info = SigningInfo(subject=subject_text(der),
+                                        fingerprint=fingerprint(material.cert),
+                                        timestamped=self._timestamper is not None)
+        self._tsa_certs: list[asn1_x509.Certificate] = []
+        token_size = self._probe_tsa() if self._timestamper is not None else 0
         meta = signers.PdfSignatureMetadata(
             field_name=FIELD_NAME,
             md_algorithm="sha256",
@@ -82,16 +115,36 @@ class CertificateSigner:
             embed_validation_info=False,
             use_pades_lta=False,
         )
-        self._pdf_signer = signers.PdfSigner(meta, signer=self._signer)
-        self._bytes_reserved = self._estimate_reservation()
+        self._pdf_signer = signers.PdfSigner(meta, signer=self._signer,
+                                             timestamper=self._timestamper)
+        self._bytes_reserved = self._estimate_reservation(token_size)
 
-    def _estimate_reservation(self) -> int:
-        """Hex digits to reserve for the CMS blob. Without timestamps or revocation data its
-        size is bounded by the certificates it carries plus ~1 KiB of signed attributes and
-        signature, so pyHanko's per-signature dry run (a second signature) can be skipped."""
+    def _probe_tsa(self) -> int:
+        """Ask the TSA once: it must answer now (a station should not find out at its first
+        phone), and its token's size sizes the signature reservation."""
+        import asyncio
+        import hashlib
+        try:
+            token = asyncio.run(self._timestamper.async_timestamp(
+                hashlib.sha256(b"phonewipe tsa probe").digest(), "sha256"))
+        except Exception as e:  # noqa: BLE001 - network, HTTP or TSP failure
+            raise TimestampUnavailable(
+                f"the time-stamping authority {self.tsa_url} did not give a timestamp "
+                f"({_first_line(e)})",
+                "check [signing] tsa_url and the network, or remove tsa_url to sign with the "
+                "station's clock") from e
+        self._tsa_certs = [c.chosen for c in token["content"]["certificates"]
+                           if c.name == "certificate"]
+        return len(token.dump())
+
+    def _estimate_reservation(self, token_size: int = 0) -> int:
+        """Hex digits to reserve for the CMS blob. Its size is bounded by the certificates
+        it carries plus ~1 KiB of signed attributes and signature, plus the timestamp token
+        (its size as probed, with room for a longer serial or chain), so pyHanko's
+        per-signature dry run (a second signature, a second TSA request) can be skipped."""
         certs = sum(len(c.dump()) for c in self._signer.cert_registry)
         certs += len(self._signer.signing_cert.dump())
-        return 2 * (2048 + certs)
+        return 2 * (2048 + certs + (2 * token_size + 1024 if token_size else 0))
 
     @property
     def subject(self) -> str:
@@ -102,7 +155,7 @@ class CertificateSigner:
         key): the audit log's signed checkpoints (phonewipe.erase.audit)."""
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-        key = self.material.key
+        key: Any = self.material.key
         if isinstance(key, ec.EllipticCurvePrivateKey):
             signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
         elif isinstance(key, rsa.RSAPrivateKey):
@@ -135,17 +188,33 @@ class CertificateSigner:
         writer.root[LAYOUT_KEY] = generic.NumberObject(LAYOUT_VERSION)
         writer.update_root()
         out = io.BytesIO()
-        self._pdf_signer.sign_pdf(writer, bytes_reserved=bytes_reserved, output=out)
+        try:
+            self._pdf_signer.sign_pdf(writer, bytes_reserved=bytes_reserved, output=out)
+        except SigningError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the TSA failed for this signature
+            if self._timestamper is None:
+                raise
+            raise TimestampUnavailable(
+                f"the time-stamping authority {self.tsa_url} did not give a timestamp "
+                f"({_first_line(e)})", "check the network and the TSA; the record is kept "
+                "and can be certified again") from e
         return out.getvalue()
 
     def sign_record(self, record: Record) -> bytes:
         """Render, attach and sign: the finished certificate as bytes."""
-        return self.sign_pdf(render_pdf(record), record.canonical_json(), _created(record))
+        return self.sign_pdf(render_pdf(record, signing=self.signing_info),
+                             record.canonical_json(), _created(record))
 
     def write_certificate(self, record: Record, out_dir: Path) -> Path:
         """Sign and write `<out_dir>/<serial-or-unknown>-<record_id[:8]>.pdf` atomically."""
         data = self.sign_record(record)
         return write_atomic(Path(out_dir), certificate_filename(record), data)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:160]
 
 
 def write_atomic(out_dir: Path, name: str, data: bytes) -> Path:

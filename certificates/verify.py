@@ -3,14 +3,21 @@
 `verify_certificate` never raises for a bad certificate file: every defect becomes one short
 sentence in `VerifyReport.problems`. Checks:
   1. the file is a PDF pyHanko can read, with exactly one signature, cryptographically valid,
-     intact and covering the whole file (no later incremental updates);
-     with `trust`, the signer certificate must be the pinned one;
-  2. the embedded `phonewipe-record.json` exists, is canonical JSON and a valid Record;
+     intact and covering the whole file (no later incremental updates); the signer's
+     certificate was valid at the signing time (the time of an RFC 3161 timestamp from a
+     trusted TSA when the signature carries one, else the time the signer's clock claimed);
+     an attached timestamp token must match the signature;
+  2. the embedded `phonewipe-record.json` exists, is canonical JSON and a valid Record (or,
+     for a batch summary, `phonewipe-batch-summary.json` is a canonical batch summary);
   3. the evidence bundle inside the record (phonewipe.erase.evidence) fits the record: schema, plan,
      number of sample digests;
   4. what the pages show is what the record says: the pages are re-rendered from the
      embedded record and compared with the signed pages (content streams, decoded, plus
-     page resources and size). This covers the QR code, the printed SHA-256 and every field.
+     page resources and size). This covers the QR code, the printed SHA-256 and every field,
+     and (layout 3 on) the signer named on the page and in the QR code, and the printed
+     source of the signing time, which are re-rendered from the signature itself.
+Trust is separate from validity (`trust.py`): `report.ok` says the file is intact and
+consistent, `report.trusted` says its signer is one the user trusts.
 """
 from __future__ import annotations
 
@@ -37,9 +44,13 @@ from phonewipe.erase.errors import CertificateInvalid
 from phonewipe.erase.evidence import evidence_problems
 from phonewipe.erase.model import Record
 
+from .fields import STATION_CLOCK, SigningInfo, subject_text
 from .keys import load_certificate_file
 from .render import LAYOUT_VERSION, render_pdf
 from .sign import ATTACHMENT_NAME, FIELD_NAME, LAYOUT_KEY
+
+SUMMARY_NAME = "phonewipe-batch-summary.json"  # batch.SUMMARY_ATTACHMENT's file name
+from .trust import TrustStore, cert_fingerprint, decide
 
 MAX_DEPTH = 32  # name trees, page trees and resource dictionaries nest at most this deep
 MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -54,7 +65,23 @@ class VerifyReport:
     signer_subject: str | None = None
     signed_at: str | None = None
     signer_fingerprint: str | None = None
-    trusted: bool = False  # the signer is the pinned --trust certificate
+    signer_valid: str | None = None  # "<not before> to <not after>" of the signer certificate
+    trusted: bool = False  # the signer is pinned, or chains to a trusted CA
+    trust_note: str = ""  # how it is trusted, or why not
+    timestamp: str | None = None  # RFC 3161 time (ISO) when the signature carries a token
+    timestamp_by: str | None = None  # the TSA certificate's subject
+    timestamp_trusted: bool = False  # the TSA chains to a trusted root
+    time_source: str = STATION_CLOCK  # what the signing time rests on
+    notes: list[str] = field(default_factory=list)  # worth saying, not a defect
+    kind: str = "certificate"  # or "summary" (a signed batch summary)
+    summary: dict[str, Any] | None = None
+
+    @property
+    def verdict(self) -> str:
+        """"invalid", "untrusted" (intact, signer not trusted) or "trusted"."""
+        if not self.ok:
+            return "invalid"
+        return "trusted" if self.trusted else "untrusted"
 
 
 class _Bad(Exception):
@@ -95,23 +122,32 @@ def _name_tree_entries(node: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
         yield from _name_tree_entries(kid.get_object(), depth + 1)
 
 
-def _embedded_record_bytes(reader: PdfFileReader) -> bytes:
+def _embedded_names(reader: PdfFileReader) -> list[str]:
+    try:
+        tree = reader.root["/Names"]["/EmbeddedFiles"].get_object()
+    except (KeyError, TypeError, AttributeError):
+        return []
+    return [name for name, _ in _name_tree_entries(tree)]
+
+
+def _embedded_record_bytes(reader: PdfFileReader, name: str = ATTACHMENT_NAME,
+                           what: str = "record") -> bytes:
     try:
         tree = reader.root["/Names"]["/EmbeddedFiles"].get_object()
     except (KeyError, TypeError, AttributeError) as e:
-        raise _Bad(f"no embedded record ({ATTACHMENT_NAME} is missing)") from e
-    specs = [spec for name, spec in _name_tree_entries(tree) if name == ATTACHMENT_NAME]
+        raise _Bad(f"no embedded {what} ({name} is missing)") from e
+    specs = [spec for entry, spec in _name_tree_entries(tree) if entry == name]
     if not specs:
-        raise _Bad(f"no embedded record ({ATTACHMENT_NAME} is missing)")
+        raise _Bad(f"no embedded {what} ({name} is missing)")
     if len(specs) > 1:
-        raise _Bad(f"more than one embedded {ATTACHMENT_NAME}")
+        raise _Bad(f"more than one embedded {name}")
     try:
         stream = specs[0].get_object()["/EF"]["/F"].get_object()
         data = stream.data
     except Exception as e:  # noqa: BLE001 - broken file spec or stream
-        raise _Bad(f"the embedded record cannot be read ({_short(e)})") from e
+        raise _Bad(f"the embedded {what} cannot be read ({_short(e)})") from e
     if len(data) > MAX_RECORD_BYTES:
-        raise _Bad("the embedded record is implausibly large")
+        raise _Bad(f"the embedded {what} is implausibly large")
     return bytes(data)
 
 
@@ -224,8 +260,8 @@ def _signed_layout(reader: PdfFileReader) -> int:
     return layout
 
 
-def _compare_pages(signed: PdfFileReader, record: Record, digest: str) -> None:
-    rendered = PdfFileReader(io.BytesIO(render_pdf(record, _signed_layout(signed))), strict=False)
+def _same_pages(rendered_pdf: bytes, signed: PdfFileReader) -> tuple[bool, list[bytes]]:
+    rendered = PdfFileReader(io.BytesIO(rendered_pdf), strict=False)
     mine, theirs = _pages(rendered), _pages(signed)
     for page in theirs:
         _check_annotations(page)
@@ -233,11 +269,22 @@ def _compare_pages(signed: PdfFileReader, record: Record, digest: str) -> None:
     same = len(mine) == len(theirs) and all(
         _content(a) == b_content and _page_signature(a) == _page_signature(b)
         for a, b, b_content in zip(mine, theirs, shown))
+    return same, shown
+
+
+def _compare_pages(signed: PdfFileReader, record: Record, digest: str,
+                   signing: SigningInfo | None = None) -> None:
+    layout = _signed_layout(signed)
+    same, shown = _same_pages(render_pdf(record, layout, signing) if layout >= 3
+                              else render_pdf(record, layout), signed)
     if same:
         return
     halves = (digest[:32].encode("ascii"), digest[32:].encode("ascii"))  # printed in two lines
     if not all(any(h in c for c in shown) for h in halves):
         raise _Bad("the embedded record's SHA-256 is not the one printed on the certificate")
+    if signing is not None and layout >= 3 and not any(
+            signing.fingerprint.encode("ascii") in c for c in shown):
+        raise _Bad("the signer named on the certificate is not the key that signed it")
     raise _Bad("embedded record does not match the visible certificate")
 
 
@@ -296,7 +343,7 @@ def _check_cms_encoding(der: bytes) -> None:
             and signed["encap_content_info"].native == {"content_type": "data", "content": None}
             and len(infos) == 1
             and infos[0]["version"].native == "v1"
-            and not infos[0]["unsigned_attrs"].native
+            and _unsigned_attrs_ok(infos[0]["unsigned_attrs"])
             and [a.dump() for a in signed["digest_algorithms"]]
             == [infos[0]["digest_algorithm"].dump()]
             and not signed["crls"].native
@@ -307,12 +354,33 @@ def _check_cms_encoding(der: bytes) -> None:
         if any(c.name != "certificate" for c in signed["certificates"]):
             expected = False
         _check_chain([x509.load_der_x509_certificate(c.dump()) for c in certs])
+        for token in _timestamp_tokens(infos[0]):
+            _check_chain([x509.load_der_x509_certificate(c.chosen.dump())
+                          for c in token["content"]["certificates"]])
     except _Bad:
         raise
     except Exception as e:  # noqa: BLE001 - any decoding failure is tampering
         raise bad from e
     if not expected:
         raise bad
+
+
+def _unsigned_attrs_ok(attrs: Any) -> bool:
+    """Nothing, or exactly one RFC 3161 signature timestamp token (PAdES B-T)."""
+    if not attrs.native:
+        return True
+    return (len(attrs) == 1
+            and attrs[0]["type"].native == "signature_time_stamp_token"
+            and len(attrs[0]["values"]) == 1
+            and attrs[0]["values"][0]["content_type"].native == "signed_data")
+
+
+def _timestamp_tokens(signer_info: Any) -> list[Any]:
+    attrs = signer_info["unsigned_attrs"]
+    if not attrs.native:
+        return []
+    return [v for a in attrs if a["type"].native == "signature_time_stamp_token"
+            for v in a["values"]]
 
 
 def _check_chain(certs: list[x509.Certificate]) -> None:
@@ -348,8 +416,40 @@ def _check_unsigned_gap(data: bytes, sig: Any) -> None:
         raise _Bad("the signature container was altered after signing")
 
 
+_TSA_ROOTS: list[asn1_x509.Certificate] | None = None
+
+
+def _public_tsa_roots() -> list[asn1_x509.Certificate]:
+    """The public CA roots (certifi's bundle) a TSA may chain to, loaded once."""
+    global _TSA_ROOTS
+    if _TSA_ROOTS is None:
+        roots: list[asn1_x509.Certificate] = []
+        try:
+            import certifi
+            from asn1crypto import pem
+            with open(certifi.where(), "rb") as f:
+                for _, _, der in pem.unarmor(f.read(), multiple=True):
+                    try:
+                        roots.append(asn1_x509.Certificate.load(der))
+                    except ValueError:
+                        continue
+        except (ImportError, OSError):
+            pass
+        _TSA_ROOTS = roots
+    return _TSA_ROOTS
+
+
+def _utc(when: Any) -> Any:
+    import datetime as dt
+    if when is not None and when.tzinfo is None:
+        return when.replace(tzinfo=dt.timezone.utc)
+    return when
+
+
 def _check_signature(reader: PdfFileReader, data: bytes, report: VerifyReport,
-                     pinned: asn1_x509.Certificate | None) -> None:
+                     store: TrustStore) -> SigningInfo | None:
+    """Cryptographic checks, the signer's validity at the signing time, the timestamp and
+    the trust decision; returns what the page must say about the signer."""
     sigs = reader.embedded_signatures
     if not sigs:
         raise _Bad("the certificate is not signed")
@@ -358,28 +458,36 @@ def _check_signature(reader: PdfFileReader, data: bytes, report: VerifyReport,
     sig = sigs[-1]
     if sig.field_name != FIELD_NAME:
         report.problems.append(f"unexpected signature field {sig.field_name!r}")
-    # Trust is decided by pinning (below), not by pyHanko's path building: the signer's own
-    # certificate is the only trust root here, which keeps the cryptographic checks and
-    # avoids pyHanko logging a path-building traceback for every self-signed signer.
+    # pyHanko checks the cryptography with the signer's own certificate as the only root
+    # (no path-building tracebacks for self-signed signers); who is trusted is decided below.
     try:
         own = sig.signer_cert
     except Exception as e:  # noqa: BLE001 - no signer certificate in the CMS
         raise _Bad(f"the signature carries no signer certificate ({_short(e)})") from e
     context = ValidationContext(trust_roots=[own], allow_fetching=False,
                                 revocation_mode="soft-fail")
+    has_token = bool(_timestamp_tokens(sig.signer_info))
+    ts_context = ValidationContext(trust_roots=[*store.cas, *_public_tsa_roots()],
+                                   allow_fetching=False, revocation_mode="soft-fail") \
+        if has_token else None
     usage = KeyUsageConstraints(key_usage={"digital_signature", "non_repudiation"})
     try:
         status = validate_pdf_signature(sig, signer_validation_context=context,
+                                        ts_validation_context=ts_context,
                                         key_usage_settings=usage)
     except Exception as e:  # noqa: BLE001 - malformed CMS, byte ranges, ...
         raise _Bad(f"the signature cannot be checked ({_short(e)})") from e
     _check_unsigned_gap(data, sig)
     cert = status.signing_cert
-    if cert is not None:
-        report.signer_subject = cert.subject.human_friendly
-        report.signer_fingerprint = _fingerprint(cert)
+    if cert is None:
+        raise _Bad("the signature names no signer certificate")
+    report.signer_subject = subject_text(cert.dump())
+    report.signer_fingerprint = _fingerprint(cert)
+    crypto_cert = x509.load_der_x509_certificate(cert.dump())
+    not_before, not_after = crypto_cert.not_valid_before_utc, crypto_cert.not_valid_after_utc
+    report.signer_valid = f"{not_before.isoformat()} to {not_after.isoformat()}"
     if status.signer_reported_dt is not None:
-        report.signed_at = status.signer_reported_dt.isoformat()
+        report.signed_at = _utc(status.signer_reported_dt).isoformat()
     if not status.intact:
         report.problems.append("the document was changed after signing (digest mismatch)")
     elif not status.valid:
@@ -389,11 +497,44 @@ def _check_signature(reader: PdfFileReader, data: bytes, report: VerifyReport,
                                "(something was added after signing)")
     if status.docmdp_ok is False:
         report.problems.append("the document was modified in a way the signature forbids")
-    if pinned is not None:
-        if cert is None or _fingerprint(cert) != _fingerprint(pinned):
-            report.problems.append("signed by a different key than the trusted certificate")
+
+    # the signing time: a trusted timestamp's, else the signer's own clock
+    moment = _utc(status.signer_reported_dt)
+    ts = status.timestamp_validity
+    if has_token and ts is None:
+        report.problems.append("the signature's timestamp token cannot be read")
+    if ts is not None:
+        report.timestamp = _utc(ts.timestamp).isoformat()
+        if ts.signing_cert is not None:
+            report.timestamp_by = subject_text(ts.signing_cert.dump())
+        if not (ts.intact and ts.valid):
+            report.problems.append("the timestamp token does not match the signature")
+        elif ts.trusted:
+            report.timestamp_trusted = True
+            moment = _utc(ts.timestamp)
+            report.time_source = f"RFC 3161 timestamp by {report.timestamp_by}"
         else:
-            report.trusted = True
+            report.notes.append(f"the timestamp's authority ({report.timestamp_by}) is not "
+                                "trusted: pass its root CA with --trust-ca; the signing time "
+                                "rests on the station's clock")
+    if moment is None:
+        report.problems.append("the signature states no signing time")
+    elif not not_before <= moment <= not_after:
+        report.problems.append(
+            f"the signer's certificate was not valid at the signing time ({moment.isoformat()}; "
+            f"valid {report.signer_valid}): refused even when trusted")
+    elif not report.timestamp_trusted:
+        import datetime as dt
+        if dt.datetime.now(dt.timezone.utc) > not_after:
+            report.notes.append("the signer's certificate has expired since; without a "
+                                "trusted timestamp the signing time rests on the station's clock")
+
+    carried = [c.chosen for c in sig.signed_data["certificates"] if c.name == "certificate"]
+    if moment is not None:
+        decision = decide(store, cert, carried, moment)
+        report.trusted, report.trust_note = decision.trusted, decision.how
+    return SigningInfo(subject=report.signer_subject, fingerprint=report.signer_fingerprint,
+                       timestamped=has_token)
 
 
 def load_pinned(trust: Path | None) -> asn1_x509.Certificate | None:
@@ -403,38 +544,123 @@ def load_pinned(trust: Path | None) -> asn1_x509.Certificate | None:
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
+def _store(trust: TrustStore | Path | str | asn1_x509.Certificate | None) -> TrustStore:
+    if isinstance(trust, TrustStore):
+        return trust
+    store = TrustStore()
+    if isinstance(trust, asn1_x509.Certificate):
+        store.pinned[cert_fingerprint(trust)] = "--trust"
+    elif trust is not None:
+        store.add_trust_argument(str(trust))
+    return store
+
+
 # ---------------------------------------------------------------------------------------
 
 def verify_bytes(data: bytes, path: Path,
-                 pinned: asn1_x509.Certificate | None = None) -> VerifyReport:
-    """Check certificate bytes; `pinned` is the trusted signer certificate, if any."""
+                 trust: TrustStore | asn1_x509.Certificate | None = None) -> VerifyReport:
+    """Check certificate (or batch summary) bytes; `trust` says whom to trust (a TrustStore,
+    or one pinned signer certificate)."""
     report = VerifyReport(path=Path(path))
     try:
+        store = _store(trust)
         reader = _open(data)
-        _check_signature(reader, data, report, pinned)
-        raw = _embedded_record_bytes(reader)
-        record = _parse_record(raw)
-        report.record = record
-        digest = record.sha256()
-        if hashlib.sha256(raw).hexdigest() != digest:
-            report.problems.append("the embedded record is not in canonical form")
-        report.problems += evidence_problems(record.evidence, record.verification)
-        _compare_pages(reader, record, digest)
+        signing = _check_signature(reader, data, report, store)
+        names = _embedded_names(reader)
+        if ATTACHMENT_NAME not in names and SUMMARY_NAME in names:
+            _check_summary(reader, report, signing)
+        else:
+            raw = _embedded_record_bytes(reader)
+            record = _parse_record(raw)
+            report.record = record
+            digest = record.sha256()
+            if hashlib.sha256(raw).hexdigest() != digest:
+                report.problems.append("the embedded record is not in canonical form")
+            report.problems += evidence_problems(record.evidence, record.verification)
+            _compare_pages(reader, record, digest, signing)
     except _Bad as e:
         report.problems.append(str(e))
+    except RecursionError:
+        report.problems.append("the certificate cannot be checked (it nests too deeply)")
     except Exception as e:  # noqa: BLE001 - never raise for a bad file
         report.problems.append(f"the certificate cannot be checked ({_short(e)})")
     report.ok = not report.problems
     return report
 
 
-def verify_certificate(path: Path, trust: Path | None = None) -> VerifyReport:
+def _check_summary(reader: PdfFileReader, report: VerifyReport,
+                   signing: SigningInfo | None) -> None:
+    """A signed batch summary: its embedded JSON is a canonical batch summary and the pages
+    are exactly what it renders to."""
+    from phonewipe.erase.model import canonical_json
+
+    from .batch import SUMMARY_SCHEMA, render_summary
+    report.kind = "summary"
+    raw = _embedded_record_bytes(reader, SUMMARY_NAME, "batch summary")
+    try:
+        summary = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _Bad("the embedded batch summary is not valid JSON") from e
+    if not isinstance(summary, dict) or summary.get("schema") != SUMMARY_SCHEMA:
+        raise _Bad("the embedded batch summary is not a phonewipe batch summary")
+    report.summary = summary
+    if canonical_json(summary) != raw:
+        report.problems.append("the embedded batch summary is not in canonical form")
+    layout = _signed_layout(reader)
+    try:
+        rendered = render_summary(summary, layout, signing)
+    except Exception as e:  # noqa: BLE001 - a summary that does not render is not ours
+        raise _Bad(f"the embedded batch summary cannot be rendered ({_short(e)})") from e
+    same, _ = _same_pages(rendered, reader)
+    if not same:
+        raise _Bad("the embedded batch summary does not match the visible pages")
+
+
+def verify_certificate(path: Path, trust: TrustStore | Path | str | None = None) -> VerifyReport:
     """Check a certificate offline; see the module docstring. Never raises for a bad
     certificate file; an unreadable `trust` certificate raises PhonewipeError."""
     path = Path(path)
-    pinned = load_pinned(trust)
+    store = _store(trust)  # raises PhonewipeError for a bad --trust
     try:
         data = path.read_bytes()
     except OSError as e:
         return VerifyReport(path=path, problems=[f"cannot read {path}: {e.strerror or e}"])
-    return verify_bytes(data, path, pinned)
+    return verify_bytes(data, path, store)
+
+
+def terminal_safe(value: Any) -> str:
+    """Text from a certificate as a terminal may show it: control and bidi/format
+    characters escaped visibly (\\x1b, \\u202e), rich markup escaped. A certificate's
+    strings are data: a serial must not move the cursor or print a fake PASS."""
+    import unicodedata
+
+    from rich.markup import escape
+    out = []
+    for ch in str(value):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return escape("".join(out))
+
+
+def report_dict(report: VerifyReport) -> dict[str, Any]:
+    """What `cert verify --json` prints for one file."""
+    rec = report.record
+    return {
+        "path": str(report.path), "verdict": report.verdict, "kind": report.kind,
+        "problems": list(report.problems), "notes": list(report.notes),
+        "signer": {"subject": report.signer_subject, "fingerprint_sha256": report.signer_fingerprint,
+                   "validity": report.signer_valid, "trusted": report.trusted,
+                   "trust": report.trust_note},
+        "time": {"source": report.time_source, "signer_reported": report.signed_at,
+                 "timestamp": report.timestamp, "timestamp_authority": report.timestamp_by,
+                 "timestamp_trusted": report.timestamp_trusted},
+        "record": None if rec is None else {"result": rec.result_text, "serial": rec.device.serial,
+                                            "sha256": rec.sha256()},
+        "summary": None if report.summary is None else {
+            "batch_id": report.summary.get("batch_id"),
+            "device_count": report.summary.get("device_count")},
+    }

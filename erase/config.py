@@ -31,6 +31,12 @@ class Config:
     second_look_share: float = 0.05  # [station] second_look: share of PASSed devices
     second_look_by: str = ""  # [station] second_look_by: who does the second look
     assets_map: dict[str, str] = field(default_factory=dict)  # [assets]: field -> CSV column
+    # [trust]: whom `cert verify` trusts (pinned signer certificates and fingerprints, CAs)
+    trust_certificates: tuple[Path, ...] = ()
+    trust_fingerprints: tuple[str, ...] = ()
+    trust_ca_certificates: tuple[Path, ...] = ()
+    tsa_url: str = ""  # [signing] tsa_url: RFC 3161 time-stamping authority ("" = none)
+    tsa_timeout: float = 10.0  # [signing] tsa_timeout: seconds per timestamp request
     source: Path | None = None
 
 
@@ -42,7 +48,24 @@ CORE_TABLES: dict[str, tuple[str, ...]] = {
     "keys": ("dir",),
     "station": ("timeout", "second_look", "second_look_by"),
     "assets": ("tag", "identifier", "serial", "imei", "imei2", "owner"),  # asset-list columns
+    "trust": ("certificates", "fingerprints", "ca_certificates"),
+    "signing": ("tsa_url", "tsa_timeout"),
 }
+
+
+def _list(table: dict[str, Any], key: str, name: str, path: Path) -> list[str]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config file {path}: [{name}] {key} must be a list of strings",
+                          f'e.g. {key} = ["..."]')
+    return value
+
+
+def _paths(values: list[str], path: Path) -> tuple[Path, ...]:
+    """Paths relative to the config file's directory; ~ expanded."""
+    return tuple((path.parent / Path(v).expanduser()) for v in values)
 
 
 def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -107,6 +130,8 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
         verification = _table(data, "verification", path)
         keys = _table(data, "keys", path)
         station = _table(data, "station", path)
+        trust = _table(data, "trust", path)
+        signing = _table(data, "signing", path)
         config = Config(
             operator=operator, destination=destination,
             keys_dir=Path(str(keys.get("dir", DEFAULT_KEYS_DIR))).expanduser(),
@@ -117,10 +142,21 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
             station_timeout=float(station.get("timeout", 7200.0)),
             second_look_share=float(station.get("second_look", 0.05)),
             second_look_by=str(station.get("second_look_by", "")),
-            assets_map={k: str(v) for k, v in _table(data, "assets", path).items()}, source=path)
+            assets_map={k: str(v) for k, v in _table(data, "assets", path).items()},
+            trust_certificates=_paths(_list(trust, "certificates", "trust", path), path),
+            trust_fingerprints=tuple(_list(trust, "fingerprints", "trust", path)),
+            trust_ca_certificates=_paths(_list(trust, "ca_certificates", "trust", path), path),
+            tsa_url=str(signing.get("tsa_url", "")).strip(),
+            tsa_timeout=float(signing.get("tsa_timeout", 10.0)), source=path)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config file {path} has a bad value: {exc}",
                           "fix the file (see README, 'Configuration')") from exc
+    if config.tsa_url and not config.tsa_url.startswith(("http://", "https://")):
+        raise ConfigError(f"config file {path}: [signing] tsa_url must be an http(s) URL, not "
+                          f"{config.tsa_url!r}", "e.g. tsa_url = \"https://tsa.example/tsr\"")
+    if not config.tsa_timeout > 0:  # also refuses NaN
+        raise ConfigError(f"config file {path}: [signing] tsa_timeout must be positive",
+                          "e.g. tsa_timeout = 10")
     if not config.station_timeout >= 1:  # also refuses NaN
         raise ConfigError(f"config file {path}: [station] timeout must be at least 1 second, not "
                           f"{config.station_timeout:g}", "fix the file (e.g. timeout = 7200)")

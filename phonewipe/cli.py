@@ -142,6 +142,10 @@ def verify(ctx: click.Context, cert_path: Path, serial: str | None, fresh_seed: 
     from phonewipe.erase.errors import CertificateInvalid
     from phonewipe.erase.reverify import reverify_session
     report = verify_certificate(cert_path, trust=trust)
+    if trust is not None and report.ok and not report.trusted:
+        raise CertificateInvalid(f"{cert_path}: signature intact, signer NOT TRUSTED "
+                                 f"(fingerprint {report.signer_fingerprint})",
+                                 "re-verify only a certificate of the signer you trust")
     if not report.ok or report.record is None:
         raise CertificateInvalid(f"{cert_path}: {'; '.join(report.problems)}",
                                  "re-verify only with a valid certificate")
@@ -232,27 +236,70 @@ def cert() -> None:
 
 @cert.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--trust", type=click.Path(path_type=Path), help="pin the signer to this certificate (PEM)")
+@click.option("--trust", "trust", multiple=True, metavar="CERT|FINGERPRINT",
+              help="trust this signer: its certificate (PEM/DER) or SHA-256 fingerprint, as the "
+                   "organization publishes it (`phonewipe keys show`); repeatable")
+@click.option("--trust-ca", "trust_ca", multiple=True, type=click.Path(path_type=Path),
+              metavar="CERT", help="trust signers (and time-stamping authorities) this CA "
+                                   "issued; repeatable")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file")
+@click.pass_context
 @expected_errors
-def cert_verify(paths: tuple[Path, ...], trust: Path | None) -> None:
-    """Check signature, integrity and that the visible fields match the embedded record."""
-    from phonewipe.certificates.verify import verify_certificate
-    bad = 0
+def cert_verify(ctx: click.Context, paths: tuple[Path, ...], trust: tuple[str, ...],
+                trust_ca: tuple[Path, ...], as_json: bool) -> None:
+    """Check signature, integrity, that the visible fields match the embedded record, and
+    whether the signer is trusted ([trust] in the config, --trust, --trust-ca).
+    Exit 0 all valid and trusted, 9 a signer NOT TRUSTED, 6 a file invalid."""
+    from phonewipe.certificates.trust import TrustStore
+    from phonewipe.certificates.verify import (VerifyReport, report_dict, terminal_safe,
+                                               verify_certificate)
+    config = config_of(ctx)
+    store = TrustStore.build(certificates=config.trust_certificates,
+                             fingerprints=config.trust_fingerprints,
+                             ca_certificates=config.trust_ca_certificates,
+                             trust=trust, trust_ca=trust_ca)
+    verdicts = []
     for path in paths:
-        report = verify_certificate(path, trust=trust)
-        if report.ok:
-            rec = report.record
-            # a certificate's strings are data (a serial may hold escape codes or markup)
-            console.print(f"[green]valid[/]   {for_terminal(path)}: {rec.result_text} for "
-                          f"{for_terminal(rec.device.serial or 'unknown serial')}"
-                          f", signed by {for_terminal(report.signer_subject)}", highlight=False,
-                          soft_wrap=True)
-        else:
-            bad += 1
-            console.print(f"[red]INVALID[/] {for_terminal(path)}: "
-                          f"{for_terminal('; '.join(report.problems))}", highlight=False,
-                          soft_wrap=True)
-    sys.exit(6 if bad else 0)
+        try:  # one hostile file never hides the others
+            report = verify_certificate(path, trust=store)
+        except Exception as exc:  # noqa: BLE001 - reported as this file's defect
+            report = VerifyReport(path=Path(path), problems=[f"cannot be checked ({exc})"])
+        verdicts.append(report.verdict)
+        if as_json:
+            click.echo(json.dumps(report_dict(report), sort_keys=True))
+            continue
+        console.print(_verify_line(report, terminal_safe), highlight=False, soft_wrap=True)
+    sys.exit(6 if "invalid" in verdicts else 9 if "untrusted" in verdicts else 0)
+
+
+def _verify_line(report: Any, safe: Any) -> str:
+    """One line per file: verdict, what it certifies, signer and fingerprint, trust, time."""
+    signer = (f"signer {safe(report.signer_subject)} (SHA-256 {report.signer_fingerprint})"
+              if report.signer_fingerprint else "")
+    if report.timestamp:
+        when = (f"time: RFC 3161 timestamp {report.timestamp} by {safe(report.timestamp_by)}"
+                + ("" if report.timestamp_trusted else " (authority not trusted)"))
+    else:
+        when = f"time: {report.signed_at or 'unknown'} by the signing station's own clock, no timestamp"
+    notes = "".join(f"; note: {safe(n)}" for n in report.notes)
+    if report.kind == "summary" and report.summary is not None:
+        what = (f"batch summary {safe(report.summary.get('batch_id'))}, "
+                f"{safe(report.summary.get('device_count'))} devices")
+    elif report.record is not None:
+        what = (f"{report.record.result_text} for "
+                f"{safe(report.record.device.serial or 'unknown serial')}")
+    else:
+        what = ""
+    path = safe(report.path)
+    if report.verdict == "invalid":
+        tail = f"; {signer}" if signer else ""
+        return f"[red]INVALID[/] {path}: {safe('; '.join(report.problems))}{tail}"
+    if report.verdict == "untrusted":
+        return (f"[yellow]NOT TRUSTED[/] {path}: signature intact, signer NOT TRUSTED "
+                f"(fingerprint {report.signer_fingerprint}): {safe(report.signer_subject)}; "
+                f"{what}; {safe(report.trust_note)}; {when}{notes}")
+    return (f"[green]valid[/]   {path}: {what}; {signer}, TRUSTED: {safe(report.trust_note)}; "
+            f"{when}{notes}")
 
 
 @cert.command("show")
@@ -304,25 +351,50 @@ def keys() -> None:
 @expected_errors
 def keys_init(ctx: click.Context, keys_dir: Path | None, organization: str | None,
               common_name: str | None, force: bool) -> None:
-    """Make an EC P-256 key and self-signed certificate (key file mode 0600)."""
-    from phonewipe.certificates.keys import init_keys
+    """Make an EC P-256 key and self-signed certificate (key file mode 0600, directory 0700:
+    an existing directory others can access is tightened to 0700)."""
+    from phonewipe.certificates.keys import describe, init_keys
     config = config_of(ctx)
     org = organization or config.operator.organization or "phonewipe user"
-    paths = init_keys(keys_dir or config.keys_dir, org, common_name or f"{org} erasure signing", force=force)
-    console.print(f"signing key: {paths.key}\ncertificate: {paths.cert}", highlight=False)
+    directory = keys_dir or config.keys_dir
+    paths = init_keys(directory, org, common_name or f"{org} erasure signing", force=force)
+    if paths.tightened_from is not None:
+        console.print(f"{escape(str(directory))} was mode {paths.tightened_from:04o}, open to other "
+                      "users: now 0700", highlight=False)
+    _print_key(describe(directory), paths)
 
 
 @keys.command("import")
 @click.argument("p12", type=click.Path(path_type=Path))
 @click.option("--dir", "keys_dir", type=click.Path(path_type=Path))
 @click.option("--password", prompt=True, hide_input=True, default="", help="PKCS#12 password")
+@click.option("--force", is_flag=True, help="replace an existing key")
 @click.pass_context
 @expected_errors
-def keys_import(ctx: click.Context, p12: Path, keys_dir: Path | None, password: str) -> None:
-    """Import a PKCS#12 key and certificate."""
-    from phonewipe.certificates.keys import import_pkcs12
-    paths = import_pkcs12(p12, password, keys_dir or config_of(ctx).keys_dir)
-    console.print(f"signing key: {paths.key}\ncertificate: {paths.cert}", highlight=False)
+def keys_import(ctx: click.Context, p12: Path, keys_dir: Path | None, password: str,
+                force: bool) -> None:
+    """Import a PKCS#12 key, its certificate and the CA chain that came with it (the chain
+    goes into every signature)."""
+    from phonewipe.certificates.keys import describe, import_pkcs12
+    directory = keys_dir or config_of(ctx).keys_dir
+    paths = import_pkcs12(p12, password, directory, force=force)
+    if paths.tightened_from is not None:
+        console.print(f"{escape(str(directory))} was mode {paths.tightened_from:04o}, open to other "
+                      "users: now 0700", highlight=False)
+    _print_key(describe(directory), paths)
+
+
+def _print_key(info: dict[str, str], paths: Any = None) -> None:
+    if paths is not None:
+        console.print(f"signing key: {escape(str(paths.key))}\ncertificate: "
+                      f"{escape(str(paths.cert))}", highlight=False)
+    for k, v in info.items():
+        if k not in ("key", "cert") or paths is None:
+            console.print(f"{k}: {escape(v)}", highlight=False, soft_wrap=True)
+    console.print(f"publish this fingerprint (website, contracts, buyers' packs): "
+                  f"{info['fingerprint_sha256']}\nbuyers check certificates with: phonewipe cert "
+                  f"verify --trust {info['fingerprint_sha256']} CERTIFICATE.pdf",
+                  highlight=False, soft_wrap=True)
 
 
 @keys.command("show")
@@ -330,10 +402,9 @@ def keys_import(ctx: click.Context, p12: Path, keys_dir: Path | None, password: 
 @click.pass_context
 @expected_errors
 def keys_show(ctx: click.Context, keys_dir: Path | None) -> None:
-    """Show the signing certificate."""
+    """Show the signing certificate and the SHA-256 fingerprint to publish."""
     from phonewipe.certificates.keys import describe
-    for k, v in describe(keys_dir or config_of(ctx).keys_dir).items():
-        console.print(f"{k}: {v}", highlight=False)
+    _print_key(describe(keys_dir or config_of(ctx).keys_dir))
 
 
 # -- audit ----------------------------------------------------------------------------------

@@ -112,7 +112,13 @@ def job_settings(config: Config, kw: dict[str, Any], method: str | None = None) 
 
 
 def load_signer(keys_dir: Path) -> Any:
+    """The signer for this command: the key in `keys_dir`, and the config's [signing]
+    time-stamping authority (RFC 3161) when one is set."""
     from phonewipe.certificates.sign import CertificateSigner
-    return CertificateSigner(keys_dir)
+    ctx = click.get_current_context(silent=True)
+    config = ctx.obj.get("config") if ctx is not None and isinstance(ctx.obj, dict) else None
+    if config is None or not getattr(config, "tsa_url", ""):
+        return CertificateSigner(keys_dir)
+    return CertificateSigner(keys_dir, tsa_url=config.tsa_url, tsa_timeout=config.tsa_timeout)
 
 

@@ -196,7 +196,16 @@ def test_visible_fields_print_unknown_never_none() -> None:
     assert fields["Sanitization: Sanitization"] == "not performed"
     assert fields["Certificate: Record SHA-256"] == blocked_record().sha256()
     assert all(v and v != "None" for v in fields.values())
-    assert any("Digitally signed (PAdES) by Example Refurb GmbH" in v for v in fields.values())
+    # the signature line names the key's subject and fingerprint, not the config's organization
+    from phonewipe.certificates.fields import SigningInfo, visible_sections
+    signing = SigningInfo("CN=Example Refurb signing,O=Example Refurb GmbH", "ab" * 32)
+    signature = dict(visible_sections(blocked_record(), 3, signing)[-1].rows)
+    assert signature["Signed by"] == signing.subject
+    assert signature["Signer SHA-256"] == "ab" * 32
+    assert "station's own clock" in signature["Signing time"]
+    # layout 2 printed the organization, and still renders so for old certificates
+    old = dict(visible_sections(blocked_record(), 2)[-1].rows)
+    assert "Digitally signed (PAdES) by Example Refurb GmbH" in old["Signature"]
 
 
 def test_wrap_breaks_long_words() -> None:
@@ -279,12 +288,13 @@ def test_reembedded_record_signed_by_other_key_fails(other_keydir: Path, keydir:
     data = CertificateSigner(other_keydir).sign_pdf(render_pdf(genuine), forged.canonical_json())
     problems = not_ok(verify_bytes(data, tmp_path / "f.pdf"))
     assert "SHA-256" in problems or "does not match the visible certificate" in problems
-    # a fully consistent forgery is only caught by pinning the signer
+    # a fully consistent forgery is intact, and its signer is not the trusted one
     consistent = CertificateSigner(other_keydir).sign_record(forged)
     path = tmp_path / "consistent.pdf"
     path.write_bytes(consistent)
-    assert verify_certificate(path).ok
-    assert "different key" in not_ok(verify_certificate(path, trust=keydir / "signing-cert.pem"))
+    assert verify_certificate(path).verdict == "untrusted"
+    report = verify_certificate(path, trust=keydir / "signing-cert.pem")
+    assert report.ok and not report.trusted and report.verdict == "untrusted"
 
 
 def test_same_hash_but_different_visible_page_fails(signer: CertificateSigner, tmp_path: Path,
@@ -294,14 +304,15 @@ def test_same_hash_but_different_visible_page_fails(signer: CertificateSigner, t
     genuine = erased_record()
     real = render_mod.visible_sections
 
-    def doctored(record: Record, layout: int):
+    def doctored(record: Record, layout: int, *signing):
         return [replace(sec, rows=tuple((k, "SM-X999" if k == "Model" else v)
-                                        for k, v in sec.rows)) for sec in real(record, layout)]
+                                        for k, v in sec.rows))
+                for sec in real(record, layout, *signing)]
 
     monkeypatch.setattr(render_mod, "visible_sections", doctored)
-    page = render_pdf(genuine)
+    page = render_pdf(genuine, signing=signer.signing_info)
     monkeypatch.setattr(render_mod, "visible_sections", real)
-    assert page != render_pdf(genuine)
+    assert page != render_pdf(genuine, signing=signer.signing_info)
     data = signer.sign_pdf(page, genuine.canonical_json())
     problems = not_ok(verify_bytes(data, tmp_path / "d.pdf"))
     assert "embedded record does not match the visible certificate" in problems
@@ -344,8 +355,8 @@ def test_trust_pins_the_signer(signed: Path, keydir: Path, other_keydir: Path) -
     right = verify_certificate(signed, trust=keydir / "signing-cert.pem")
     assert right.ok and right.trusted, right.problems
     wrong = verify_certificate(signed, trust=other_keydir / "signing-cert.pem")
-    assert "different key" in not_ok(wrong)
-    assert not wrong.trusted
+    assert wrong.ok and not wrong.trusted and wrong.verdict == "untrusted"
+    assert "not one of the pinned signers" in wrong.trust_note
 
 
 def test_bad_trust_file_is_an_operator_error(signed: Path, tmp_path: Path) -> None:

@@ -105,9 +105,15 @@ def test_pdftotext_shows_the_certificate_fields(demo: Path) -> None:
 
 
 def test_cert_verify_accepts_the_demo_certificates(demo: Path) -> None:
-    result = phonewipe("cert", "verify", *map(str, certificates(demo).values()))
+    trust = str(demo / "keys" / "signing-cert.pem")  # the demo's key, as its owner publishes it
+    result = phonewipe("cert", "verify", "--trust", trust, *map(str, certificates(demo).values()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("valid") == len(certificates(demo)) == 5
+    assert result.stdout.count("TRUSTED") == 5 and "NOT TRUSTED" not in result.stdout
+    # nobody trusted: intact, but NOT TRUSTED (exit 9), each line naming the fingerprint
+    result = phonewipe("cert", "verify", *map(str, certificates(demo).values()))
+    assert result.returncode == 9, result.stdout + result.stderr
+    assert result.stdout.count("signature intact, signer NOT TRUSTED (fingerprint ") == 5
 
 
 def test_cert_verify_rejects_one_changed_byte(demo: Path, tmp_path: Path) -> None:
@@ -253,7 +259,8 @@ def test_cable_pulled_or_partial_erase_ends_failed_with_a_certificate(
     assert entry["outcome"] == "FAILED" and words in entry["reason"], entry["reason"]
     assert "destruction" in entry["reason"]
     assert Path(entry["certificate"]).is_file()
-    assert phonewipe("cert", "verify", entry["certificate"]).returncode == 0
+    assert phonewipe("cert", "verify", "--trust", str(bench.keys / "signing-cert.pem"),
+                     entry["certificate"]).returncode == 0
     audit = phonewipe("audit", "verify", str(out / "audit.sqlite"))
     assert audit.returncode == 0, audit.stderr
     with sqlite3.connect(out / "audit.sqlite") as db:
@@ -376,5 +383,6 @@ def test_ctrl_c_finishes_then_a_second_aborts_with_a_failed_certificate(bench: B
     [entry] = json.loads(stdout)
     assert entry["outcome"] == "FAILED" and "interrupted by the operator" in entry["reason"], entry
     assert "MiB sent" in entry["reason"]  # how far it got
-    assert phonewipe("cert", "verify", entry["certificate"]).returncode == 0
+    assert phonewipe("cert", "verify", "--trust", str(bench.keys / "signing-cert.pem"),
+                     entry["certificate"]).returncode == 0
     assert phonewipe("audit", "verify", str(out / "audit.sqlite")).returncode == 0
