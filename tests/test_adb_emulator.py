@@ -7,6 +7,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0,
+             interval: float = 0.01) -> bool:
+    """Wait until ``condition()`` holds, at most ``timeout`` seconds; its last answer."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()  # never set: a bounded wait between two looks
+    while not condition():
+        if time.monotonic() >= deadline:
+            return condition()
+        tick.wait(min(interval, max(0.0, deadline - time.monotonic())))
+    return True
+
+
+def rebooted(emu: EmulatedAdbd, timeout: float = 10.0) -> bool:
+    """Wait for the emulated phone to finish a reboot: its down time over and the thread
+    that boots it (into the mode it was sent to) ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with emu._lock:
+            booting = [t for t in emu._threads if t.name.startswith("adbd-reboot-")]
+        for thread in booting:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if not booting and time.monotonic() >= emu._down_until:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        if not booting:  # reboot() sets the down time, then starts that thread
+            wait_for(lambda: time.monotonic() >= emu._down_until or any(
+                t.name.startswith("adbd-reboot-") for t in list(emu._threads)),
+                max(0.0, deadline - time.monotonic()))
+
+
+def commands_running(emu: EmulatedAdbd) -> bool:
+    """Is a command of any stream still running? (A stream is live from its OPEN, before
+    the host sees OKAY, until its command has returned.)"""
+    with emu._lock:
+        connections = list(emu._connections)
+    return any(conn._live for conn in connections)
+
+
 @dataclass
 class AdbServer:
     """A private adb server: its own port, HOME and host key."""
@@ -69,12 +109,14 @@ class AdbServer:
 
     def wait_state(self, serial: str, accept: Callable[[str | None], bool],
                    timeout: float = 10) -> str | None:
-        deadline = time.monotonic() + timeout
-        state = self.devices().get(serial)
-        while not accept(state) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            state = self.devices().get(serial)
-        return state
+        state = [self.devices().get(serial)]
+
+        def settled() -> bool:
+            state[0] = self.devices().get(serial)
+            return accept(state[0])
+        if not accept(state[0]):
+            wait_for(settled, timeout, interval=0.05)
+        return state[0]
 
     @property
     def client(self) -> adbutils.AdbClient:
@@ -337,7 +379,8 @@ def test_reboot_bootloader_disappears(adb_server: AdbServer, phone, detach) -> N
         _read_to_close(conn)
     assert adb_server.wait_state(emu.address, lambda s: s != "device") != "device"
     assert storage.state.mode == "fastboot"
-    time.sleep(REBOOT_DELAY + 0.3)
+    assert rebooted(emu)  # booted into the bootloader: adbd's down time is over
+    assert not emu.online and storage.state.mode == "fastboot"
     assert adb_server.devices().get(emu.address) != "device"  # adb is off in fastboot
 
 
@@ -362,14 +405,13 @@ def test_adbd_root_on_engineering_build(adb_server: AdbServer, phone, detach) ->
     assert device.root().startswith("restarting adbd as root")
     adb_server.run("connect", emu.address)
     assert adb_server.wait_state(emu.address, lambda s: s == "device") == "device"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def as_root() -> bool:
         try:
-            if device.shell("id -u") == "0":
-                break
+            return device.shell("id -u") == "0"
         except adbutils.AdbError:
-            pass
-        time.sleep(0.1)
+            return False
+    assert wait_for(as_root, timeout=10)
     assert device.shell("id -u") == "0"
     assert device.shell("getprop service.adb.root") == "1"
 
@@ -522,17 +564,25 @@ def test_streams_flow_control_and_maxdata(phone) -> None:
     assert reply.command == wire.CLSE
     # Host data for a command that does not read stdin: acknowledged only while it fits
     # the bounded queue, then the host must wait.
-    local, reply = host.open("shell:sleep 1")
+    local, reply = host.open("shell:sleep 30")
     acked = 0
-    for _ in range(12):
+    for probe in range(1000, 1012):
         host.send(wire.WRTE, local, reply.arg0, bytes(MIB))
-        try:
-            msg = host.recv(timeout=0.2)
-        except socket.timeout:
+        # adbd handles a connection's packets in order: the answer to this OPEN of an
+        # unknown service (CLSE) comes after the WRTE's OKAY, if that was sent at all
+        host.send(wire.OPEN, probe, 0, b"jdwp:0\0")
+        answers = []
+        while not answers or answers[-1].command != wire.CLSE:
+            msg = host.recv()
+            assert msg is not None
+            answers.append(msg)
+        assert answers[-1].arg1 == probe
+        if not answers[:-1]:
             break
-        assert msg is not None and msg.command == wire.OKAY
+        assert [(m.command, m.arg1) for m in answers[:-1]] == [(wire.OKAY, local)]
         acked += 1
     assert 2 <= acked <= 6
+    emu.stop()  # ends the sleeping command
     host.close()
 
 
@@ -607,9 +657,7 @@ def test_recovery_wipe_turns_adb_off(phone) -> None:
     host.run("reboot:recovery")
     assert host.closed()
     assert storage.state.mode == "recovery"
-    deadline = time.monotonic() + 5
-    while storage.state.mode != "setup-wizard" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert rebooted(emu, timeout=5)  # recovery has run the wipe
     assert storage.state.mode == "setup-wizard" and storage.state.resets == 1
     assert storage.state.recovery_command == "" and not storage.files_under("/sdcard")
     late = RawHost(emu)  # adb is off after the reset: accepted, then closed
@@ -660,10 +708,8 @@ def test_a_host_gone_mid_stdin_leaves_only_a_pipe_full_to_write(phone, tmp_path:
     def written() -> int:
         data = storage.read(0, 2 * MIB)
         return sum(data[i:i + 4096] == b"\xa5" * 4096 for i in range(0, len(data), 4096)) * 4096
-    seen, deadline = -1, time.monotonic() + 10
-    while time.monotonic() < deadline and written() != seen:  # until the writer has stopped
-        seen = written()
-        time.sleep(1.0)
+    assert wait_for(lambda: not commands_running(emu), timeout=30)  # dd has ended
+    seen = written()
     assert 0 < seen <= 512 * 1024, f"{seen} bytes written after the host went"
     host.close()
 
