@@ -83,3 +83,12 @@ def test_a_plugin_flag_out_of_range_is_refused_before_anything_runs(tmp_path: Pa
     result = subprocess.run([*PHONEWIPE, "--adb-port", "70000", "devices"], capture_output=True,
                             text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and "70000" in result.stderr  # click's range check
+
+
+def test_a_handset_is_served_by_its_family_of_modes_only() -> None:
+    from phonewipe.erase.emulation.fleet import serving
+    from phonewipe.erase.plugin import load_plugins
+    plugins = load_plugins()
+    assert {p.name for p in serving(plugins, "adb")} == {"adb", "fastboot"}
+    assert {p.name for p in serving(plugins, "fastboot")} == {"adb", "fastboot"}
+    assert {p.name for p in serving(plugins, "virtual")} == {"virtual"}

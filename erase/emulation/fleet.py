@@ -46,7 +46,7 @@ def start_handsets(profile_names: list[str], workdir: Path, plugins: dict[str, P
             storage = HandsetStorage.create(Path(workdir) / serial, profile, serial)
             handset = EmulatedHandset(profile, serial, storage)
             handsets.append(handset)
-            for plugin in plugins.values():
+            for plugin in serving(plugins, profile.access.start_mode):
                 emulator = plugin.start_emulator(storage, profile)
                 if emulator is not None:
                     handset.emulators.append(emulator)
@@ -54,6 +54,17 @@ def start_handsets(profile_names: list[str], workdir: Path, plugins: dict[str, P
         stop_handsets(handsets)
         raise
     return handsets
+
+
+def serving(plugins: dict[str, Plugin], start_mode: str) -> list[Plugin]:
+    """The plugins whose emulators serve a handset that starts in ``start_mode``: those that
+    speak it, and those speaking a mode such a phone can be rebooted into (declared)."""
+    modes, grew = {start_mode}, True
+    while grew:
+        reached = {m for p in plugins.values() if modes & set(p.modes) for m in p.reboots_into}
+        grew = not reached <= modes
+        modes |= reached
+    return [p for p in plugins.values() if modes & set(p.modes)]
 
 
 def stop_handsets(handsets: list[EmulatedHandset]) -> None:
