@@ -336,7 +336,8 @@ class _Job:
         sanitization = self.sanitization
         if self.method is not None and sanitization is not None:
             a = assess(self.method, identity, outcome, self.verification, self.scope)
-            sanitization = replace(sanitization, category=a.category, justification=a.justification)
+            sanitization = replace(sanitization, category=a.category, justification=a.justification,
+                                   standard=a.standard)
         return Record(
             record_id=str(uuid.uuid4()), job_id=self.job_id, created_at=now_iso(),
             outcome=outcome, device=identity, endpoint=self._shown_endpoint(),
