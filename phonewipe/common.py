@@ -72,9 +72,21 @@ def plugins_of(ctx: click.Context) -> dict[str, Plugin]:
 
 
 def discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
-    found = []
+    """Every plugin's devices. A plugin that cannot look (its server does not start, say)
+    does not hide the phones the others found: it is one warning line then; when nothing
+    was found at all, its error is the command's."""
+    found: list[tuple[Plugin, Endpoint]] = []
+    failed: list[tuple[str, PhonewipeError]] = []
     for plugin in plugins.values():
-        found += [(plugin, endpoint) for endpoint in plugin.discover()]
+        try:
+            found += [(plugin, endpoint) for endpoint in plugin.discover()]
+        except PhonewipeError as exc:
+            failed.append((plugin.name, exc))
+    if failed and not found:
+        raise failed[0][1]
+    for name, exc in failed:
+        err_console.print(f"warning: the {escape(name)} plugin cannot look for devices: "
+                          f"{escape(exc.line())}", highlight=False, soft_wrap=True)
     return found
 
 
