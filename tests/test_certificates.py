@@ -415,3 +415,24 @@ def test_certificates_from_earlier_versions_still_verify(pdf: Path, tmp_path: Pa
     data = bytearray(pdf.read_bytes())
     data[len(data) // 2] ^= 0x01
     assert not_ok(verify_bytes(bytes(data), tmp_path / pdf.name))
+
+
+def test_pages_are_the_same_bytes_with_and_without_reportlabs_accelerators() -> None:
+    """rl-accel speeds rendering up; a certificate drawn where it is installed must
+    re-render identically where it is not (and the reverse), or `cert verify` would fail."""
+    import sys
+    script = (
+        "import sys, hashlib\n"
+        "if sys.argv[1] == 'py': sys.modules['_rl_accel'] = None\n"
+        "from test_certificates import erased_record, failed_record, blocked_record\n"
+        "from phonewipe.certificates.render import render_pdf\n"
+        "from phonewipe.certificates.fields import SigningInfo\n"
+        "h = hashlib.sha256()\n"
+        "for layout in (1, 2, 3):\n"
+        "    for r in (erased_record(), failed_record(), blocked_record()):\n"
+        "        h.update(render_pdf(r, layout, SigningInfo('CN=x', 'ab' * 32)))\n"
+        "print(h.hexdigest())\n")
+    here = str(Path(__file__).parent)
+    digests = {subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True,
+                              cwd=here, timeout=120, check=True).stdout for mode in ("py", "c")}
+    assert len(digests) == 1

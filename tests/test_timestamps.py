@@ -83,6 +83,7 @@ def test_a_timestamped_certificate_shows_its_timestamp(stamped: Path, tsa: Loopb
     result = phonewipe("cert", "verify", "--trust", fp(keys), str(stamped))
     assert result.returncode == 0
     assert "(authority not trusted)" in result.stdout and "--trust-ca" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr and not result.stderr.strip()
 
 
 def test_the_page_says_where_its_time_comes_from(stamped: Path, keys: Path, tmp_path: Path) -> None:
