@@ -65,6 +65,11 @@ FACTORY_RESET = EraseMethod(
     "no read-back is possible")
 
 
+IDENTITY_PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.serialno",
+                  "ro.build.version.release", "ro.build.type", "ro.crypto.type",
+                  "ro.boot.flash.locked", "ro.product.cpu.abi")
+
+
 class AdbSession(UnrootedFill, ShellChannel, Session):
     """One phone over adb: identity, preflight, the methods it allows, the erase (raw, or the
     fill from `UnrootedFill`), the reader, the reset and what the phone looks like after it.
@@ -90,6 +95,11 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             self.state = NO_SHELL_V2
         if self.state == NO_SHELL_V2:  # who it is, through the old shell, for the record
             self.props = parse_getprop(self._v1_text("getprop"))
+            for name in IDENTITY_PROPS:  # one by one, as over shell v2 (see _properties)
+                value = self._v1_text(f"getprop {name}").removesuffix("\n").removesuffix("\r")
+                self.props[name] = value
+                if not value:
+                    del self.props[name]
             p = self.props
             self._identity = Identity(
                 platform="android", manufacturer=p.get("ro.product.manufacturer") or None,
@@ -100,7 +110,7 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
         if self.state != "device":
             self._identity = Identity(platform="android")
             return self._identity
-        self.props = parse_getprop(self.check("getprop").text)
+        self.props = self._properties()
         self.root = self._detect_root()
         p = self.props
         capacity = None
@@ -121,6 +131,21 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             frp=None, mdm=None, encryption=p.get("ro.crypto.type") or None,
             build_type=p.get("ro.build.type") or None)
         return self._identity
+
+    def _properties(self) -> dict[str, str]:
+        """Every property from the `getprop` dump, and the ones that name the phone read one
+        by one: a value may hold a newline, and `[x]\n[ro.serialno]: [FAKE]` in one value
+        is a well-formed line in the dump. Bytes that are not UTF-8 are kept (surrogateescape)
+        for the core to show escaped and record as they were."""
+        props = parse_getprop(self.check("getprop").stdout.decode("utf-8", "surrogateescape"))
+        for name in IDENTITY_PROPS:
+            answer = self.run(f"getprop {name}")
+            value = answer.stdout.decode("utf-8", "surrogateescape").removesuffix("\n")
+            if answer.status == 0 and value:
+                props[name] = value
+            else:
+                props.pop(name, None)
+        return props
 
     def _speaks_shell_v2(self) -> bool:
         try:
