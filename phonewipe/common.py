@@ -10,10 +10,11 @@ from typing import Any, Callable
 
 import click
 from phonewipe.erase.config import DEFAULT_KEYS_DIR, DESTINATIONS, Config
-from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.errors import PhonewipeError, UsageError
 from phonewipe.erase.job import JobSettings
-from phonewipe.erase.model import Destination, Endpoint, Outcome
+from phonewipe.erase.model import Destination, Endpoint, Operator, Outcome
 from phonewipe.erase.plugin import Plugin, Registry
+from phonewipe.erase.strings import escape_controls
 from phonewipe.erase.verify import MODES, check_plan_settings
 from rich.console import Console
 from rich.markup import escape
@@ -26,8 +27,10 @@ OUTCOME_STYLE = {Outcome.ERASED_VERIFIED: "green", Outcome.ERASED_UNVERIFIED: "y
 
 
 def fail(exc: PhonewipeError) -> None:
-    """One error line (the message may hold brackets rich would take for markup), then exit."""
-    err_console.print(f"[bold red]error:[/] {escape(exc.line())}", highlight=False, soft_wrap=True)
+    """One error line, then exit. The message may quote what a device said: brackets rich
+    would take for markup and control codes that move the cursor are shown escaped."""
+    err_console.print(f"[bold red]error:[/] {escape(escape_controls(exc.line()))}",
+                      highlight=False, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -90,6 +93,24 @@ def discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
     return found
 
 
+def method_help() -> str:
+    """The `--method` help: each device family's methods, as the plugins declare them."""
+    listed = REGISTRY.methods_text()
+    return "erase method name (default: the strongest the device allows)" + \
+        (f"; methods by device family: {listed}" if listed else "")
+
+
+def require_operator(operator: Operator) -> None:
+    """A real erasure names who did it and for which organization (the certificate says so)."""
+    missing = [what for what, value in (("operator name", operator.name),
+                                        ("organization", operator.organization))
+               if not value.strip() or value == "unknown"]
+    if missing:
+        raise UsageError(f"no {' and no '.join(missing)} for the certificates",
+                         "pass --operator NAME --organization ORG, or set name and organization "
+                         "in the [operator] table of the config (phonewipe.toml)")
+
+
 def operator_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--operator", help="name of the person performing the sanitization"),
@@ -109,6 +130,8 @@ def operator_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def job_settings(config: Config, kw: dict[str, Any], method: str | None = None) -> JobSettings:
+    """The settings of the jobs to run, checked (method, plan) before any phone is touched."""
+    REGISTRY.check_method(method)
     operator = config.operator
     for field_name, key in (("name", "operator"), ("title", "title"),
                             ("organization", "organization"), ("location", "location")):
