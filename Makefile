@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean helpers wheel-check fuzz
+.PHONY: demo test bench clean helpers wheel-check fuzz lint typecheck
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,17 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/phonewipe demo --out demo-output
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# mypy reads modules from the file system, and the phonewipe.* namespace is a package-dir
+# mapping (pyproject.toml): it checks a tree of links laid out as the installed package.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/phonewipe
+	ln -s $(CURDIR)/phonewipe/*.py build/typecheck/phonewipe/
+	for d in erase protocols certificates fixtures; do ln -s $(CURDIR)/$$d build/typecheck/phonewipe/$$d; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p phonewipe
 
 # four workers on two cores: most tests wait on emulated phones and adb, not on the CPU
 test: $(STAMP)
