@@ -1,6 +1,7 @@
 """Operator settings from a TOML config file, overridden by command-line options."""
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -75,20 +76,41 @@ def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     return value
 
 
+def _value(table: dict[str, Any], name: str, key: str, kind: type, default: Any, path: Path) -> Any:
+    """``[name] key`` as ``kind`` (str, float), its default when absent; a value of another
+    type is an error naming the file, the table and the key."""
+    if key not in table:
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    want = "a number" if kind is float else "a string"
+    raise ConfigError(f"config file {path}: [{name}] {key} must be {want}, not {value!r}",
+                      "fix the file (see README, 'Configuration')")
+
+
 def _check_names(data: dict[str, Any], registry: Registry, path: Path) -> None:
     """A misspelt table or key is an error, never silently ignored."""
     known = {**CORE_TABLES, **{name: tuple(s.key for s in cls.option_specs)
                                for name, cls in registry.classes.items()}}
-    for table, value in data.items():
+    for table in data:
         if table not in known:
-            hint = f"known tables: {', '.join(sorted(known))}"
+            hint = f"{_did_you_mean(table, known)}known tables: {', '.join(sorted(known))}"
             if table in registry.failures:
                 hint = f"the {table} plugin failed to load ({registry.failures[table]})"
             raise ConfigError(f"config file {path}: unknown table [{table}]", hint)
         for key in _table(data, table, path):
             if key not in known[table]:
                 raise ConfigError(f"config file {path}: unknown key {key!r} in [{table}]",
-                                  f"known keys there: {', '.join(known[table]) or 'none'}")
+                                  f"{_did_you_mean(key, known[table])}known keys there: "
+                                  f"{', '.join(known[table]) or 'none'}")
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def plugin_values(data: dict[str, Any], registry: Registry, path: Path) -> dict[str, Any]:
@@ -123,34 +145,30 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
                           "fix the file (see README, 'Configuration')") from exc
     registry = registry or Registry.load()
     _check_names(data, registry, path)
-    try:
-        operator = Operator(**{k: str(v) for k, v in _table(data, "operator", path).items()})
-        dest = _table(data, "destination", path)
-        destination = Destination(kind=str(dest.get("kind", "resale")), details=str(dest.get("details", "")))
-        verification = _table(data, "verification", path)
-        keys = _table(data, "keys", path)
-        station = _table(data, "station", path)
-        trust = _table(data, "trust", path)
-        signing = _table(data, "signing", path)
-        config = Config(
-            operator=operator, destination=destination,
-            keys_dir=Path(str(keys.get("dir", DEFAULT_KEYS_DIR))).expanduser(),
-            verify_mode=str(verification.get("mode", "quick")),
-            confidence=float(verification.get("confidence", 0.99)),
-            residual=float(verification.get("residual", 0.001)),
-            plugin_values=plugin_values(data, registry, path),
-            station_timeout=float(station.get("timeout", 7200.0)),
-            second_look_share=float(station.get("second_look", 0.05)),
-            second_look_by=str(station.get("second_look_by", "")),
-            assets_map={k: str(v) for k, v in _table(data, "assets", path).items()},
-            trust_certificates=_paths(_list(trust, "certificates", "trust", path), path),
-            trust_fingerprints=tuple(_list(trust, "fingerprints", "trust", path)),
-            trust_ca_certificates=_paths(_list(trust, "ca_certificates", "trust", path), path),
-            tsa_url=str(signing.get("tsa_url", "")).strip(),
-            tsa_timeout=float(signing.get("tsa_timeout", 10.0)), source=path)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config file {path} has a bad value: {exc}",
-                          "fix the file (see README, 'Configuration')") from exc
+
+    def get(name: str, key: str, kind: type, default: Any) -> Any:
+        return _value(_table(data, name, path), name, key, kind, default, path)
+
+    operator = Operator(**{k: get("operator", k, str, "") for k in _table(data, "operator", path)})
+    destination = Destination(kind=get("destination", "kind", str, "resale"),
+                              details=get("destination", "details", str, ""))
+    trust = _table(data, "trust", path)
+    config = Config(
+        operator=operator, destination=destination,
+        keys_dir=Path(get("keys", "dir", str, str(DEFAULT_KEYS_DIR))).expanduser(),
+        verify_mode=get("verification", "mode", str, "quick"),
+        confidence=get("verification", "confidence", float, 0.99),
+        residual=get("verification", "residual", float, 0.001),
+        plugin_values=plugin_values(data, registry, path),
+        station_timeout=get("station", "timeout", float, 7200.0),
+        second_look_share=get("station", "second_look", float, 0.05),
+        second_look_by=get("station", "second_look_by", str, ""),
+        assets_map={k: get("assets", k, str, "") for k in _table(data, "assets", path)},
+        trust_certificates=_paths(_list(trust, "certificates", "trust", path), path),
+        trust_fingerprints=tuple(_list(trust, "fingerprints", "trust", path)),
+        trust_ca_certificates=_paths(_list(trust, "ca_certificates", "trust", path), path),
+        tsa_url=get("signing", "tsa_url", str, "").strip(),
+        tsa_timeout=get("signing", "tsa_timeout", float, 10.0), source=path)
     if config.tsa_url and not config.tsa_url.startswith(("http://", "https://")):
         raise ConfigError(f"config file {path}: [signing] tsa_url must be an http(s) URL, not "
                           f"{config.tsa_url!r}", "e.g. tsa_url = \"https://tsa.example/tsr\"")

@@ -10,11 +10,13 @@ emulator. A plugin that fails to load is reported and skipped.
 from __future__ import annotations
 
 import abc
+import difflib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
+from .errors import UsageError
 from .model import Endpoint, EraseMethod, Expectation, Finding, Identity
 
 ENTRY_POINT_GROUP = "phonewipe.protocols"
@@ -200,6 +202,9 @@ class Plugin(abc.ABC):
     reboots_into: tuple[str, ...] = ()  # modes its sessions can reboot a phone into
     option_specs: tuple[PluginOption, ...] = ()
     has_emulator: bool = False  # start_emulator serves a wire-level emulated handset
+    # the names of every erase method its sessions may offer (`EraseMethod.name`), so that
+    # `--method` is checked before any phone is touched; None: not declared (not checked)
+    method_names: tuple[str, ...] | None = None
 
     def __init__(self, options: "PluginOptions | None" = None) -> None:
         self.options = options or PluginOptions()
@@ -267,6 +272,30 @@ class Registry:
 
     def option_specs(self) -> list[tuple[str, PluginOption]]:
         return [(name, spec) for name, plugin in self.classes.items() for spec in plugin.option_specs]
+
+    def method_names(self) -> dict[str, tuple[str, ...]]:
+        """Each plugin's declared method names (plugins that declare none are left out)."""
+        return {name: tuple(cls.method_names) for name, cls in self.classes.items()
+                if cls.method_names is not None}
+
+    def check_method(self, method: str | None) -> None:
+        """A method no plugin offers is a usage error naming the closest ones (difflib) and
+        each family's methods. A plugin that declares no names might offer it: not refused."""
+        if method is None:
+            return
+        declared = self.method_names()
+        if any(method in names for names in declared.values()) \
+                or any(cls.method_names is None for cls in self.classes.values()):
+            return
+        every = [m for names in declared.values() for m in names]
+        close = difflib.get_close_matches(method, every, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UsageError(f"unknown method {method!r}", f"{hint}methods: {self.methods_text()}")
+
+    def methods_text(self) -> str:
+        """`adb: a, b; fastboot: c` — for help texts and errors."""
+        return "; ".join(f"{name}: {', '.join(names)}" for name, names in self.method_names().items()
+                         if names)
 
     def via_modes(self) -> list[str]:
         """Modes a phone can be rebooted into and erased in: `erase --via` choices."""

@@ -162,8 +162,11 @@ class Bench:
     def __init__(self, tmp: Path, profiles: list[str]) -> None:
         self.adb = require_binary("adb")
         self.port = _free_port()
-        self.env = {"HOME": str(tmp / "home")}
-        (tmp / "home").mkdir()
+        self.env = {"HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config")}
+        (tmp / "home" / ".config" / "phonewipe").mkdir(parents=True)
+        # a real erasure names who did it and for whom (the README's config)
+        (tmp / "home" / ".config" / "phonewipe" / "config.toml").write_text(
+            '[operator]\nname = "Test Operator"\norganization = "Test Org"\n')
         self.keys = tmp / "keys"
         assert phonewipe("keys", "init", "--dir", str(self.keys), "--organization", "Test Org",
                          env=self.env).returncode == 0

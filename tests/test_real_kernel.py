@@ -125,7 +125,7 @@ def erase(adb: AdbServer, keys: Path, phone: RealPhone, out: Path, method: str,
     home.mkdir(exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-m", "phonewipe", "--adb-port", str(adb.port), "erase", phone.address,
-         "--out", str(out), "--keys", str(keys), "--operator", "Test Operator",
+         "--out", str(out), "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org",
          "--method", method, "--verify", verify, "--json"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(home)})
     assert "Traceback" not in result.stderr, result.stderr

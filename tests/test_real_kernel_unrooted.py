@@ -141,7 +141,8 @@ def erase(adb: AdbServer, keys: Path, phone: UnrootedPhone, out: Path,
     result = subprocess.run(
         [sys.executable, "-m", "phonewipe", "--adb-port", str(adb.port), "--config",
          str(_config(out)), "erase", phone.address, "--out", str(out), "--keys", str(keys),
-         "--operator", "Test Operator", "--method", "adb-fill-reset", "--verify", verify,
+         "--operator", "Test Operator", "--organization", "Test Org",
+         "--method", "adb-fill-reset", "--verify", verify,
          "--json"],
         check=False, capture_output=True, text=True, timeout=120,
         env={**os.environ, "HOME": str(home)})

@@ -203,7 +203,7 @@ def test_kill_9_mid_batch_then_restart_redoes_the_interrupted_erase(tmp_path: Pa
     out, keys = tmp_path / "out", tmp_path / "keys"
     assert phonewipe("keys", "init", "--dir", str(keys), "--organization", "Test Org").returncode == 0
     station = [*PHONEWIPE, "--adb-port", port, "station", "--out", str(out), "--json-lines",
-               "--keys", str(keys), "--exit-when-idle", "--idle-seconds", "2"]
+               "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org", "--exit-when-idle", "--idle-seconds", "2"]
     try:
         for _ in range(6):
             assert emulate.stdout.readline(), emulate.stderr.read()

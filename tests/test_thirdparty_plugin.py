@@ -92,6 +92,7 @@ def erase(bench: dict[str, Any], profile: str) -> tuple[subprocess.CompletedProc
     out = bench["tmp"] / f"out-{profile}"
     result = cli(bench, "--acme-port", port, "--adb-port", str(bench["adb_port"]),
                  "erase", handset.serial, "--out", str(out), "--keys", str(bench["keys"]),
+                 "--operator", "Test Operator", "--organization", "ACME Refurb",
                  "--verify", "nist", "--json")
     return result, out
 

@@ -28,6 +28,7 @@ class AdbPlugin(Plugin):
     reads_back = True
     reboots_into = ("fastboot",)
     has_emulator = True
+    method_names = ("adb-raw-pattern", "adb-raw-zeros", "adb-fill-reset", "adb-factory-reset")
     option_specs = (
         PluginOption("port", "port of the adb server", int, DEFAULT_PORT, range=(1, 65535)),
         PluginOption("path", "the adb binary that runs the server (default: adb on PATH)",

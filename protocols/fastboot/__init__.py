@@ -22,6 +22,7 @@ class FastbootPlugin(Plugin):
     modes = (MODE,)
     reboots_into = ("adb",)
     has_emulator = True
+    method_names = ("fastboot-raw-pattern", "fastboot-erase", "fastboot-unlock-wipe")
     option_specs = (
         PluginOption("tcp", "also look for a fastboot device at this TCP address (repeatable)",
                      multiple=True, default=(), metavar="tcp:HOST:PORT"),

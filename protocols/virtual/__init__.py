@@ -87,6 +87,7 @@ class VirtualPlugin(Plugin):
     reboots_into = ()  # no other mode: `--via` choices and follow targets are unchanged
     has_emulator = True  # in-process: its handsets live on the bus, not on a wire
     option_specs = ()
+    method_names = ("virtual-pattern", "virtual-zeros")
     session_class: type[VirtualSession] = VirtualSession  # tests subclass it to misbehave
 
     def __init__(self, options: PluginOptions | None = None) -> None:
