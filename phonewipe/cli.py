@@ -36,6 +36,7 @@ from phonewipe.common import (
 )
 from phonewipe.erasing import match_serial, run_erase
 from phonewipe.station_commands import register as register_station
+from phonewipe.wipe import register as register_wipe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -480,6 +481,7 @@ def audit_export(db: Path) -> None:
 
 
 register_station(cli)
+register_wipe(cli)
 
 
 def main() -> None:
