@@ -289,3 +289,111 @@ def test_plain_mode_declining_writes_nothing(tmp_path: Path) -> None:
     assert run.returncode == 1, run.stdout + run.stderr
     assert "Nothing was written: the phone is exactly as it was." in run.stdout
     assert "Step 4 of 5" not in run.stdout
+
+
+# -- the state machine alone: a scripted person, in-process virtual handsets (no wire) -------
+class ScriptedIO:
+    """A person following the screen: answers from a script; `on_pause` acts on the phone."""
+
+    def __init__(self, answers: list[str], on_pause=None) -> None:  # type: ignore[no-untyped-def]
+        self.answers = list(answers)
+        self.on_pause = on_pause
+        self.lines: list[str] = []
+
+    def step(self, number: int, total: int, title: str) -> None:
+        self.lines.append(f"STEP {number}: {title}")
+
+    def say(self, text: str, style: str = "", whole: bool = False) -> None:
+        self.lines.append(text)
+
+    def panel(self, title: str, lines: list[str], numbered: bool = True, style: str = "") -> None:
+        self.lines += [title, *lines]
+
+    def command(self, text: str, style: str = "") -> None:
+        self.lines.append(text)
+
+    def ask(self, question: str) -> str:
+        self.lines.append(question)
+        return self.answers.pop(0)
+
+    def confirm(self, question: str) -> bool:
+        self.lines.append(question)
+        return self.answers.pop(0) == "y"
+
+    def pause(self, prompt: str) -> None:
+        self.lines.append(prompt)
+        if self.on_pause:
+            self.on_pause()
+
+    def waiting(self, text: str):  # type: ignore[no-untyped-def]
+        from contextlib import nullcontext
+        return nullcontext()
+
+    def progress(self):  # type: ignore[no-untyped-def]
+        from contextlib import nullcontext
+
+        class View:
+            def update(self, stage: str, done: int, total: int) -> None:
+                pass
+        return nullcontext(View())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def virtual_phone(tmp_path: Path) -> Iterator:
+    """phone(profile) -> (handset, run(io) -> exit code): one in-process virtual handset
+    and the flow over it."""
+    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    from phonewipe.protocols.virtual import VirtualPlugin
+    from phonewipe.wipe import WipeFlow, WipeOptions
+    from phonewipe.wipe_bench import Bench
+    started = []
+
+    def phone(profile: str):  # type: ignore[no-untyped-def]
+        plugin = VirtualPlugin()
+        [handset] = start_handsets([profile], tmp_path / "handsets", {"virtual": plugin})
+        started.append(handset)
+        options = WipeOptions(keys_dir=tmp_path / "keys", out_dir=tmp_path / "out", poll=0.05)
+        return handset, lambda io: WipeFlow(io, Bench({"virtual": plugin}), options).run()
+    yield phone
+    stop_handsets(started)
+
+
+def test_flow_waits_on_locks_and_rechecks_after_the_owner_acts(virtual_phone,  # type: ignore[no-untyped-def]
+                                                               tmp_path: Path) -> None:
+    handset, run = virtual_phone("virtual-frp")
+    presses = []
+
+    def owner_acts() -> None:  # the first Enter before removing the account, the second after
+        presses.append(1)
+        if len(presses) == 2:
+            handset.storage.state.google_accounts = []
+    io = ScriptedIO([NAME, "y"], on_pause=owner_acts)
+    assert run(io) == 0, io.text
+    steps = [line for line in io.lines if line.startswith("STEP")]
+    assert steps == ["STEP 1: Connect your phone", "STEP 2: Is this the phone to erase?",
+                     "STEP 3: Locks that would stop the next owner", "STEP 4: Erase",
+                     "STEP 5: Done"]
+    assert io.lines.count("Your Google account is still on the phone") == 2
+    assert "Checked again: still locked." in io.lines
+    assert "Checked again: the lock is gone." in io.lines
+    assert "is erased and verified" in io.text
+    key = tmp_path / "keys" / "signing-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(list((tmp_path / "out" / "certificates").glob("*.pdf"))) == 1
+
+
+def test_flow_ctrl_c_at_the_locks_writes_nothing(virtual_phone, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    handset, run = virtual_phone("virtual-frp")
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+    io = ScriptedIO([NAME, "y"], on_pause=ctrl_c)
+    assert run(io) == 130
+    assert io.lines[-1].startswith("Stopped. phonewipe wrote nothing to the phone")
+    assert "STEP 4: Erase" not in io.lines
+    assert handset.storage.state.resets == 0
+    assert not (tmp_path / "out" / "certificates").exists()
