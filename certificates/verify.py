@@ -446,6 +446,24 @@ def _utc(when: Any) -> Any:
     return when
 
 
+def _ts_context(reader: PdfFileReader, store: TrustStore, report: VerifyReport) -> Any:
+    """The context a timestamp is checked in: the trusted CAs and public roots, and the
+    validation data embedded in the document security store (PAdES B-LT), never fetched."""
+    kwargs = dict(trust_roots=[*store.cas, *_public_tsa_roots()], allow_fetching=False,
+                  revocation_mode="soft-fail")
+    if "/DSS" in reader.root:
+        try:
+            from pyhanko.sign.validation.dss import DocumentSecurityStore
+            dss = DocumentSecurityStore.read_dss(reader)
+            context = dss.as_validation_context(kwargs)
+            report.notes.append(f"PAdES B-LT: {len(dss.certs)} certificates, {len(dss.crls)} "
+                                f"CRLs, {len(dss.ocsps)} OCSP responses embedded for later checks")
+            return context
+        except Exception as e:  # noqa: BLE001 - a damaged store is reported, not fatal
+            report.problems.append(f"the document security store cannot be read ({_short(e)})")
+    return ValidationContext(**kwargs)
+
+
 def _check_signature(reader: PdfFileReader, data: bytes, report: VerifyReport,
                      store: TrustStore) -> SigningInfo | None:
     """Cryptographic checks, the signer's validity at the signing time, the timestamp and
@@ -467,9 +485,7 @@ def _check_signature(reader: PdfFileReader, data: bytes, report: VerifyReport,
     context = ValidationContext(trust_roots=[own], allow_fetching=False,
                                 revocation_mode="soft-fail")
     has_token = bool(_timestamp_tokens(sig.signer_info))
-    ts_context = ValidationContext(trust_roots=[*store.cas, *_public_tsa_roots()],
-                                   allow_fetching=False, revocation_mode="soft-fail") \
-        if has_token else None
+    ts_context = _ts_context(reader, store, report) if has_token else None
     usage = KeyUsageConstraints(key_usage={"digital_signature", "non_repudiation"})
     try:
         status = validate_pdf_signature(sig, signer_validation_context=context,

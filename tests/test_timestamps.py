@@ -86,6 +86,27 @@ def test_a_timestamped_certificate_shows_its_timestamp(stamped: Path, tsa: Loopb
     assert "Traceback" not in result.stdout + result.stderr and not result.stderr.strip()
 
 
+def test_validation_data_is_embedded_in_the_signed_revision(stamped: Path, tsa: LoopbackTSA,
+                                                            keys: Path) -> None:
+    """B-LT where at hand: the signer's and the TSA's certificates and the CRL the TSA
+    certificate names, in a DSS the signature covers (nothing appended after signing)."""
+    from asn1crypto import crl as asn1_crl
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation.dss import DocumentSecurityStore
+    reader = PdfFileReader(io.BytesIO(stamped.read_bytes()))
+    dss = DocumentSecurityStore.read_dss(reader)
+    subjects = {c.subject.human_friendly for c in dss.load_certs()}
+    assert any("Loopback Test TSA" in s for s in subjects)
+    assert any("ACME Refurb erasure signing" in s for s in subjects)
+    [crl_ref] = dss.crls
+    crl = asn1_crl.CertificateList.load(crl_ref.get_object().data)
+    assert "Loopback Test Root CA" in crl.issuer.human_friendly
+    report = verify_certificate(stamped, trust=TrustStore.build(trust=[fp(keys)],
+                                                                trust_ca=[tsa.root_pem]))
+    assert report.verdict == "trusted"
+    assert any("PAdES B-LT: 3 certificates, 1 CRLs" in n for n in report.notes), report.notes
+
+
 def test_the_page_says_where_its_time_comes_from(stamped: Path, keys: Path, tmp_path: Path) -> None:
     pdftotext = require_binary("pdftotext")
     text = subprocess.run([pdftotext, str(stamped), "-"], capture_output=True, text=True).stdout

@@ -87,6 +87,8 @@ def start_tsa(workdir: Path) -> LoopbackTSA:
     from certomancer.registry import ArchLabel, CertomancerConfig
     from werkzeug.serving import make_server
 
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_key(workdir / "root.key.pem")
