@@ -1,9 +1,10 @@
 """Emulated handset profiles: fixtures/profiles/NAME.toml."""
 from __future__ import annotations
 
+import hashlib
 import tomllib
+from dataclasses import dataclass
 from importlib import resources
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ class DeviceInfo:
     product: str = "bluejay"
     device: str = "bluejay"
     serial_prefix: str = "PW"
-    imei: str = ""
+    imei: str = ""  # its first 8 digits (the type allocation code) start each handset's IMEIs
+    sim_slots: int = 1  # a dual-SIM phone (physical + eSIM, or two trays) has an IMEI per slot
     android: str = "14"
     sdk: int = 34
     build_type: str = "user"
@@ -44,6 +46,8 @@ class Access:
 class Locks:
     google_accounts: tuple[str, ...] = ()
     device_owner: str = ""  # package of an MDM device-owner app
+    profile_owner: str = ""  # component of a work profile's owner on a company-owned phone
+    samsung_accounts: tuple[str, ...] = ()  # Samsung account (Reactivation Lock) signed in
     screen_lock: bool = False
     bootloader_locked: bool = True
     oem_unlocking: bool = False  # "OEM unlocking" on and the owner confirms `flashing unlock`
@@ -76,6 +80,27 @@ class HandsetProfile:
 
     def serial(self, index: int = 0) -> str:
         return f"{self.device.serial_prefix}{index:04X}"
+
+    def imeis(self, serial: str) -> list[str]:
+        """This handset's IMEIs, one per SIM slot: the profile's type allocation code, a serial
+        number derived from the handset's serial (distinct handsets, distinct IMEIs; a phone's
+        slots get consecutive ones, as manufacturers assign them) and the Luhn check digit.
+        Empty for a profile without telephony (no ``imei``)."""
+        tac = self.device.imei[:8]
+        if len(tac) != 8 or not tac.isdigit():
+            return []
+        snr = int.from_bytes(hashlib.sha256(serial.encode()).digest()[:8], "big") % 10**6
+        bodies = [f"{tac}{(snr + slot) % 10**6:06d}" for slot in range(max(1, self.device.sim_slots))]
+        return [body + luhn_check_digit(body) for body in bodies]
+
+
+def luhn_check_digit(body: str) -> str:
+    """The digit that makes ``body`` + digit pass the Luhn check (an IMEI's 15th)."""
+    total = 0
+    for i, char in enumerate(reversed(body)):
+        d = int(char) * (1 if i % 2 else 2)
+        total += d - 9 if d > 9 else d
+    return str(-total % 10)
 
 
 def available_profiles(directory: Path = PROFILES_DIR) -> dict[str, str]:

@@ -65,11 +65,14 @@ class HandsetState:
     mode: str = "adb"  # adb | recovery | fastboot | setup-wizard (adb off)
     google_accounts: list[str] = field(default_factory=list)
     device_owner: str = ""
+    profile_owner: str = ""  # a work profile's owner on an organization-owned phone
+    samsung_accounts: list[str] = field(default_factory=list)
     screen_lock: bool = False
     bootloader_locked: bool = True
     test_harness: bool = False
     resets: int = 0
     recovery_command: str = ""
+    imeis: list[str] = field(default_factory=list)  # one per SIM slot (HandsetProfile.imeis)
 
 
 @dataclass
@@ -262,7 +265,10 @@ class HandsetStorage:
         state = HandsetState(serial=serial, mode=profile.access.start_mode,
                              google_accounts=list(locks.google_accounts),
                              device_owner=locks.device_owner, screen_lock=locks.screen_lock,
-                             bootloader_locked=locks.bootloader_locked)
+                             profile_owner=locks.profile_owner,
+                             samsung_accounts=list(locks.samsung_accounts),
+                             bootloader_locked=locks.bootloader_locked,
+                             imeis=profile.imeis(serial))
         cls._write_json(directory, table, state)
         storage = cls(directory, profile)
         storage._write_superblock()
@@ -471,8 +477,9 @@ class HandsetStorage:
         self.drop_caches()
         with self._lock:
             self.table = FileTable(free=[[16 * BLOCK, self.size]])
-            self.state.device_owner = ""
+            self.state.device_owner = self.state.profile_owner = ""
             self.state.google_accounts = []
+            self.state.samsung_accounts = []
             self.state.screen_lock = False
             self.save()
 
@@ -490,8 +497,9 @@ class HandsetStorage:
                 os.pwrite(fd, xor_keystream(lost_key, off, chunk), off)
             self._write_superblock()
             self.table = FileTable(free=[[16 * BLOCK, self.size]])
-            self.state.device_owner = ""
+            self.state.device_owner = self.state.profile_owner = ""
             self.state.google_accounts = []
+            self.state.samsung_accounts = []
             self.state.screen_lock = False
             self.state.resets += 1
             self.save()

@@ -4,6 +4,7 @@ testharness, service call iphonesubinfo, reboot)."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .shell_context import _Exit, properties
 from .shell_interp import IO, _read_all, _run_script, applet
@@ -99,8 +100,11 @@ def _dumpsys(argv: list[str], io: IO) -> int:
         return 0
     service = argv[1]
     if service == "account":
-        lines = ["User UserInfo{0:Owner:c13}:", f"  Accounts: {len(state.google_accounts)}"]
+        count = len(state.google_accounts) + len(getattr(state, "samsung_accounts", ()))
+        lines = ["User UserInfo{0:Owner:c13}:", f"  Accounts: {count}"]
         lines += [f"    Account {{name={a}, type=com.google}}" for a in state.google_accounts]
+        lines += [f"    Account {{name={a}, type=com.osp.app.signin}}"  # Samsung account
+                  for a in getattr(state, "samsung_accounts", ())]
         lines += ["", "  AccountId, Action_Type, timestamp, UID, TableName, Key", "",
                   "  Active Sessions: 0", ""]
         io.say("\n".join(lines) + "\n")
@@ -114,10 +118,18 @@ def _dumpsys(argv: list[str], io: IO) -> int:
             lines += ["Device Owner: ", f"  admin=ComponentInfo{{{state.device_owner}}}",
                       "  name=", f"  package={package}", "  isOrganizationOwnedDevice=true",
                       "  User ID: 0"]
+        profile_owner = getattr(state, "profile_owner", "")
+        if profile_owner:  # a work profile (user 10) on an organization-owned phone
+            lines += ["Profile Owner (User 10): ", f"  admin=ComponentInfo{{{profile_owner}}}",
+                      "  name=", f"  package={profile_owner.split('/', 1)[0]}",
+                      "  isOrganizationOwnedDevice=true", "  User ID: 10"]
         lines += ["", "  Enabled Device Admins (User 0, provisioningState: "
                   f"{3 if state.device_owner else 0}):"]
         if state.device_owner:
             lines.append(f"    {state.device_owner}:")
+        if profile_owner:
+            lines += ["", "  Enabled Device Admins (User 10, provisioningState: 3):",
+                      f"    {profile_owner}:"]
         io.say("\n".join(lines) + "\n")
         return 0
     if service == "battery":
@@ -207,6 +219,12 @@ def _parcel_string16(text: str | None) -> bytes:
     return struct.pack("<i", len(text)) + encoded
 
 
+def _imeis(storage: Any) -> list[str]:
+    """The handset's IMEIs, one per SIM slot (its state; a profile's one for older images)."""
+    imeis = list(getattr(storage.state, "imeis", None) or ())
+    return imeis or ([storage.profile.device.imei] if storage.profile.device.imei else [])
+
+
 @applet("service")
 def _service(argv: list[str], io: IO) -> int:
     if len(argv) >= 2 and argv[1] == "list":
@@ -228,8 +246,14 @@ def _service(argv: list[str], io: IO) -> int:
     if name != "iphonesubinfo":
         io.complain(f"service: Service {name} does not exist\n")
         return 255
-    imei = io.ctx.storage.profile.device.imei
-    if code in ("1", "4") and imei:
+    imeis = _imeis(io.ctx.storage)
+    # IPhoneSubInfo on Android 11-14: 1 getDeviceId(callingPackage) is the first phone's IMEI,
+    # 4 getDeviceIdForPhone(phoneId, callingPackage, featureId) that of phone ``i32 N``
+    # (null past the phone count, as on a single-SIM phone asked for its second)
+    slot = int(argv[5]) if code == "4" and argv[4:5] == ["i32"] and argv[5:6] \
+        and argv[5].isdigit() else 0
+    if code in ("1", "4") and imeis:
+        imei = imeis[slot] if slot < len(imeis) else None
         io.say(_parcel_dump(struct.pack("<i", 0) + _parcel_string16(imei)) + "\n")
         return 0
     message = ("getDeviceId: The user 2000 does not meet the requirements to access device "

@@ -106,6 +106,8 @@ def properties(ctx: ShellContext) -> dict[str, str]:
         "ro.hardware": "emulated",
         "ro.bootmode": "normal",
         "persist.sys.test_harness": "1" if state.test_harness else "0",
+        # dual SIM dual standby: two phones, an IMEI each (single SIM: "ssss")
+        "persist.radio.multisim.config": "dsds" if len(getattr(state, "imeis", ())) > 1 else "ssss",
         "service.adb.root": "1" if ctx.adbd_root else "0",
         "sys.boot_completed": "1",
         "init.svc.adbd": "running",

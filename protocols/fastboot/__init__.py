@@ -7,8 +7,10 @@ plugins) and ``fastboot_max_download`` (the emulator's download buffer).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from phonewipe.erase.emulation.registry import DIR_KEY, PUBLISH_KEY, publish, published, registry_dir
 from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 from phonewipe.erase.model import Endpoint
@@ -52,7 +54,7 @@ class FastbootPlugin(Plugin):
                 except Exception:  # no permission to read strings: still list it
                     serial = ""
                 found.append(Endpoint(self.name, MODE, usb_address(device), serial))
-        for address in self.option("tcp") or ():
+        for address in self._tcp_addresses():
             try:
                 with self.open(Endpoint(self.name, MODE, _tcp(address))) as session:
                     serial = session.client.getvar("serialno")
@@ -60,6 +62,18 @@ class FastbootPlugin(Plugin):
                 continue  # not in the bootloader now: absent
             found.append(Endpoint(self.name, MODE, _tcp(address), serial))
         return found
+
+    def _tcp_addresses(self) -> list[str]:
+        """The --fastboot-tcp addresses, and the emulated bootloaders other processes of this
+        user serve (`phonewipe emulate`: erase.emulation.registry), each once."""
+        given = [_tcp(a) for a in self.option("tcp") or ()]
+        served = [e.address for e in published(registry_dir(self.options), MODE)]
+        return list(dict.fromkeys(given + served))
+
+    @classmethod
+    def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
+        """A private bench sees its own emulators only, not the user's `phonewipe emulate`."""
+        return {DIR_KEY: workdir / ".emulators"}
 
     def connect(self, endpoint: Endpoint) -> Any:
         """A `FastbootClient` on the endpoint's transport."""
@@ -86,8 +100,12 @@ class FastbootPlugin(Plugin):
     def start_emulator(self, storage: Any, profile: Any) -> Any:
         from .emulator import EmulatedBootloader
 
-        return EmulatedBootloader(storage, self.usb_bus,
-                                  int(self.options.get("fastboot_max_download", 16 * 1024 * 1024)))
+        emulator = EmulatedBootloader(storage, self.usb_bus,
+                                      int(self.options.get("fastboot_max_download", 16 * 1024 * 1024)))
+        if self.options.get(PUBLISH_KEY):  # other processes reach it over TCP, without a flag
+            emulator.published.append(publish(registry_dir(self.options), MODE, emulator.address,
+                                              storage.state.serial))
+        return emulator
 
 
 def _tcp(address: str) -> str:

@@ -14,11 +14,12 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from phonewipe.erase.emulation.faults import DeviceUnplugged
+from phonewipe.erase.emulation.registry import withdraw
 from phonewipe.erase.emulation.storage import CHUNK, HandsetStorage
-from phonewipe.erase.emulation.usbbus import (DeviceSpec, EmulatedUsbBus, EndpointSpec, InPipe,
-                                    InterfaceSpec)
+from phonewipe.erase.emulation.usbbus import DeviceSpec, EmulatedUsbBus, EndpointSpec, InPipe, InterfaceSpec
 from phonewipe.erase.errors import ProtocolError
 
 from . import sparse
@@ -403,6 +404,7 @@ class EmulatedBootloader:
         self.gadget = FastbootGadget(self.device)
         if bus is not None:
             bus.add(self.gadget)
+        self.published: list[Path] = []  # registry entries naming it (withdrawn on stop)
 
     @property
     def address(self) -> str:
@@ -419,6 +421,8 @@ class EmulatedBootloader:
         self.gadget.wake()
 
     def stop(self) -> None:
+        for entry in self.published:
+            withdraw(entry)
         self.tcp.stop()
         if self.bus is not None:
             self.bus.remove(self.gadget)

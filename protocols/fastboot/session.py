@@ -38,9 +38,14 @@ UNLOCK_WIPE = EraseMethod(
     description="`fastboot flashing unlock`: after the owner confirms on screen, the "
                 "bootloader wipes user data (vendor-attested; not observable over fastboot).")
 
-LOCKED_ADVICE = ("The bootloader is locked, so fastboot can neither erase nor flash: boot the "
-                 "phone into Android and erase it over adb, or enable \"OEM unlocking\" in "
-                 "Developer options and run again to use the unlock wipe.")
+LOCKED_ADVICE = ("The bootloader is locked, so fastboot can neither erase nor flash: enable "
+                 "\"OEM unlocking\" in Developer options and run again to use the unlock wipe, "
+                 "or boot the phone into Android and erase it over adb (Android 7 or later). A "
+                 "phone that allows neither (Android 6 or older without OEM unlocking): "
+                 "factory-reset it from the recovery menu (power off, hold power + volume down, "
+                 "choose Recovery mode, then Wipe data/factory reset); phonewipe cannot verify or "
+                 "certify that reset, so record the phone as not erased here and route it to "
+                 "destruction if its data must be proven gone.")
 
 
 class FastbootSession(Session):

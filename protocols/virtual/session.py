@@ -103,7 +103,8 @@ class VirtualSession(Session):
         device, state = self.storage.profile.device, self.storage.state
         self._identity = Identity(
             platform="android", manufacturer=device.manufacturer, model=device.model,
-            serial=state.serial, imeis=(device.imei,) if device.imei else (),
+            serial=state.serial,
+            imeis=tuple(state.imeis) or ((device.imei,) if device.imei else ()),
             os_version=device.android, storage_type=device.storage_type,
             capacity_bytes=self.storage.size, bootloader_locked=state.bootloader_locked,
             encryption=device.crypto_type, build_type=device.build_type)
