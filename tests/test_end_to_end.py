@@ -99,7 +99,8 @@ def test_pdftotext_shows_the_certificate_fields(demo: Path) -> None:
     pdftotext = require_binary("pdftotext")
     text = subprocess.run([pdftotext, "-layout", str(certificates(demo)["PWROOT0000"]), "-"],
                           capture_output=True, text=True).stdout
-    for needle in ("Certificate of Sanitization", "PWROOT0000", "Pixel 6a", "356938035643809",
+    imei = json.loads((demo / "handsets" / "PWROOT0000" / "state.json").read_text())["imeis"][0]
+    for needle in ("Certificate of Sanitization", "PWROOT0000", "Pixel 6a", imei,
                    "PASS", "Clear", "Demo Operator", "NIST SP 800-88"):
         assert needle in text, needle
 
@@ -162,7 +163,8 @@ class Bench:
     def __init__(self, tmp: Path, profiles: list[str]) -> None:
         self.adb = require_binary("adb")
         self.port = _free_port()
-        self.env = {"HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config")}
+        self.env = {"HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config"),
+                    "XDG_CACHE_HOME": str(tmp / "home" / ".cache")}
         (tmp / "home" / ".config" / "phonewipe").mkdir(parents=True)
         # a real erasure names who did it and for whom (the README's config)
         (tmp / "home" / ".config" / "phonewipe" / "config.toml").write_text(
