@@ -78,19 +78,43 @@ def identify_all(found: list[tuple[Plugin, Endpoint]],
 
 
 def devices_table(rows: list[Seen]) -> Any:
-    """serial, model, IMEI, mode, state, address (and what to do when unidentified)."""
+    """serial, model, IMEI, mode and state, address: identifiers are folded, never cut, at
+    any width (a pipe is 80 columns)."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
-    table = Table("serial", "model", "IMEI", "mode", "state", "address")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("serial", "model", "IMEI", "mode", "address"):
+        table.add_column(name, no_wrap=name != "model")
     for row in rows:
         d = row.to_dict()
         model = " ".join(x for x in (d["manufacturer"], d["model"]) if x)
         serial = Text(d["serial"] or "unidentified", style="" if row.identified else "yellow")
-        table.add_row(serial, model or "-", "\n".join(d["imeis"]) or "-", d["mode"],
-                      d["state"] or "-", f"{d['plugin']}:{d['address']}")
-        if row.note:
-            table.add_row("", Text(row.note, style="dim"), "", "", "", "")
+        state = d["state"] if d["state"] and d["state"] != d["serial"] else ""
+        table.add_row(serial, Text(model or "-"), "\n".join(d["imeis"]) or "-",
+                      Text(f"{d['mode']} {state}".strip()), Text(d["address"]))
     return table
+
+
+TABLE_WIDTH = 100  # narrower (a pipe is 80): one line per device, nothing cut
+
+
+def device_line(row: Seen) -> str:
+    """serial, model, mode and state, address, IMEIs on one line (the terminal wraps it)."""
+    d = row.to_dict()
+    state = d["state"] if d["state"] and d["state"] != d["serial"] else ""
+    parts = [d["serial"] or "unidentified",
+             " ".join(x for x in (d["manufacturer"], d["model"]) if x) or "-",
+             f"{d['mode']} {state}".strip(), d["address"]]
+    if d["imeis"]:
+        parts.append("IMEI " + ", ".join(d["imeis"]))
+    return "  ".join(parts)
+
+
+def notes(rows: list[Seen]) -> list[str]:
+    """One line per device that could not say who it is: its address and what to do."""
+    return [f"{row.endpoint.mode} {clean(row.endpoint.address)} "
+            f"({clean(row.endpoint.label) or 'no state'}): {row.note}" for row in rows if row.note]
 
 
 def leave_unidentified(rows: list[Seen], say: Any) -> list[tuple[Plugin, Endpoint]]:
