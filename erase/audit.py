@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import AuditBroken, OutputError
 from .model import canonical_json
@@ -212,13 +213,72 @@ class AuditLog:
                 raise OutputError(f"cannot write audit log {self.path}: {exc}",
                                   "free disk space or choose another --out directory") from exc
 
-    def events(self, job_id: str | None = None) -> list[Event]:
+    def events(self, job_id: str | None = None, kinds: Sequence[str] = ()) -> list[Event]:
+        """Rows in order; only one job's with `job_id`, only these events with `kinds`."""
         query = "SELECT id, ts, job_id, serial, event, payload FROM events"
-        args: tuple = ()
+        where, args = [], []
         if job_id:
-            query += " WHERE job_id = ?"
-            args = (job_id,)
-        return [Event(*r) for r in self._db.execute(query + " ORDER BY id", args)]
+            where.append("job_id = ?")
+            args.append(job_id)
+        if kinds:
+            where.append(f"event IN ({', '.join('?' for _ in kinds)})")
+            args += list(kinds)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        with self._lock:  # jobs look up a device's history while others append
+            return [Event(*r) for r in self._db.execute(query + " ORDER BY id", tuple(args))]
+
+
+# -- read side: a device's history ----------------------------------------------------------
+@dataclass(frozen=True)
+class LoggedRecord:
+    """A final record as a log holds it, with what happened to it afterwards."""
+
+    log: Path
+    row: int
+    job_id: str
+    record: dict[str, Any]  # the record as logged (Record.to_dict)
+    record_sha256: str
+    certificate: str | None = None  # the path its `certified` event names
+    second_look: dict[str, Any] | None = None  # its `second-look` event's payload
+
+
+def logged_records(path: Path) -> list[LoggedRecord]:
+    """Every job's final record in the log at `path` (opened read-only, nothing written),
+    oldest first: a job's first `record` event, the certificate its `certified` event names
+    and its second look."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise OutputError(f"cannot read audit log {path}: {exc}", "give the --out directory "
+                          "of a station or an erase run (it holds audit.sqlite)") from exc
+    try:
+        rows = db.execute("SELECT id, job_id, event, payload FROM events WHERE event IN "
+                          "('record', 'certified', 'second-look') ORDER BY id").fetchall()
+    except sqlite3.Error as exc:
+        raise OutputError(f"cannot read audit log {path}: {exc}", "check the file is a phonewipe "
+                          "audit log (`phonewipe audit verify`)") from exc
+    finally:
+        db.close()
+    found: dict[str, LoggedRecord] = {}
+    extra: dict[str, dict[str, Any]] = {}
+    for row_id, job_id, event, text in rows:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(payload, dict):
+            continue
+        if event == "record" and job_id not in found and isinstance(payload.get("record"), dict):
+            found[job_id] = LoggedRecord(Path(path), row_id, job_id, payload["record"],
+                                         str(payload.get("record_sha256", "")))
+        elif event == "certified":
+            extra.setdefault(job_id, {}).setdefault("certificate", payload.get("certificate"))
+        elif event == "second-look" and payload.get("selected", True):
+            extra.setdefault(job_id, {})["second_look"] = payload
+    return [replace(r, **{k: v for k, v in extra.get(r.job_id, {}).items()
+                          if k != "certificate" or v})
+            for r in found.values()]
 
 
 # -- verification ---------------------------------------------------------------------------

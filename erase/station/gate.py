@@ -4,8 +4,9 @@ job's end means: its record, an abort, or a late answer after the station record
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ..audit import Event
 from ..guard import JobGuard
 from ..model import Record
 from .rows import DeviceRow, record_payload
@@ -46,6 +47,10 @@ class JobAudit:
             row_id = st.audit.append(job_id, serial, event, payload)
         st.on_job_event(self, event, payload)
         return row_id
+
+    def events(self, job_id: str | None = None, kinds: Sequence[str] = ()) -> list[Event]:
+        """The real log's rows (read side: a device's earlier records)."""
+        return self.station.audit.events(job_id, kinds)
 
     def queue(self, job_id: str, serial: str, payload: dict[str, Any]) -> bool:
         """Log the job's `queued`, unless the station already recorded this device as stuck
