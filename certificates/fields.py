@@ -166,11 +166,13 @@ def _verification_rows(v: VerificationResult | None, layout: int) -> tuple[tuple
     return tuple(rows)
 
 
-LAYOUT_VERSION = 3  # bump whenever the drawn page changes: verify re-renders to compare
+LAYOUT_VERSION = 4  # bump whenever the drawn page changes: verify re-renders to compare
 """Layouts: 1 the first certificates; 2 adds the evidence summary, coverage and capacity;
 3 names the signer (subject and SHA-256 fingerprint, also in the QR code) and the source of
-the signing time. Older layouts stay renderable so that certificates issued by older
-versions still verify."""
+the signing time; 4 plain words and every NIST SP 800-88 App. G field (certificates/
+wording.py), a record that is not a PASS titled "Sanitization record: ...", the second
+person's validation as a signed addendum instead of an empty box. Older layouts stay
+renderable so that certificates issued by older versions still verify."""
 
 
 def signature_rows(signing: SigningInfo | None, created_at: str) -> tuple[tuple[str, str], ...]:
@@ -189,6 +191,9 @@ def visible_sections(record: Record, layout: int = LAYOUT_VERSION,
                      signing: SigningInfo | None = None) -> list[Section]:
     """Every field the certificate prints, grouped as printed (as `layout` printed them);
     `signing` names the signer (layout 3 and later)."""
+    if layout >= 4:
+        from .wording import sections_v4
+        return sections_v4(record, signing)
     d, o, s = record.device, record.operator, record.sanitization
     org = o.organization.strip() or UNKNOWN
     sections = [
@@ -284,10 +289,19 @@ def evidence_text(evidence: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def visible_fields(record: Record) -> list[tuple[str, str]]:
+def visible_fields(record: Record, layout: int = LAYOUT_VERSION,
+                   signing: SigningInfo | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs as printed, labels qualified by their section."""
     return [(f"{sec.title}: {label}", value)
-            for sec in visible_sections(record) for label, value in sec.rows]
+            for sec in visible_sections(record, layout, signing) for label, value in sec.rows]
+
+
+def title_text(record: Record, layout: int = LAYOUT_VERSION) -> str:
+    """The document's title: from layout 4 on, only a PASS is a certificate of sanitization."""
+    if layout >= 4:
+        from .wording import title_for
+        return title_for(record)
+    return TITLE
 
 
 def qr_text(digest: str, layout: int = LAYOUT_VERSION,

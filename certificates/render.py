@@ -23,8 +23,8 @@ from reportlab.pdfgen.canvas import Canvas
 
 from phonewipe.erase.model import Outcome, Record
 
-from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, TITLE, UNKNOWN, Section,
-                     SigningInfo, qr_payload, qr_text,
+from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, UNKNOWN, Section,
+                     SigningInfo, qr_payload, qr_text, title_text,
                      tool_text, visible_fields, visible_sections)
 
 PAGE_W, PAGE_H = A4
@@ -165,19 +165,35 @@ def _blocks(sections: Iterable[Section]) -> list[_Block]:
     return out
 
 
-def _paginate(blocks: list[_Block], first_top: float) -> list[list[_Block]]:
+def _section_height(blocks: list[_Block], i: int) -> float:
+    """The height of the section whose heading is blocks[i]."""
+    total = blocks[i].height
+    for b in blocks[i + 1:]:
+        if b.title:
+            break
+        total += b.height
+    return total
+
+
+def _paginate(blocks: list[_Block], first_top: float,
+              validation_h: float = VALIDATION_H, whole_sections: bool = False) -> list[list[_Block]]:
+    """Blocks onto pages; a heading stays with its first row (with `whole_sections`, layout
+    4 on: with its whole section when that fits on a page, so no page starts with the tail
+    of a short section)."""
     pages: list[list[_Block]] = [[]]
     y = first_top
     for i, b in enumerate(blocks):
         need = b.height
-        if b.title and i + 1 < len(blocks):
+        if b.title and whole_sections and _section_height(blocks, i) < PAGE_H - MARGIN - BOTTOM:
+            need = _section_height(blocks, i)
+        elif b.title and i + 1 < len(blocks):
             need += blocks[i + 1].height  # keep a heading with its first row
         if y - need < BOTTOM and pages[-1]:
             pages.append([])
             y = PAGE_H - MARGIN
         pages[-1].append(b)
         y -= b.height
-    if y - VALIDATION_H < BOTTOM:
+    if validation_h and y - validation_h < BOTTOM:  # layouts 1-3: room for the empty box
         pages.append([])
     return pages
 
@@ -243,13 +259,20 @@ def _header_bottom(head: Section) -> float:
     return min(top - 96 - count * HEADER_LEAD, top - QR_SIZE - 24) - 8
 
 
-def _header(c: Canvas, record: Record, head: Section, qr: str) -> float:
+def _header(c: Canvas, record: Record, head: Section, qr: str,
+            layout: int = LAYOUT_VERSION) -> float:
     """Title, standard, result line, identifiers and the QR code; returns the y below."""
     fields = dict(head.rows)
     top = PAGE_H - MARGIN
     c.setFillColor(colors.black)
-    c.setFont(FONT_BOLD, 20)
-    c.drawString(MARGIN, top - 18, TITLE)
+    title = title_text(record, layout)
+    size = 20.0
+    if layout >= 4:  # a longer title ("Sanitization record: ...") stays clear of the QR code
+        room = PAGE_W - 2 * MARGIN - QR_SIZE - 12
+        while size > 12 and stringWidth(title, FONT_BOLD, size) > room:
+            size -= 1
+    c.setFont(FONT_BOLD, size)
+    c.drawString(MARGIN, top - 18, title)
     c.setFont(FONT, 9.5)
     c.drawString(MARGIN, top - 33, f"Following {STANDARD_LINE}")
     qx, qy = PAGE_W - MARGIN - QR_SIZE, top - QR_SIZE
@@ -265,7 +288,8 @@ def _header(c: Canvas, record: Record, head: Section, qr: str) -> float:
     c.drawString(MARGIN, top - 66, fields["Result"])
     c.setFillColor(colors.black)
     c.setFont(FONT, 8.5)
-    c.drawString(MARGIN, top - 80, f"Result: {fields['Result']}    Outcome: {fields['Outcome']}")
+    c.drawString(MARGIN, top - 80, f"Result: {fields['Result']}    Outcome: {fields['Outcome']}"
+                 if layout < 4 else f"Result: {fields['Result']} - {fields['Outcome']}")
     y = top - 96
     for label, lines in _header_lines(head):
         c.setFont(FONT_BOLD, HEADER_SIZE)
@@ -321,10 +345,11 @@ def _validation_block(c: Canvas, y: float) -> None:
         c.drawString(x + 3, box_top - 9, label)
 
 
-def _footer(c: Canvas, record: Record, page: int, pages: int) -> None:
+def _footer(c: Canvas, record: Record, page: int, pages: int,
+            layout: int = LAYOUT_VERSION) -> None:
     c.setFillColor(colors.HexColor("#555555"))
     c.setFont(FONT, 6.5)
-    text = f"{TITLE} - record {record.record_id} - {STANDARD_LINE}"
+    text = f"{title_text(record, layout)} - record {record.record_id} - {STANDARD_LINE}"
     c.drawString(MARGIN, FOOTER_Y, wrap(text, FONT, 6.5, CONTENT_W - 60)[0])
     c.drawRightString(PAGE_W - MARGIN, FOOTER_Y, f"page {page} of {pages}")
 
@@ -341,18 +366,20 @@ def render_pdf(record: Record, layout: int = LAYOUT_VERSION,
     c = Canvas(buf, pagesize=A4, invariant=1, pageCompression=1, pdfVersion=(1, 7))
     pdf_date = _pdf_date(record.created_at)
     c.setDateFormatter(lambda *_: pdf_date)
-    c.setTitle(f"{TITLE} - {record.device.serial or UNKNOWN}")
+    c.setTitle(f"{title_text(record, layout)} - {record.device.serial or UNKNOWN}")
     c.setAuthor(record.operator.organization or UNKNOWN)
     c.setSubject(QR_PREFIX + dict(head.rows)["Record SHA-256"])
     c.setCreator(tool_text(record.tool))
-    pages = _paginate(_blocks(_with_note(sections)[1:]), _header_bottom(head))
+    boxed = layout < 4  # layouts 1-3 drew an empty box for a second person's hand signature
+    pages = _paginate(_blocks(_with_note(sections)[1:]), _header_bottom(head),
+                      VALIDATION_H if boxed else 0.0, whole_sections=not boxed)
     for n, blocks in enumerate(pages, 1):
-        y = _header(c, record, head, qr) if n == 1 else PAGE_H - MARGIN
+        y = _header(c, record, head, qr, layout) if n == 1 else PAGE_H - MARGIN
         for b in blocks:
             y = _draw_block(c, b, y)
-        if n == len(pages):
+        if n == len(pages) and boxed:
             _validation_block(c, y)
-        _footer(c, record, n, len(pages))
+        _footer(c, record, n, len(pages), layout)
         c.showPage()
     c.save()
     return buf.getvalue()

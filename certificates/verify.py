@@ -50,6 +50,7 @@ from .render import LAYOUT_VERSION, render_pdf
 from .sign import ATTACHMENT_NAME, FIELD_NAME, LAYOUT_KEY
 
 SUMMARY_NAME = "phonewipe-batch-summary.json"  # batch.SUMMARY_ATTACHMENT's file name
+ADDENDUM_NAME = "phonewipe-validation.json"  # addendum.ADDENDUM_ATTACHMENT's file name
 from .trust import TrustStore, cert_fingerprint, decide
 
 MAX_DEPTH = 32  # name trees, page trees and resource dictionaries nest at most this deep
@@ -73,8 +74,9 @@ class VerifyReport:
     timestamp_trusted: bool = False  # the TSA chains to a trusted root
     time_source: str = STATION_CLOCK  # what the signing time rests on
     notes: list[str] = field(default_factory=list)  # worth saying, not a defect
-    kind: str = "certificate"  # or "summary" (a signed batch summary)
+    kind: str = "certificate"  # or "summary" (a signed batch summary), "addendum"
     summary: dict[str, Any] | None = None
+    addendum: dict[str, Any] | None = None  # a second person's validation (addendum.py)
 
     @property
     def verdict(self) -> str:
@@ -585,6 +587,8 @@ def verify_bytes(data: bytes, path: Path,
         names = _embedded_names(reader)
         if ATTACHMENT_NAME not in names and SUMMARY_NAME in names:
             _check_summary(reader, report, signing)
+        elif ATTACHMENT_NAME not in names and ADDENDUM_NAME in names:
+            _check_addendum(reader, report, signing)
         else:
             raw = _embedded_record_bytes(reader)
             record = _parse_record(raw)
@@ -632,6 +636,52 @@ def _check_summary(reader: PdfFileReader, report: VerifyReport,
         raise _Bad("the embedded batch summary does not match the visible pages")
 
 
+def _check_addendum(reader: PdfFileReader, report: VerifyReport,
+                    signing: SigningInfo | None) -> None:
+    """A second person's validation: canonical JSON that renders to exactly the signed pages,
+    and, when the certificate it cites lies beside it, that file's SHA-256 is the cited one."""
+    from phonewipe.erase.model import canonical_json
+
+    from .addendum import ADDENDUM_SCHEMA, render_addendum
+    report.kind = "addendum"
+    raw = _embedded_record_bytes(reader, ADDENDUM_NAME, "validation addendum")
+    try:
+        addendum = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _Bad("the embedded validation addendum is not valid JSON") from e
+    if not isinstance(addendum, dict) or addendum.get("schema") != ADDENDUM_SCHEMA:
+        raise _Bad("the embedded validation addendum is not a phonewipe validation addendum")
+    report.addendum = addendum
+    if canonical_json(addendum) != raw:
+        report.problems.append("the embedded validation addendum is not in canonical form")
+    try:
+        rendered = render_addendum(addendum, _signed_layout(reader), signing)
+    except _Bad:
+        raise
+    except Exception as e:  # noqa: BLE001 - an addendum that does not render is not ours
+        raise _Bad(f"the validation addendum cannot be rendered ({_short(e)})") from e
+    same, _ = _same_pages(rendered, reader)
+    if not same:
+        raise _Bad("the embedded validation addendum does not match the visible pages")
+    cert = addendum.get("certificate") or {}
+    name = Path(str(cert.get("file", ""))).name
+    beside = report.path.parent / name if name else None
+    if beside is None or not beside.is_file():
+        report.notes.append(f"the validated certificate {name or '?'} is not beside the "
+                            f"addendum: check that its SHA-256 is {cert.get('file_sha256')}")
+        return
+    try:
+        digest = hashlib.sha256(beside.read_bytes()).hexdigest()
+    except OSError as e:
+        report.notes.append(f"the validated certificate {name} cannot be read ({e.strerror})")
+        return
+    if digest != cert.get("file_sha256"):
+        report.problems.append(f"the certificate beside it ({name}) is not the one validated "
+                               "(its SHA-256 differs)")
+    else:
+        report.notes.append(f"validates {name} (its SHA-256 matches)")
+
+
 def verify_certificate(path: Path, trust: TrustStore | Path | str | None = None) -> VerifyReport:
     """Check a certificate offline; see the module docstring. Never raises for a bad
     certificate file; an unreadable `trust` certificate raises PhonewipeError."""
@@ -676,6 +726,11 @@ def report_dict(report: VerifyReport) -> dict[str, Any]:
                  "timestamp_trusted": report.timestamp_trusted},
         "record": None if rec is None else {"result": rec.result_text, "serial": rec.device.serial,
                                             "sha256": rec.sha256()},
+        "addendum": None if report.addendum is None else {
+            "certificate": report.addendum.get("certificate"),
+            "validated_by": report.addendum.get("validated_by"),
+            "validated_at": report.addendum.get("validated_at"),
+            "reverification": report.addendum.get("reverification")},
         "summary": None if report.summary is None else {
             "batch_id": report.summary.get("batch_id"),
             "device_count": report.summary.get("device_count")},

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, PhonewipeError
-from .model import Destination, Operator
+from .model import ESIM_STATES, Destination, Media, Operator
 from .plugin import PluginOption, Registry
 from .verify import check_plan_settings
 
@@ -38,6 +38,8 @@ class Config:
     trust_ca_certificates: tuple[Path, ...] = ()
     tsa_url: str = ""  # [signing] tsa_url: RFC 3161 time-stamping authority ("" = none)
     tsa_timeout: float = 10.0  # [signing] tsa_timeout: seconds per timestamp request
+    media: Media = field(default_factory=Media)  # [media]: App. G defaults, SIM/microSD/eSIM
+    fleet_mdm: str = ""  # [fleet] mdm: the organisation's own MDM (package or product name)
     source: Path | None = None
 
 
@@ -51,6 +53,9 @@ CORE_TABLES: dict[str, tuple[str, ...]] = {
     "assets": ("tag", "identifier", "serial", "imei", "imei2", "owner"),  # asset-list columns
     "trust": ("certificates", "fingerprints", "ca_certificates"),
     "signing": ("tsa_url", "tsa_timeout"),
+    "media": ("source", "classification", "backup", "post_classification", "notes",
+              "sim_removed", "microsd_removed", "esim"),
+    "fleet": ("mdm",),
 }
 
 
@@ -106,6 +111,25 @@ def _check_names(data: dict[str, Any], registry: Registry, path: Path) -> None:
                 raise ConfigError(f"config file {path}: unknown key {key!r} in [{table}]",
                                   f"{_did_you_mean(key, known[table])}known keys there: "
                                   f"{', '.join(known[table]) or 'none'}")
+
+
+def _media(table: dict[str, Any], path: Path) -> Media:
+    """[media]: the App. G defaults (strings) and the operator's attestations (booleans;
+    esim one of "erased", "not present", "unknown")."""
+    values: dict[str, Any] = {}
+    for key in ("source", "classification", "backup", "post_classification", "notes"):
+        values[key] = _value(table, "media", key, str, "", path)
+    for key in ("sim_removed", "microsd_removed"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"config file {path}: [media] {key} must be true or false, "
+                                  f"not {table[key]!r}", f"e.g. {key} = true")
+            values[key] = table[key]
+    esim = _value(table, "media", "esim", str, "", path).strip().lower().replace("-", " ")
+    if esim not in (*ESIM_STATES, "unknown"):
+        raise ConfigError(f"config file {path}: [media] esim must be one of \"erased\", "
+                          f"\"not present\", \"unknown\", not {esim!r}", 'e.g. esim = "not present"')
+    return Media(**values, esim="" if esim == "unknown" else esim)
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -168,7 +192,9 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
         trust_fingerprints=tuple(_list(trust, "fingerprints", "trust", path)),
         trust_ca_certificates=_paths(_list(trust, "ca_certificates", "trust", path), path),
         tsa_url=get("signing", "tsa_url", str, "").strip(),
-        tsa_timeout=get("signing", "tsa_timeout", float, 10.0), source=path)
+        tsa_timeout=get("signing", "tsa_timeout", float, 10.0),
+        media=_media(_table(data, "media", path), path),
+        fleet_mdm=get("fleet", "mdm", str, "").strip(), source=path)
     if config.tsa_url and not config.tsa_url.startswith(("http://", "https://")):
         raise ConfigError(f"config file {path}: [signing] tsa_url must be an http(s) URL, not "
                           f"{config.tsa_url!r}", "e.g. tsa_url = \"https://tsa.example/tsr\"")

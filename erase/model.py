@@ -12,7 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-RECORD_SCHEMA = "phonewipe.record/2"  # /2: verification coverage and capacity, evidence
+RECORD_SCHEMA = "phonewipe.record/3"  # /2: verification coverage and capacity, evidence;
+# /3: the media information of NIST SP 800-88 App. G and what the operator removed (`media`)
+SCHEMAS_WITHOUT_MEDIA = ("phonewipe.record/1", "phonewipe.record/2")
 
 
 class Outcome(str, enum.Enum):
@@ -124,6 +126,24 @@ class Destination:
     details: str = ""
 
 
+ESIM_STATES = ("erased", "not present", "")  # "" : unknown (not attested)
+
+
+@dataclass(frozen=True)
+class Media:
+    """What NIST SP 800-88 Rev. 1 Appendix G asks of the media that the device cannot say,
+    and the operator's attestations of what else the phone held (record schema /3). Empty
+    strings and None are "not given": the certificate prints them as such, never guessed."""
+    source: str = ""  # who the media came from: the asset list's owner, else [media] source
+    classification: str = ""  # confidentiality of the data before sanitization
+    backup: str = ""  # whether (and where) the data was backed up before sanitization
+    post_classification: str = ""  # after sanitization; "" : derived from the outcome
+    notes: str = ""
+    sim_removed: bool | None = None  # SIM card(s) removed by the operator before the erase
+    microsd_removed: bool | None = None  # microSD card removed (or no slot) before the erase
+    esim: str = ""  # one of ESIM_STATES: eSIM profiles erased, no eSIM, or unknown
+
+
 @dataclass(frozen=True)
 class SampleFailure:
     offset: int
@@ -181,6 +201,9 @@ class Record:
     batch_id: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)  # phonewipe.erase.evidence, phonewipe.evidence/1
     schema: str = RECORD_SCHEMA
+    # this device's earlier FAILs in the audit log (erase/destination.py); absent when none
+    earlier_failures: tuple[dict[str, Any], ...] = ()
+    media: Media = field(default_factory=Media)  # schema /3: App. G fields, attestations
 
     @property
     def result_text(self) -> str:
@@ -188,6 +211,10 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         data = _plain(dataclasses.asdict(self))
+        if not self.earlier_failures:  # records without any hash as they always did
+            data.pop("earlier_failures", None)
+        if self.schema in SCHEMAS_WITHOUT_MEDIA:  # as issued: without the fields /3 added
+            data.pop("media", None)
         if self.schema == "phonewipe.record/1":  # as issued: without the fields /2 added
             data.pop("evidence", None)
             if data.get("verification"):
@@ -237,6 +264,8 @@ class Record:
             batch_id=data.get("batch_id", ""),
             evidence=dict(data.get("evidence", {})),
             schema=data.get("schema", RECORD_SCHEMA),
+            earlier_failures=tuple(dict(f) for f in data.get("earlier_failures", ())),
+            media=Media(**data["media"]) if data.get("media") is not None else Media(),
         )
 
 

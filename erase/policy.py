@@ -35,6 +35,18 @@ def assess(method: EraseMethod, identity: Identity, outcome: Outcome,
     if outcome in (Outcome.FAILED, Outcome.BLOCKED):
         return Assessment(Category.NONE.value,
                           "Sanitization was not demonstrated, so no category is claimed.")
+    if outcome is Outcome.ERASED_UNVERIFIED:  # performed, not demonstrated: no category
+        why = verification.reason.removeprefix("not verified: ") \
+            if verification is not None and verification.reason else "no read-back"
+        encrypted = identity.encryption in ("file", "block")
+        keys = (" on a phone that encrypts user data (a reset destroys its keys, "
+                "vendor-attested)" if encrypted and method.technique in (
+                    Technique.FACTORY_RESET, Technique.CRYPTO_ERASE) else "")
+        return Assessment(Category.NONE.value,
+                          f"No category is claimed: {method.title} was performed{keys}, but "
+                          f"nothing was read back to demonstrate it ({why}). "
+                          f"{method.category.value} is claimed only for an erase verified by "
+                          "read-back.", standard_for(verification, ""))
     return _assess(method, identity, outcome, verification, scope)
 
 

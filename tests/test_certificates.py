@@ -189,7 +189,7 @@ def test_render_is_deterministic() -> None:
 
 
 def test_visible_fields_print_unknown_never_none() -> None:
-    fields = dict(visible_fields(blocked_record()))
+    fields = dict(visible_fields(blocked_record(), 3))  # as layout 3 printed them
     assert fields["Media / device: Manufacturer"] == "unknown"
     assert fields["Media / device: IMEI"] == "unknown"
     assert fields["Certificate: Result"] == "NOT ERASED"
@@ -428,7 +428,7 @@ def test_pages_are_the_same_bytes_with_and_without_reportlabs_accelerators() -> 
         "from phonewipe.certificates.render import render_pdf\n"
         "from phonewipe.certificates.fields import SigningInfo\n"
         "h = hashlib.sha256()\n"
-        "for layout in (1, 2, 3):\n"
+        "for layout in (1, 2, 3, 4):\n"
         "    for r in (erased_record(), failed_record(), blocked_record()):\n"
         "        h.update(render_pdf(r, layout, SigningInfo('CN=x', 'ab' * 32)))\n"
         "print(h.hexdigest())\n")

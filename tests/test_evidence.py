@@ -41,7 +41,9 @@ def certified(tmp_path: Path, mode: str) -> object:
 def test_nist_certificate_names_the_rule_and_what_it_covered(tmp_path: Path) -> None:
     record = certified(tmp_path, "nist")
     fields = dict(visible_fields(record))
-    assert fields["Verification: Mode"] == "nist (NIST SP 800-88 Rev. 1 sampling)"
+    assert fields["Verification: Method"] == "NIST SP 800-88 Rev. 1 sampling"
+    assert dict(visible_fields(record, 3))["Verification: Mode"] == \
+        "nist (NIST SP 800-88 Rev. 1 sampling)"  # as layout 3 printed it
     coverage = fields["Verification: Coverage"]
     assert coverage.startswith("NIST SP 800-88 Rev. 1 sampling: 1,000 equal subsections")
     assert "first and last addressable blocks" in coverage and "%) read" in coverage
