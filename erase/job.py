@@ -14,19 +14,24 @@ from typing import Any, Callable
 from . import __version__
 from .audit import AuditLog, last_appended, now_iso
 from .capacity import check_capacity
+from .destination import DESTRUCTION_ADVICE, route
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
-from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Operator, Outcome,
-                    Record, Sanitization, Severity, Technique, VerificationResult, _plain)
+from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Media, Operator,
+                    Outcome, Record, Sanitization, Severity, Technique, VerificationResult, _plain)
 from .pattern import new_key
 from .strings import clean, clean_identity
 from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
 from .evidence import EVIDENCE_SCHEMA, build_evidence
+from .identity import merge_identity
+from .mdm import management_evidence, management_finding
 from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
 from .verify import make_plan, read_digests, sample_and_check
 
-DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
-                      "physical destruction (R2v3)")
+SecondLook = Callable[[Session, Record], "str | None"]
+"""second_look(session, provisional record) -> why the second look failed, or None: run after
+a PASSed verification and before the finish step (the factory reset), while the phone can
+still be read (the station's R2v3 second look)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class JobSettings:
     asset_tag: str = ""
     batch_id: str = ""
     via: str | None = None  # erase in this mode (e.g. "fastboot"), rebooting the phone into it
+    media: Media = field(default_factory=Media)  # App. G fields and attestations ([media])
+    fleet_mdm: str = ""  # [fleet] mdm: the organisation's own MDM, recorded as evidence
 
 
 StageFn = Callable[[str, str, int, int], None]
@@ -86,6 +93,8 @@ class _Job:
     switched: Found | None = None  # the phone in the mode it was erased in (JobSettings.via)
     reached: tuple[str, int, int] | None = None  # latest progress: stage, done, total bytes
     device_strings: dict[str, Any] = field(default_factory=dict)  # what the device sent, raw
+    second_look: SecondLook | None = None
+    management: list[dict[str, Any]] = field(default_factory=list)  # MDM the preflight found
 
     def _identified(self, identity: Identity) -> Identity:
         """The device's own strings cleaned (erase/strings.py) before they are logged, shown
@@ -141,9 +150,11 @@ class _Job:
             self.evidence["audit"] = {"row": head[0], "head": head[1]}
         if self.device_strings:
             self.evidence["device_strings"] = self.device_strings
-        record = self._record(outcome, reason)
+        if self.management:  # which MDM, and whether it is the organisation's own
+            self.evidence["management"] = self.management
+        record = route(self._record(outcome, reason), self.audit)  # destination follows outcome
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
-                            "reason": reason, "record": record.to_dict()})
+                            "reason": record.reason, "record": record.to_dict()})
         return record
 
     def _shown_endpoint(self) -> Endpoint:
@@ -176,6 +187,7 @@ class _Job:
         self.findings = session.preflight_for(via) if via else session.preflight()
         self.identity = self._identified(session.identity) if session.identity else self.identity
         # (with the lock states checked)
+        self.findings = self._managed(session, self.findings)
         self.log("preflight", {"findings": [_as_dict(f) for f in self.findings]})
         self._stop_on_blockers(self.findings)
         plugin = self.plugin
@@ -205,6 +217,9 @@ class _Job:
         if reader is None and report.expectation is not None:  # e.g. erased in the bootloader
             self.followed = follow_for_readback(plugin, session, self.serial, self.log)
             reader = self.followed.reader if self.followed else None
+            if self.followed is not None:  # what Android says of itself joins the record
+                self._learn(self.followed.session.identity or self.followed.session.identify(),
+                            self.followed.endpoint.mode)
         if reader is None or report.expectation is None:
             self.verification = VerificationResult(
                 mode="none", status="unavailable", scope=report.scope,
@@ -240,6 +255,12 @@ class _Job:
             if self.verification.status != "passed":
                 raise _Stop(Outcome.FAILED, f"verification failed: {self.verification.reason}; "
                                             f"{DESTRUCTION_ADVICE}")
+        if self.second_look is not None and self.verification is not None \
+                and self.verification.status == "passed":
+            failed = self.second_look(self.followed.session if self.followed else session,
+                                      self._record(Outcome.ERASED_VERIFIED, ""))
+            if failed:  # the reset does not follow: the phone stays as the look found it
+                raise _Stop(Outcome.FAILED, f"{failed}; {DESTRUCTION_ADVICE}")
         self.log("finishing", {})
         clock = time.monotonic()
         finish = session.finish(self.method, self.progress("finishing"))
@@ -257,10 +278,35 @@ class _Job:
         return Outcome.ERASED_UNVERIFIED, f"{why}, so the erase is reported as performed but " \
                                           "not verified"
 
+    def _managed(self, session: Session, findings: list[Finding]) -> list[Finding]:
+        """The management the session found (erase.mdm), with the organisation's own MDM
+        (`[fleet] mdm`) marked: its advice then says to release it from your console."""
+        found = [m for m in getattr(session, "management", None) or [] if isinstance(m, dict)]
+        if not found:
+            return findings
+        own = self.settings.fleet_mdm
+        self.management = [management_evidence(m["package"], m["component"], m["kind"], own)
+                           for m in found]
+        if not own:
+            return findings
+        again = {("mdm-work-profile" if m["kind"] == "work-profile" else "mdm-device-owner"):
+                 management_finding(m["package"], m["component"], m["kind"], own) for m in found}
+        return [again.get(f.code, f) for f in findings]
+
     def _stop_on_blockers(self, findings: list[Finding]) -> None:
         blockers = [f for f in findings if f.severity is Severity.BLOCKER]
         if blockers:
             raise _Stop(Outcome.BLOCKED, " ".join(f.message for f in blockers))
+
+    def _learn(self, identity: Identity, mode: str) -> None:
+        """What the phone said of itself in another mode joins the record's identity (later
+        values fill unknown fields; another serial is an error: erase.identity)."""
+        cleaned, raw = clean_identity(identity)
+        self.log("identified", {"mode": mode, "identity": _as_dict(cleaned)})
+        self.identity = merge_identity(self.identity or Identity(platform="unknown"), cleaned)
+        if raw:  # the first mode's original bytes stay where both modes sent a field
+            self.device_strings = {**raw, "original": {**raw["original"],
+                                                       **self.device_strings.get("original", {})}}
 
     def _switch(self, session: Session, mode: str) -> Found:
         """Reboot the phone into ``mode`` and go on there, with that mode's checks too. A
@@ -270,9 +316,11 @@ class _Job:
         except NotFollowed as exc:
             raise _Stop(Outcome.FAILED, f"nothing was erased: {exc.line()}") from exc
         try:
-            self.log("identified", {"mode": mode,
-                                    "identity": _as_dict(clean_identity(found.session.identify())[0])})
+            self._learn(found.session.identify(), mode)
             more = found.session.preflight()
+            if found.session.identity is not None:  # with the lock states it checked
+                self.identity = merge_identity(self.identity or Identity(platform="unknown"),
+                                               clean_identity(found.session.identity)[0])
             self.log("preflight", {"mode": mode, "findings": [_as_dict(f) for f in more]})
             self.findings += more
             self._stop_on_blockers(more)
@@ -345,7 +393,7 @@ class _Job:
             tool=self._tool(), findings=tuple(self.findings), sanitization=sanitization,
             verification=self.verification, reason=reason, post_state=self.post,
             asset_tag=self.settings.asset_tag, batch_id=self.settings.batch_id,
-            evidence=self.evidence)
+            evidence=self.evidence, media=self.settings.media)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -353,10 +401,11 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def run_job(plugin: Plugin, endpoint: Endpoint, settings: JobSettings, audit: AuditLog,
-            progress: StageFn | None = None, job_id: str | None = None) -> Record:
+            progress: StageFn | None = None, job_id: str | None = None,
+            second_look: SecondLook | None = None) -> Record:
     """Erase, verify and record one device. Never raises for device-side failures: they
     end as a FAILED or BLOCKED record. `job_id` lets a caller log about the job first."""
-    job = _Job(plugin, endpoint, settings, audit, progress)
+    job = _Job(plugin, endpoint, settings, audit, progress, second_look=second_look)
     if job_id:
         job.job_id = job_id
     return job.run()

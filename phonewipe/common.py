@@ -3,6 +3,7 @@ flags, operator options and job settings, the signer."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,12 +27,42 @@ OUTCOME_STYLE = {Outcome.ERASED_VERIFIED: "green", Outcome.ERASED_UNVERIFIED: "y
                  Outcome.BLOCKED: "magenta", Outcome.FAILED: "red"}
 
 
-def fail(exc: PhonewipeError) -> None:
+def fail(exc: PhonewipeError, as_json: bool = False) -> None:
     """One error line, then exit. The message may quote what a device said: brackets rich
-    would take for markup and control codes that move the cursor are shown escaped."""
+    would take for markup and control codes that move the cursor are shown escaped. With
+    ``--json`` the error is also JSON on stdout: ``{"error", "advice", "exit_code"}``."""
+    if as_json:
+        click.echo(json.dumps({"error": escape_controls(exc.message),
+                               "advice": escape_controls(exc.advice),
+                               "exit_code": exc.exit_code}))
     err_console.print(f"[bold red]error:[/] {escape(escape_controls(exc.line()))}",
                       highlight=False, soft_wrap=True)
     sys.exit(exc.exit_code)
+
+
+def wants_json(kwargs: dict[str, Any] | None = None) -> bool:
+    """Did the user ask for JSON (``--json``; ``--json-lines`` for the station)?"""
+    if kwargs and (kwargs.get("as_json") or kwargs.get("json_lines")):
+        return True
+    return any(arg in ("--json", "--json-lines") for arg in sys.argv[1:])
+
+
+def as_phonewipe_error(exc: BaseException) -> PhonewipeError | None:
+    """A full disk, a read-only or forbidden directory: one line and exit 8, not a traceback."""
+    import errno
+    import sqlite3
+
+    from phonewipe.erase.errors import OutputError
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                   errno.EACCES, errno.EPERM, errno.EFBIG):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return OutputError(f"cannot write{where}: {exc.strerror or exc}",
+                           "free space or choose a writable --out directory, then run again")
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            word in str(exc) for word in ("full", "readonly", "disk I/O")):
+        return OutputError(f"cannot write the audit log: {exc}",
+                           "free space or choose a writable --out directory, then run again")
+    return None
 
 
 def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,10 +72,15 @@ def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except PhonewipeError as exc:
-            fail(exc)
+            fail(exc, wants_json(kwargs))
         except KeyboardInterrupt:
             err_console.print("interrupted: the audit log holds every step taken so far")
             sys.exit(130)
+        except Exception as exc:
+            known = as_phonewipe_error(exc)
+            if known is None:
+                raise
+            fail(known, wants_json(kwargs))
     return wrapper
 
 
@@ -123,6 +159,18 @@ def operator_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--verify", "verify_mode", type=click.Choice(MODES), help="verification mode"),
         click.option("--confidence", type=float, help="quick mode: confidence C (default 0.99)"),
         click.option("--residual", type=float, help="quick mode: largest escaped share p (default 0.001)"),
+        # what the certificate's scope sentence states ([media] in the config; unknown when
+        # neither says)
+        click.option("--sim-removed/--sim-not-removed", "sim_removed", default=None,
+                     help="the operator removed the SIM card(s) before the erase (or not)"),
+        click.option("--microsd-removed/--microsd-not-removed", "microsd_removed", default=None,
+                     help="the operator removed the microSD card before the erase (or not)"),
+        click.option("--esim", type=click.Choice(["erased", "not-present", "unknown"]),
+                     help="the phone's eSIM profiles: erased, not present, or unknown"),
+        click.option("--media-source", help="NIST App. G media source (default: the asset "
+                                            "list's owner, else [media] source)"),
+        click.option("--classification", help="NIST App. G classification of the data"),
+        click.option("--notes", help="NIST App. G notes for the certificates"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -139,9 +187,17 @@ def job_settings(config: Config, kw: dict[str, Any], method: str | None = None) 
             operator = replace(operator, **{field_name: kw[key]})
     destination = Destination(kind=kw["destination"]) if kw.get("destination") else config.destination
     given = lambda key: kw[key] if kw.get(key) is not None else getattr(config, key)  # noqa: E731
+    media = config.media
+    for field_name, key in (("sim_removed", "sim_removed"), ("microsd_removed", "microsd_removed"),
+                            ("source", "media_source"), ("classification", "classification"),
+                            ("notes", "notes")):
+        if kw.get(key) is not None:
+            media = replace(media, **{field_name: kw[key]})
+    if kw.get("esim"):
+        media = replace(media, esim="" if kw["esim"] == "unknown" else kw["esim"].replace("-", " "))
     settings = JobSettings(operator=operator, destination=destination, method=method,
                            verify_mode=given("verify_mode"), confidence=given("confidence"),
-                           residual=given("residual"))
+                           residual=given("residual"), media=media, fleet_mdm=config.fleet_mdm)
     check_plan_settings(settings.verify_mode, settings.confidence, settings.residual)
     return settings
 

@@ -15,6 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import DeviceCommandFailed, ProtocolError
+from phonewipe.erase.mdm import (mask_email, management_evidence, management_finding,
+                                 reactivation_lock_finding)
 from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
                          Severity, Technique)
 from phonewipe.erase.pattern import PatternStream
@@ -47,6 +49,11 @@ __all__ = ["BLOCK", "FACTORY_RESET", "FILL_DIR", "FILL_RESET", "HELPER_ON_PHONE"
 USERDATA = "/dev/block/by-name/userdata"
 ZERO_CHUNK_MIB = 64
 NO_SHELL_V2 = "device without shell v2"  # session state of a pre-Android-7 phone
+# where the advice ends when neither adb nor the bootloader can erase a phone
+RECOVERY_RESET = ("factory-reset it from the recovery menu (power off, hold power + volume "
+                  "down, choose Recovery mode, then Wipe data/factory reset); phonewipe cannot "
+                  "verify or certify that reset, so record the phone as not erased here and "
+                  "route it to destruction if its data must be proven gone.")
 
 RAW_PATTERN = EraseMethod(
     "adb-raw-pattern", "Overwrite of the userdata block device with a host-keyed pseudo-random "
@@ -70,6 +77,20 @@ IDENTITY_PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.serialno",
                   "ro.boot.flash.locked", "ro.product.cpu.abi")
 
 
+def storage_type_of(devname: str | None) -> str | None:
+    """The medium behind a block device's kernel name: sdX (UFS on a phone), mmcblkN (eMMC),
+    nvmeN (NVMe); None when the name says nothing."""
+    if not devname:
+        return None
+    if re.fullmatch(r"sd[a-z]+\d*", devname):
+        return "UFS"
+    if re.fullmatch(r"mmcblk\d+(p\d+)?", devname):
+        return "eMMC"
+    if re.fullmatch(r"nvme\d+n\d+(p\d+)?", devname):
+        return "NVMe"
+    return None
+
+
 class AdbSession(UnrootedFill, ShellChannel, Session):
     """One phone over adb: identity, preflight, the methods it allows, the erase (raw, or the
     fill from `UnrootedFill`), the reader, the reset and what the phone looks like after it.
@@ -88,6 +109,7 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
         self.reader_helper = "not installed"  # install_reader_helper
         self._identity: Identity | None = None
         self._log = _Transcript()
+        self.management: list[dict[str, Any]] = []  # MDM found by preflight (erase.mdm)
 
     # -- identity and preflight ------------------------------------------------------------
     def identify(self) -> Identity:
@@ -120,13 +142,13 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
         if capacity is None:
             df = parse_df_kib(self.run("df /data").text)
             capacity = df[0] * 1024 if df else None
-        imei = parse_imei_parcel(self.run("service call iphonesubinfo 1 s16 com.android.shell").text)
+        imeis = self._imeis()
         locked = p.get("ro.boot.flash.locked")
         self._identity = Identity(
             platform="android", manufacturer=p.get("ro.product.manufacturer") or None,
             model=p.get("ro.product.model") or None, serial=p.get("ro.serialno") or None,
-            imeis=(imei,) if imei else (), os_version=p.get("ro.build.version.release") or None,
-            storage_type=None, capacity_bytes=capacity,
+            imeis=imeis, os_version=p.get("ro.build.version.release") or None,
+            storage_type=self._storage_type(), capacity_bytes=capacity,
             bootloader_locked=None if locked is None else locked == "1",
             frp=None, mdm=None, encryption=p.get("ro.crypto.type") or None,
             build_type=p.get("ro.build.type") or None)
@@ -146,6 +168,22 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             else:
                 props.pop(name, None)
         return props
+
+    def _imeis(self) -> tuple[str, ...]:
+        """Every IMEI (one per SIM slot of a dual-SIM phone). Android 11-14 answer
+        IPhoneSubInfo transaction 4, getDeviceIdForPhone(phoneId, callingPackage, featureId),
+        for each phone (null past the phone count); older ones only transaction 1,
+        getDeviceId(callingPackage), the first phone's."""
+        first = "service call iphonesubinfo 1 s16 com.android.shell"
+        if int(self.props.get("ro.build.version.sdk", "0") or 0) < 30:
+            imei = parse_imei_parcel(self.run(first).text)
+            return (imei,) if imei else ()
+        found = [parse_imei_parcel(self.run(f"service call iphonesubinfo 4 i32 {slot} "
+                                            "s16 com.android.shell s16 null").text)
+                 for slot in (0, 1)]  # a single-SIM phone answers null for the second
+        if not found[0]:  # a vendor build that numbers the calls otherwise
+            found[0] = parse_imei_parcel(self.run(first).text)
+        return tuple(dict.fromkeys(i for i in found if i))
 
     def _speaks_shell_v2(self) -> bool:
         try:
@@ -171,9 +209,10 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             version = self.props.get("ro.build.version.release") or "6 or older"
             return [Finding(Severity.BLOCKER, "adb-without-shell-v2",
                             f"This phone's adb (Android {version}) predates shell protocol v2, which "
-                            "phonewipe needs to erase and read back storage over adb: reboot it into "
-                            "the bootloader (`adb reboot bootloader`) and run the erase again to erase "
-                            "it there, or factory-reset it from the recovery menu.")]
+                            "phonewipe needs to erase and read back storage over adb: erase it in the "
+                            f"bootloader (`phonewipe erase {self.endpoint.address} --via fastboot`; "
+                            "needs an unlocked bootloader or OEM unlocking allowed). If its "
+                            f"bootloader is locked for good: {RECOVERY_RESET}")]
         if self.state != "device":
             return [Finding(Severity.BLOCKER, f"adb-{self.state}",
                             f"The phone is {self.state} over adb: reconnect the cable (another port), then run again.")]
@@ -198,13 +237,29 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
                             f"{result.error_line()}): check Settings > Accounts for a Google account.")]
         accounts = re.findall(r"Account \{name=([^,]+), type=com\.google\}", result.text)
         self._identity = self._with(frp=bool(accounts))
-        if accounts:
-            return [Finding(
+        findings = self._reactivation_findings(result.text)
+        if accounts:  # the account's address is personal data: masked (j***@gmail.com)
+            return findings + [Finding(
                 Severity.BLOCKER, "frp-google-account",
-                f"A Google account ({', '.join(accounts)}) is signed in, so Factory Reset Protection "
-                "would lock the next owner out: remove the account in Settings > Accounts, then run again.")]
-        return [Finding(Severity.INFO, "frp-clear", "No Google account is signed in (checked with "
-                        "`dumpsys account`): Factory Reset Protection will not engage.")]
+                f"A Google account ({mask_email(', '.join(accounts))}) is signed in, so Factory "
+                "Reset Protection would lock the next owner out: remove the account in Settings > "
+                "Accounts, then run again.")]
+        return findings + [Finding(Severity.INFO, "frp-clear", "No Google account is signed in "
+                                   "(checked with `dumpsys account`): Factory Reset Protection "
+                                   "will not engage.")]
+
+    def _reactivation_findings(self, accounts_dump: str) -> list[Finding]:
+        """Samsung's Reactivation Lock rides on a signed-in Samsung account (type
+        com.osp.app.signin in `dumpsys account`): checked on Samsung phones only."""
+        if (self.props.get("ro.product.manufacturer") or "").lower() != "samsung":
+            return []
+        samsung = re.findall(r"Account \{name=[^,]+, type=com\.osp\.app\.signin\}", accounts_dump)
+        self._identity = self._with(activation_lock=bool(samsung))
+        if samsung:
+            return [reactivation_lock_finding(len(samsung))]
+        return [Finding(Severity.INFO, "samsung-reactivation-lock-clear",
+                        "No Samsung account is signed in (checked with `dumpsys account`): "
+                        "Samsung's Reactivation Lock cannot engage.")]
 
     def _owner_findings(self) -> list[Finding]:
         result = self.run("dumpsys device_policy")
@@ -213,14 +268,18 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
                             f"Could not read the device policy (`dumpsys device_policy`: "
                             f"{result.error_line()}): check Settings > Security for a device admin.")]
         owner = re.search(r"Device Owner:.*?admin=ComponentInfo\{([^}]+)\}", result.text, re.S)
-        self._identity = self._with(mdm=bool(owner))
-        if owner:
-            return [Finding(
-                Severity.BLOCKER, "mdm-device-owner",
-                f"The phone is managed by {owner.group(1)} (MDM device owner): have the organisation "
-                "release it from management, then run again.")]
-        return [Finding(Severity.INFO, "mdm-clear", "No device owner or MDM enrolment (checked with "
-                        "`dumpsys device_policy`).")]
+        # a work profile on a company-owned phone: its profile owner says so (Android 11+)
+        profile = re.search(r"Profile Owner \(User \d+\):\s*admin=ComponentInfo\{([^}]+)\}"
+                            r"(?:(?!Profile Owner|Device Owner).)*?isOrganizationOwnedDevice=true",
+                            result.text, re.S)
+        self._identity = self._with(mdm=bool(owner or profile))
+        found = [(m.group(1), kind) for m, kind in ((owner, "device-owner"),
+                                                   (profile, "work-profile")) if m]
+        self.management = [management_evidence(c.split("/", 1)[0], c, kind) for c, kind in found]
+        if found:
+            return [management_finding(c.split("/", 1)[0], c, kind) for c, kind in found]
+        return [Finding(Severity.INFO, "mdm-clear", "No device owner, company-owned work profile "
+                        "or MDM enrolment (checked with `dumpsys device_policy`).")]
 
     def _with(self, **changes: Any) -> Identity:
         from dataclasses import replace
@@ -321,14 +380,14 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
     def transcript(self) -> dict[str, Any]:
         return self._log.summary()
 
-    def table_sizes(self) -> dict[str, int]:
-        """The userdata partition's size from the partition table (/proc/partitions and
-        sysfs), independent of the BLKGETSIZE64 ioctl behind `blockdev`."""
+    def _userdata_dev(self) -> tuple[str | None, dict[str, int]]:
+        """The userdata partition's kernel name (sda34, mmcblk0p45, from the partition table
+        and sysfs, readable without root) and the table's sizes in KiB."""
         table = self.run("cat /proc/partitions")
         kib = {parts[3]: int(parts[2]) for parts in (line.split() for line in table.text.splitlines())
                if len(parts) == 4 and parts[2].isdigit()}
         if table.status != 0 or not kib:
-            return {}
+            return None, {}
         events = self.run("cat " + " ".join(f"/sys/class/block/{name}/uevent" for name in sorted(kib)))
         dev = current = None
         for line in events.text.splitlines():
@@ -336,7 +395,22 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             current = value if key == "DEVNAME" else current
             if key == "PARTNAME" and value == "userdata":
                 dev = current
-        if dev not in kib:
+        return (dev, kib) if dev in kib else (None, kib)
+
+    def _storage_type(self) -> str | None:
+        """UFS or eMMC from the userdata partition's kernel name: phones put UFS behind the
+        SCSI layer (sdaN) and eMMC behind the MMC one (mmcblkNpM); unknown otherwise."""
+        try:
+            dev, _ = self._userdata_dev()
+        except (DeviceCommandFailed, ProtocolError):
+            return None
+        return storage_type_of(dev)
+
+    def table_sizes(self) -> dict[str, int]:
+        """The userdata partition's size from the partition table (/proc/partitions and
+        sysfs), independent of the BLKGETSIZE64 ioctl behind `blockdev`."""
+        dev, kib = self._userdata_dev()
+        if dev is None:
             return {}
         evidence = {"/proc/partitions": kib[dev] * 1024}
         sectors = self.run(f"cat /sys/class/block/{dev}/size").text.strip()
@@ -367,10 +441,41 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
         return {"factory_reset": "cmd testharness enable (Test Harness Mode reset)"}
 
     def preflight_for(self, mode: str) -> list[Finding]:
+        if self.state == NO_SHELL_V2:  # adb cannot erase it, ``mode`` may: the locks still count
+            return self._old_shell_lock_checks(mode)
         # a screen lock only stops adb's own reset; an erase in another mode removes it
         return [Finding(Severity.WARNING, f.code, f"A screen lock is set (the erase in {mode} "
                         "mode removes it).") if f.code == "screen-lock" else f
                 for f in self.preflight()]
+
+    def _old_shell_lock_checks(self, mode: str) -> list[Finding]:
+        """The account and device-owner checks over a pre-Android-7 phone's old shell (output
+        only, no exit status): a Google account left on it survives an erase in the
+        bootloader (Factory Reset Protection), so it still blocks."""
+        version = self.props.get("ro.build.version.release") or "6 or older"
+        findings = [Finding(Severity.INFO, "adb-without-shell-v2",
+                            f"adb cannot erase this phone (Android {version} predates shell "
+                            f"protocol v2): it is erased in {mode} mode.")]
+        accounts = self._v1_text("dumpsys account")
+        if "Accounts:" not in accounts:
+            findings.append(Finding(Severity.WARNING, "frp-unchecked",
+                                    "Could not list the phone's accounts over its old adb shell: "
+                                    "check Settings > Accounts for a Google account."))
+        elif re.search(r"Account \{name=[^,]+, type=com\.google\}", accounts):
+            self._identity = self._with(frp=True)
+            findings.append(Finding(Severity.BLOCKER, "frp-google-account",
+                                    "A Google account is signed in, so Factory Reset Protection "
+                                    "would lock the next owner out: remove the account in Settings "
+                                    "> Accounts, then run again."))
+        else:
+            self._identity = self._with(frp=False)
+        policy = self._v1_text("dumpsys device_policy")
+        if "Device Owner" in policy:
+            self._identity = self._with(mdm=True)
+            findings.append(Finding(Severity.BLOCKER, "mdm-device-owner",
+                                    "The phone is managed (MDM device owner): have the organisation "
+                                    "release it from management, then run again."))
+        return findings
 
     def reboot_to(self, mode: str) -> bool:
         """Into the bootloader (fastboot) on request; "adb" is where the phone already is."""
