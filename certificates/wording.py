@@ -294,7 +294,10 @@ def sections_v4(record: Record, signing: Any) -> list[Any]:
         Section("Evidence", (("Evidence bundle", evidence_text(record.evidence)),)),
         Section("Findings", tuple(_shown_findings(record))),
     ]
-    if record.reason.strip():
+    blockers = " ".join(f.message for f in record.findings if f.severity.value == "blocker")
+    if record.reason.strip() and record.reason.strip() == blockers.strip():
+        sections.append(Section("Reason", (("Reason", "the blocker findings above"),)))
+    elif record.reason.strip():
         sections.append(Section("Reason", (("Reason", words(record.reason)),)))
     post = tuple((_label(k, POST_LABELS), words(v)) for k, v in sorted(record.post_state.items()))
     sections.append(Section("After sanitization", post or (("State", "not observed"),)))
