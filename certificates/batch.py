@@ -108,6 +108,7 @@ def render_summary(summary: dict[str, Any], layout: int = LAYOUT_VERSION,
               _p(f"Share picked: {summary.get('second_look_share', 0):.0%} of passed devices. " +
                  ("; ".join(f"{s['serial']}: {s['status']} by {s['by']}" for s in looks) or "none picked"),
                  _BODY)]
+    story += [_p(note, _BODY) for note in summary.get("second_look_notes", [])]  # pending, passed on
     story.append(Spacer(1, 3 * mm))
     story.append(_p("Each device's own signed certificate holds its full record; this summary "
                     "embeds its data as JSON and is signed by the same organization key.", _BODY))

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from phonewipe.erase.errors import AuditBroken, UsageError
 from phonewipe.erase.model import Record
 from phonewipe.erase.station.ledger import BatchLedger, batch_ids, read_ledger
 from phonewipe.erase.station.manifest import Manifest
-from phonewipe.erase.station.reconcile import reconcile
+from phonewipe.erase.station.reconcile import device_keys, reconcile
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -49,6 +50,17 @@ class BatchOutputs:
     records_csv: Path
     records_json: Path
     summary: dict[str, Any]
+    assets_csv: Path | None = None
+
+
+def export_dict(record: Record) -> dict[str, Any]:
+    """The record as the exports carry it: everything but key material (the per-job pattern
+    key stays in the signed certificate, for an auditor who holds it)."""
+    data = record.to_dict()
+    plan = (data.get("verification") or {}).get("plan")
+    if isinstance(plan, dict):
+        plan.pop("pattern_key", None)
+    return data
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -64,7 +76,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def records_csv(records: list[Record]) -> str:
-    rows = [flatten(r.to_dict()) | {"record_sha256": r.sha256()} for r in records]
+    rows = [flatten(export_dict(r)) | {"record_sha256": r.sha256()} for r in records]
     columns = sorted({k for row in rows for k in row})
     first = ["batch_id", "asset_tag", "device.serial", "device.imeis", "outcome", "reason",
              "record_id", "record_sha256"]
@@ -104,9 +116,9 @@ def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict
     totals: dict[str, int] = {}
     for r in records:
         totals[r.result_text] = totals.get(r.result_text, 0) + 1
-    looks = [{"serial": (j.serial or ""), **{k: j.second_look[k] for k in ("status", "by", "fresh_seed")
-                                              if k in j.second_look}}
-             for j in ledger.jobs.values() if j.second_look]
+    looks = [{"serial": (j.serial or ""), **{k: j.second_look[k] for k in (
+        "status", "by", "fresh_seed", "verdict", "samples", "reason", "when") if k in j.second_look}}
+             for j in ledger.jobs.values() if j.second_look and j.second_look.get("selected", True)]
     return {
         "schema": "phonewipe.batch-summary/1", "batch_id": ledger.batch_id,
         "generated_at": now_iso(), "operator": opened.get("operator", {}),
@@ -118,9 +130,97 @@ def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict
         "interrupted_not_redone": [j.job_id for j in ledger.unfinished()],
         "second_look_share": opened.get("second_look_share", 0),
         "second_look": looks,
+        **second_look_details(ledger),
         "audit": audit_rows if isinstance(audit_rows, dict) else {"rows": audit_rows,
                                                                   "chain": "intact"},
     }
+
+
+def _verify_command(certificate: str | None, by: str) -> str:
+    cert = certificate or "CERTIFICATE.pdf"
+    return f"phonewipe verify --plan-from {shlex.quote(cert)} --fresh-seed --operator {shlex.quote(by)}"
+
+
+def second_look_details(ledger: BatchLedger) -> dict[str, Any]:
+    """What the summary adds about the batch's second looks: each look's verdict, the looks
+    still pending (with the command that does them), the picks a phone passed on (it could not
+    be re-read) and the looks the batch still owes; `second_look_notes` says it in words."""
+    pending, passed_on, notes = [], [], []
+    for j in ledger.jobs.values():
+        look = j.second_look
+        if not look:
+            continue
+        serial = j.serial or j.address
+        if not look.get("selected", True):
+            passed_on.append({"serial": serial, "reason": look.get("reason", "")})
+            notes.append(f"{serial}: pick passed on to the next phone that passed; "
+                         f"{look.get('reason', '')}")
+            continue
+        if look.get("status") == "pending":
+            command = _verify_command(j.certificate, str(look.get("by", "")))
+            pending.append({"serial": serial, "by": look.get("by", ""), "command": command,
+                            "reason": look.get("reason", "")})
+            notes.append(f"PENDING {serial} ({look.get('reason', '')}): {command}")
+        elif look.get("status") == "failed":
+            notes.append(f"{serial}: second look FAILED ({look.get('reason', '')})")
+    closed = ledger.closed or {}
+    due, done = closed.get("second_look_due"), closed.get("second_look_done")
+    owed = max(0, int(due) - int(done)) if isinstance(due, int) and isinstance(done, int) else 0
+    if owed:
+        notes.append(f"{owed} second look(s) the share called for could not be placed: no later "
+                     "PASS could be re-read (see the picks passed on)")
+    return {"second_look_pending": pending,
+            "second_look_passed_on": passed_on, "second_look_owed": owed,
+            "second_look_notes": notes}
+
+
+def assets_csv(ledger: BatchLedger) -> str:
+    """The fixed per-asset export (`assets.csv`): one row per expected or seen asset, the
+    same columns in every batch, plain cells, no key material. An expected asset that never
+    arrived has its row with result NOT SEEN; a device not on the list has no tag."""
+    opened = ledger.opened or {}
+    manifest = Manifest.from_dict(opened["manifest"]) if opened.get("manifest") else None
+    finals = [(Record.from_dict(j.record), j.certificate) for j in ledger.jobs.values()
+              if j.record is not None]
+    finals.sort(key=lambda rc: rc[0].created_at)
+    latest: dict[str, tuple[Record, str | None]] = {}
+    for record, cert in finals:  # a device redone in the batch: its newest record
+        keys = device_keys(record)
+        latest[keys[0] if keys else record.endpoint.address] = (record, cert)
+    rows: list[list[str]] = []
+    matched: set[str] = set()
+    for asset in manifest.assets if manifest else ():
+        hits = [(key, rc) for key, rc in latest.items() if set(device_keys(rc[0])) & set(asset.keys)]
+        if hits:
+            key, (record, cert) = hits[-1]
+            matched.update(k for k, _ in hits)
+            rows.append(_asset_row(asset.asset_tag, asset.owner, record, cert))
+        else:
+            imeis = [*asset.imeis, "", ""]
+            serial = asset.serial or (asset.identifier if asset.identifier not in asset.imeis else "")
+            rows.append([asset.asset_tag, asset.owner, serial, imeis[0], imeis[1], "NOT SEEN",
+                         "", "", "", ledger.batch_id, "", ""])
+    for key, (record, cert) in latest.items():
+        if key not in matched:
+            rows.append(_asset_row(record.asset_tag, "", record, cert))
+    buf = io.StringIO()
+    writer = csv.writer(buf)  # CRLF: a CR in a value is quoted too
+    writer.writerow(ASSET_COLUMNS)
+    writer.writerows([csv_cell(str(v)) for v in row] for row in rows)
+    return buf.getvalue()
+
+
+ASSET_COLUMNS = ("tag", "owner", "serial", "imei1", "imei2", "result", "category", "method",
+                 "date", "batch", "certificate_file", "record_sha256")
+
+
+def _asset_row(tag: str, owner: str, record: Record, certificate: str | None) -> list[str]:
+    d, s = record.device, record.sanitization
+    imeis = [*d.imeis, "", ""]
+    return [tag, owner, d.serial or "", imeis[0], imeis[1], record.result_text,
+            s.category if s else "", s.method if s else "", record.created_at,
+            record.batch_id, f"certificates/{Path(certificate).name}" if certificate else "",
+            record.sha256()]
 
 
 def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) -> BatchOutputs:
@@ -142,10 +242,11 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
     pdf = write_atomic(directory, "summary.pdf", sign_summary(signer, summary))
     csv_path = write_atomic(directory, "records.csv", records_csv(records).encode("utf-8"))
     json_path = write_atomic(directory, "records.json", json.dumps(
-        [r.to_dict() for r in records], indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        [export_dict(r) for r in records], indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    assets_path = write_atomic(directory, "assets.csv", assets_csv(ledger).encode("utf-8"))
     write_atomic(directory, "summary.json", json.dumps(summary, indent=2, sort_keys=True,
                                                        ensure_ascii=False).encode("utf-8"))
-    return BatchOutputs(directory, pdf, csv_path, json_path, summary)
+    return BatchOutputs(directory, pdf, csv_path, json_path, summary, assets_path)
 
 
 def _fingerprint(signer: Any) -> str:

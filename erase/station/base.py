@@ -3,7 +3,6 @@ declared once for the type checker; `Station.__init__` sets it."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..audit import AuditLog
@@ -40,7 +39,8 @@ class StationBase:
     started: float
     last_activity: float
     passes: int
-    _look_offset: int
+    looks_taken: int  # second looks done or pending in this batch
+    _look_positions: list[int]  # the PASS numbers picked, one per run of 1/share PASSes
     _last_progress: dict[str, float]
     errors: list[str]
     aborted_rows: list[DeviceRow]
@@ -67,4 +67,4 @@ class StationBase:
 
         def on_job_event(self, gate: JobAudit, event: str, payload: dict[str, Any]) -> None: ...
 
-        def _second_look(self, gate: JobAudit, record: Record, certificate: Path) -> None: ...
+        def _looks_due(self, passes: int) -> int: ...

@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from .. import __version__
+from ..destination import route
 from ..errors import UsageError
 from ..model import Outcome, Record
 from .base import StationBase
@@ -80,8 +81,11 @@ class BatchLifecycle(StationBase):
             row.outcome, row.result, row.reason = rec.outcome.value, rec.result_text, rec.reason
             row.state = "done (earlier run)"
             row.certificate = job.certificate or ""
-            if rec.outcome is Outcome.ERASED_VERIFIED:
+            look = job.second_look or {}
+            if rec.outcome is Outcome.ERASED_VERIFIED or look.get("selected"):
                 self.passes += 1
+            if look.get("selected"):
+                self.looks_taken += 1
         self.rows[key] = row
         self.by_address[job.address] = key
         if row.serial:
@@ -130,7 +134,8 @@ class BatchLifecycle(StationBase):
                                asset_tag=job.asset_tag)
             identity = job.identity or ({"platform": "unknown", "serial": job.serial}
                                         if job.serial else None)
-            record = fallback_record(job.job_id, identity, job.endpoint, settings, reason)
+            record = route(fallback_record(job.job_id, identity, job.endpoint, settings, reason),
+                           self.audit)
             self.audit.append(job.job_id, job.device_key, "record", record_payload(record, "batch-close"))
             row = self.rows.get(key)
             if row:
@@ -144,5 +149,9 @@ class BatchLifecycle(StationBase):
                     totals[row.outcome] = totals.get(row.outcome, 0) + 1
         with self.final_lock:  # a job the station recorded as stuck may still be running
             self.sealed = True
-            self._batch_log("batch-closed", {"totals": totals, "how": self.stopped_how})
+            with self.lock:
+                due = self._looks_due(self.passes)
+            self._batch_log("batch-closed", {"totals": totals, "how": self.stopped_how,
+                                             "passes": self.passes, "second_look_due": due,
+                                             "second_look_done": self.looks_taken})
         self.emit("batch-closed", totals=totals)

@@ -9,14 +9,14 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
+from ..destination import route
 from ..errors import PhonewipeError
 from ..guard import GuardedPlugin
 from ..job import run_job
-from ..model import Endpoint, Identity, Outcome, Record
-from ..plugin import Plugin
+from ..model import Endpoint, Identity, Record
+from ..plugin import Plugin, Session
 from .base import StationBase
 from .gate import JobAudit
 from .rows import DeviceRow, _endpoint_dict, fallback_record
@@ -35,6 +35,8 @@ class JobRunner(StationBase):
             if event == "record" and gate.record is not None:
                 rec = gate.record
                 row.outcome, row.result, row.reason = rec.outcome.value, rec.result_text, rec.reason
+                row.reset = bool(rec.sanitization and (rec.sanitization.details.get("factory_reset")
+                                                       or "reset" in rec.sanitization.method))
                 row.state = "done"
             elif event == "aborted":
                 row.state, row.reason = "aborted", payload.get("reason", "")
@@ -51,6 +53,9 @@ class JobRunner(StationBase):
             fields["certificate"] = payload.get("certificate")
         elif event == "identified":
             fields.update(model=row.model, imei=row.imei)
+        elif event == "second-look":  # its verdict, and why (the summary gives commands)
+            fields.update({k: payload[k] for k in ("status", "by", "verdict", "reason")
+                           if k in payload})
         self.emit(event, **fields)
 
     def _progress(self, row: DeviceRow, stage: str, done: int, total: int) -> None:
@@ -87,6 +92,8 @@ class JobRunner(StationBase):
         row.redo_of = redo_of
         job_id = str(uuid.uuid4())
         settings = replace(o.settings, batch_id=o.batch_id, asset_tag=row.asset_tag)
+        if asset is not None and asset.owner:  # App. G media source: the asset list's owner
+            settings = replace(settings, media=replace(settings.media, source=asset.owner))
         gate.row = row
         with self.lock:
             self.workers[row.key] = (threading.current_thread(), guard, gate)
@@ -97,7 +104,8 @@ class JobRunner(StationBase):
                           {"batch_id": o.batch_id, "endpoint": asdict(endpoint),
                            "asset_tag": row.asset_tag, "redo_of": redo_of, "serial": serial}):
             return
-        run_job(GuardedPlugin(plugin, guard), endpoint, settings, gate, guard.progress, job_id)
+        run_job(GuardedPlugin(plugin, guard), endpoint, settings, gate, guard.progress, job_id,
+                second_look=lambda session, record: self._second_look(gate, session, record))
         if gate.record is not None and not gate.forced:  # the station certified what it forced
             self._certify(gate, gate.record, row.key)
 
@@ -115,40 +123,75 @@ class JobRunner(StationBase):
             row = self.rows.get(key)
             if row is not None:
                 row.certificate = str(path)
-        if record.outcome is Outcome.ERASED_VERIFIED and gate is not None:
-            self._second_look(gate, record, path)
 
-    def _second_look(self, gate: JobAudit, record: Record, certificate: Path) -> None:
-        """R2v3 second look: a share of PASSed devices is re-verified with a fresh seed by a
-        named person (erase/reverify.py). A device that cannot be read again right now (it
-        rebooted into its reset) is recorded as picked and pending, with the command to run."""
+    def _looks_due(self, passes: int) -> int:
+        """How many second looks a batch owes after `passes` PASSes: one at a random position
+        in each run of 1/share PASSes (stratified, so neither the operator nor the device can
+        tell which phone will be looked at), and at least one once anything passed."""
         share = self.options.second_look_share
+        if share <= 0 or passes <= 0:
+            return 0
+        width = 1 / share
+        while len(self._look_positions) * width < passes:
+            j = len(self._look_positions)
+            low, high = math.floor(j * width), math.floor((j + 1) * width)
+            self._look_positions.append(low + 1 + secrets.randbelow(max(1, high - low)))
+        return max(1, sum(1 for p in self._look_positions if p <= passes))
+
+    def _second_look(self, gate: JobAudit, session: Session, record: Record) -> str | None:
+        """R2v3 second look, in the job between a PASSed verification and the finish step (the
+        factory reset after which USB debugging and root are gone): a picked phone is read
+        again through a second reader (`readback()`, not the erase's) under a fresh seed, by
+        the person named (`second_look_by`). A phone whose method cannot be re-read passes
+        the pick on to the next phone; a look the phone could not finish stays pending with
+        the command to run. Returns why the look failed (the job then FAILs), or None."""
         with self.lock:
             self.passes += 1
-            n = self.passes + self._look_offset
-            picked = share > 0 and math.floor(n * share) > math.floor((n - 1) * share)
+            picked = self.looks_taken < self._looks_due(self.passes)
+            if picked:
+                self.looks_taken += 1
         if not picked:
-            return
-        by = self.options.second_look_by or self.options.settings.operator.name
+            return None
+        o = self.options
+        by = o.second_look_by or o.settings.operator.name
+        serial = record.device.serial or record.endpoint.address
+        why_not = session.not_recheckable(record)
+        reader = None if why_not else session.readback()
+        if reader is None:
+            with self.lock:
+                self.looks_taken -= 1  # the pick goes to the next phone that passes
+            why_not = why_not or ("the device offers no second reader of its storage in this "
+                                  "mode (readback(): e.g. no root)")
+            gate.append(record.job_id, serial, "second-look", {
+                "selected": False, "status": "passed-on", "by": by, "share": o.second_look_share,
+                "reason": f"cannot be re-read: {why_not}; the pick goes to the next phone that "
+                          "passes"})
+            gate.row.second_look = "passed on (cannot be re-read)"
+            return None
         seed = secrets.randbits(63)
         payload: dict[str, Any] = {
-            "selected": True, "by": by, "fresh_seed": seed, "share": share,
-            "record_sha256": record.sha256(),
-            "how": f"phonewipe verify --plan-from {certificate} --fresh-seed --operator {by!r}"}
-        plugin = self.plugins.get(record.endpoint.plugin)
+            "selected": True, "by": by, "fresh_seed": seed, "share": o.second_look_share,
+            "when": "before the finish step (factory reset)",
+            "reader": "readback(), a second reader path", "record_id": record.record_id}
+        gate.append(record.job_id, serial, "rechecking", {"by": by, "fresh_seed": seed})
+        from ..reverify import reverify
         try:
-            from ..reverify import reverify_session
-            if plugin is None:
-                raise PhonewipeError(f"no plugin {record.endpoint.plugin!r}")
-            with GuardedPlugin(plugin, gate.guard).open(record.endpoint) as session:
-                result = reverify_session(session, record, seed=seed, fresh_seed=True,  # type: ignore[arg-type]
-                                          operator=replace(self.options.settings.operator, name=by))
-            payload.update(status="passed" if result.ok else "failed", verdict=result.verdict,
-                           samples=result.samples, reason=result.reason)
+            result = reverify(record, reader, seed=seed, fresh_seed=True,
+                              operator=replace(o.settings.operator, name=by),
+                              progress=lambda done, total: gate.guard.progress(
+                                  record.job_id, "rechecking", done, total))
         except PhonewipeError as exc:
-            payload.update(status="pending", reason=f"not possible right now: {exc.line()}")
-        gate.append(record.job_id, record.device.serial or "", "second-look", payload)
+            payload.update(status="pending", reason=f"not finished: {exc.line()}")
+        else:
+            payload.update(status="passed" if result.ok else "failed", verdict=result.verdict,
+                           samples=result.samples, reason=result.reason,
+                           medium=result.medium, problems_total=result.problems_total)
+        gate.append(record.job_id, serial, "second-look", payload)
         gate.row.second_look = f"{payload['status']} ({by})"
+        if payload["status"] == "failed":
+            return (f"the second look (fresh seed, {result.samples} samples, by {by}) found "
+                    f"what the first did not: {result.reason}")
+        return None
 
     def enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -159,7 +202,7 @@ class JobRunner(StationBase):
             stuck = [(k, a) for k, (t, g, a) in self.workers.items()
                      if t.is_alive() and now > g.deadline + grace
                      and a is not None and a.record is None]
-        for key, gate in stuck:
+        for _key, gate in stuck:
             row = gate.row
             if row.final:
                 continue
@@ -174,8 +217,11 @@ class JobRunner(StationBase):
             queued = {"batch_id": self.options.batch_id, "endpoint": _endpoint_dict(row),
                       "asset_tag": row.asset_tag, "redo_of": redo.job_id if redo else "",
                       "serial": row.serial or None}
-            record = gate.force(lambda job_id: fallback_record(
-                job_id, identity, _endpoint_dict(row), settings, reason), queued)
+            def make(job_id: str, identity: dict[str, Any] | None = identity, row: DeviceRow = row,
+                     settings: Any = settings, reason: str = reason) -> Record:
+                return route(fallback_record(job_id, identity, _endpoint_dict(row), settings,
+                                             reason), self.audit)  # destination follows outcome
+            record = gate.force(make, queued)
             if record is not None:
                 self._certify(None, record, row.key)
             elif redo is not None:

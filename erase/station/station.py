@@ -11,7 +11,6 @@ log), `batch` (open, resume, stop, close), `arrival` (devices arriving, leaving,
 """
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from typing import Any
@@ -56,8 +55,8 @@ class Station(BatchLifecycle, DeviceArrival, JobRunner):
         self.started = time.monotonic()
         self.last_activity = time.monotonic()
         self.passes = 0
-        share = options.second_look_share
-        self._look_offset = secrets.randbelow(max(1, int(1 / share))) if share > 0 else 0
+        self.looks_taken = 0
+        self._look_positions: list[int] = []  # drawn at random as PASSes come (jobs.py)
         self._last_progress: dict[str, float] = {}
         self.errors: list[str] = []
         self.aborted_rows: list[DeviceRow] = []  # set when the operator aborts
