@@ -153,8 +153,7 @@ def second_look_details(ledger: BatchLedger) -> dict[str, Any]:
         serial = j.serial or j.address
         if not look.get("selected", True):
             passed_on.append({"serial": serial, "reason": look.get("reason", "")})
-            notes.append(f"{serial}: pick passed on to the next phone that passed; "
-                         f"{look.get('reason', '')}")
+            notes.append(f"{serial}: {look.get('reason', '')}")
             continue
         if look.get("status") == "pending":
             command = _verify_command(j.certificate, str(look.get("by", "")))

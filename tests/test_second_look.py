@@ -191,7 +191,8 @@ def test_a_phone_that_cannot_be_re_read_passes_its_pick_on(tmp_path: Path,
         summary = build_summary(read_ledger(audit, "T1"), 0)
     assert [s["serial"] for s in summary["second_look"]] == ["NEXT0001"]
     assert summary["second_look_passed_on"][0]["serial"] == "FILL0001"
-    assert any("FILL0001" in n and "passed on" in n and "fill files" in n
+    assert any(n.startswith("FILL0001: cannot be re-read") and "fill files" in n
+               and "the pick goes to the next phone" in n
                for n in summary["second_look_notes"])
     assert summary["second_look_owed"] == 0
 
