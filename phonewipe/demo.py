@@ -7,13 +7,14 @@ import shutil
 import socket
 from pathlib import Path
 
+from rich.console import Console
+
 from phonewipe.erase.emulation.fleet import EmulatedHandset
 from phonewipe.erase.errors import PhonewipeError
 from phonewipe.erase.job import JobSettings
 from phonewipe.erase.model import Destination, Endpoint, Operator
 from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 from phonewipe.erase.runner import check_output_dir
-from rich.console import Console
 
 DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked"]
 DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
@@ -50,10 +51,17 @@ def demo_targets(plugins: dict[str, Plugin],
     return targets
 
 
+def check_command(out_dir: Path) -> str:
+    """The command that checks the demo's certificates, trusting the demo's own key."""
+    import shlex
+    certs = shlex.quote(str(out_dir / "certificates"))
+    return (f"phonewipe cert verify --trust {shlex.quote(str(out_dir / 'keys' / 'signing-cert.pem'))} "
+            f"{certs}/*.pdf")
+
+
 def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: Console,
              err_console: Console) -> int:
     from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
-
     from phonewipe.erasing import run_erase
 
     out_dir = check_output_dir(out_dir)
@@ -74,12 +82,13 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     by_serial = {h.serial: h for h in handsets}
     unexpected = [(r, by_serial[r.record.device.serial]) for r in results
                   if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]
-    if not as_json:
-        console.print(f"\nsigned certificates in {out_dir / 'certificates'}:", highlight=False)
+    if not as_json:  # paths and commands on lines of their own, never wrapped: copied as is
+        console.print(f"\nsigned certificates in {out_dir / 'certificates'}:", highlight=False,
+                      soft_wrap=True)
         for r in results:
-            console.print(f"  {r.certificate}", highlight=False)
-        console.print(f"check them with: phonewipe cert verify {out_dir / 'certificates'}/*.pdf",
-                      highlight=False)
+            console.print(f"  {r.certificate}", highlight=False, soft_wrap=True)
+        console.print("check them with:", highlight=False)
+        console.print(f"  {check_command(out_dir)}", highlight=False, soft_wrap=True, markup=False)
     for r, h in unexpected:
         err_console.print(f"[red]unexpected:[/] {h.profile.name} ended {r.record.outcome.value}, "
                           f"expected {h.profile.expect}: {r.record.reason}", highlight=False)

@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
+from rich.table import Table
+from rich.text import Text
+
+from phonewipe.common import OUTCOME_STYLE, console, err_console, load_signer
 from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError, UsageError
 from phonewipe.erase.job import JobSettings
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin
 from phonewipe.erase.runner import JobResult, check_output_dir, erase_devices
-from phonewipe.erase.strings import clean, for_terminal
-from rich.table import Table
-
-from phonewipe.common import OUTCOME_STYLE, console, err_console, load_signer
+from phonewipe.erase.strings import clean, escape_controls, for_terminal
 
 
 class _ProgressView:
-    """A live rich table: one row per device, updated from the job threads."""
+    """Live progress bars on stderr, one per phone, labelled by its serial and model (the
+    job learns them before anything is written)."""
 
     def __init__(self, names: dict[str, str], enabled: bool) -> None:
         from rich.progress import (
@@ -30,39 +32,96 @@ class _ProgressView:
             TaskProgressColumn,
             TextColumn,
             TimeRemainingColumn,
+            TransferSpeedColumn,
         )
         self.enabled = enabled
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TimeRemainingColumn(), console=err_console, disable=not enabled)
+        self.names = names  # job id -> "SERIAL model"
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=None),
+                                 TaskProgressColumn(), TransferSpeedColumn(),
+                                 TimeRemainingColumn(), console=err_console,
+                                 disable=not enabled, expand=True)
         self.tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def label(self, job_id: str, stage: str) -> str:
+        return f"{for_terminal(self.names.get(job_id) or job_id[:8])} {stage}"
 
     def update(self, job_id: str, stage: str, done: int, total: int) -> None:
         with self._lock:
             task = self.tasks.get(job_id)
             if task is None:
-                task = self.tasks[job_id] = self.progress.add_task(job_id[:8], total=total or 1)
-            self.progress.update(task, description=f"{job_id[:8]} {stage:<10}", completed=done,
-                                 total=total or 1)
+                task = self.tasks[job_id] = self.progress.add_task(self.label(job_id, stage),
+                                                                   total=total or 1)
+            elif self.progress.tasks[task].fields.get("stage") != stage:
+                self.progress.reset(task, total=total or 1)  # a new stage: its own speed
+            self.progress.update(task, description=self.label(job_id, stage), completed=done,
+                                 total=total or 1, stage=stage)
 
 
-def _results_table(results: list[JobResult]) -> Table:
-    table = Table("device", "serial", "method", "verification", "result", "certificate / reason")
+class _NamingAudit:
+    """The run's audit log as the jobs see it: each `identified` event also names the job's
+    progress bar (serial and model)."""
+
+    def __init__(self, audit: AuditLog, names: dict[str, str]) -> None:
+        self._audit = audit
+        self._names = names
+
+    def append(self, job_id: str, serial: str, event: str, payload: dict[str, Any] | None = None) -> int:
+        if event == "identified" and payload:
+            ident = payload.get("identity") or {}
+            model = " ".join(str(x) for x in (ident.get("manufacturer"), ident.get("model")) if x)
+            self._names[job_id] = " ".join(x for x in (ident.get("serial") or serial, model) if x)
+        return self._audit.append(job_id, serial, event, payload)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._audit, name)
+
+
+def _result_lines(r: JobResult) -> list[tuple[str, str, bool]]:
+    """(label, value, is_prose) lines of one device: values that are copied (paths, hashes,
+    method names) are never wrapped or cut; prose (the reason) wraps at words."""
+    rec = r.record
+    lines: list[tuple[str, str, bool]] = []
+    if rec.sanitization:
+        lines.append(("method", rec.sanitization.method, False))
+    if rec.verification:
+        lines.append(("verification", f"{rec.verification.mode} {rec.verification.status}", False))
+    if rec.reason:
+        lines.append(("reason", rec.reason, True))
+    if r.certificate:
+        lines.append(("certificate", str(r.certificate), False))
+    else:
+        lines.append(("NOT CERTIFIED", r.error or "not written", True))
+    lines.append(("record sha256", rec.sha256(), False))
+    return lines
+
+
+def print_results(results: list[JobResult], out: Any = None) -> None:
+    """One block per device: the result, serial and model on the first line, then each field
+    on its own line. Nothing is cut at any width, in a terminal or a pipe."""
+    out = out or console
     for r in results:
         rec = r.record
+        device = " ".join(x for x in (rec.device.manufacturer, rec.device.model) if x)
         # device strings (and anything quoting them) are data: never markup or control codes
-        device = " ".join(x for x in (rec.device.manufacturer, rec.device.model) if x) or rec.endpoint.address
-        method = rec.sanitization.method if rec.sanitization else "-"
-        ver = rec.verification
-        verification = f"{ver.mode} {ver.status}" if ver else "-"
-        style = OUTCOME_STYLE[rec.outcome]
-        detail = for_terminal(str(r.certificate) if r.certificate else r.error)
-        if rec.reason:
-            detail += f"\n[dim]{for_terminal(rec.reason)}[/]"
-        table.add_row(for_terminal(device), for_terminal(rec.device.serial or rec.endpoint.address),
-                      for_terminal(method), for_terminal(verification),
-                      f"[{style}]{rec.result_text}[/]", detail)
-    return table
+        head = Text.assemble((rec.result_text, f"bold {OUTCOME_STYLE[rec.outcome]}"), "  ",
+                             escape_controls(rec.device.serial or rec.endpoint.address), "  ",
+                             escape_controls(device or rec.endpoint.address))
+        out.print(head, soft_wrap=True, highlight=False)
+        for label, value, prose in _result_lines(r):
+            if prose:  # wraps at words under its label, whole
+                grid = Table.grid(padding=(0, 1))
+                grid.add_column(width=15, no_wrap=True)
+                grid.add_column(overflow="fold")
+                style = "bold red" if label == "NOT CERTIFIED" else ""
+                grid.add_row(Text(f"  {label}", style=style), Text(escape_controls(value)))
+                out.print(grid, highlight=False)
+            elif 2 + 14 + len(value) <= out.width:  # one line, copied as is
+                out.print(Text(f"  {label:<14}") + Text(escape_controls(value)), soft_wrap=True,
+                          highlight=False)
+            else:  # too long for the line: the value on a line of its own, never cut
+                out.print(Text(f"  {label}:"), highlight=False)
+                out.print(Text(f"    {escape_controls(value)}"), soft_wrap=True, highlight=False)
 
 
 def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out_dir: Path,
@@ -82,20 +141,29 @@ def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out
         view = _ProgressView({}, enabled=not as_json)
         with view.progress:
             try:
-                results = erase_devices(targets, settings, audit, signer, cert_dir, view.update,
+                results = erase_devices(targets, settings, cast(AuditLog, _NamingAudit(audit, view.names)),
+                                        signer, cert_dir, view.update,
                                         abort=abort, on_interrupt=interrupted)
             finally:
                 audit.checkpoint("erase-run")  # the run's every row, signed
     if as_json:
-        click.echo(json.dumps([{"serial": r.record.device.serial, "outcome": r.record.outcome.value,
-                                "result": r.record.result_text, "reason": r.record.reason,
-                                "certificate": str(r.certificate) if r.certificate else None,
-                                "record_sha256": r.record.sha256()} for r in results], indent=2))
+        click.echo(json.dumps([result_dict(r) for r in results], indent=2))
     else:
-        console.print(_results_table(results))
+        print_results(results)
         console.print(f"audit log: {for_terminal(audit_path or out_dir / 'audit.sqlite')}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return results
+
+
+def result_dict(r: JobResult) -> dict[str, Any]:
+    rec = r.record
+    return {"serial": rec.device.serial, "manufacturer": rec.device.manufacturer,
+            "model": rec.device.model, "address": rec.endpoint.address,
+            "outcome": rec.outcome.value, "result": rec.result_text, "reason": rec.reason,
+            "method": rec.sanitization.method if rec.sanitization else None,
+            "verification": rec.verification.status if rec.verification else None,
+            "certificate": str(r.certificate) if r.certificate else None,
+            "certificate_error": r.error or None, "record_sha256": rec.sha256()}
 
 
 def match_serial(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Plugin, Endpoint]]:

@@ -165,10 +165,18 @@ def register(group: click.Group) -> None:
                 signal.signal(signal.SIGINT, lambda *_: st.interrupt())
                 if json_lines:
                     how = st.run()
+                elif not out.is_terminal:  # a pipe or a file: the whole table once, at the end
+                    how = st.run()
+                    out.print(LiveTable(st, fit=False))
                 else:
                     from rich.live import Live
-                    with Live(LiveTable(st), console=out, refresh_per_second=4):
-                        how = st.run()
+                    view = LiveTable(st)
+                    with Live(view, console=out, refresh_per_second=4) as live:
+                        try:
+                            how = st.run()
+                        finally:  # the last frame shows every row, uncut (it may scroll)
+                            view.fit = False
+                            live.vertical_overflow = "visible"
                 if how == "aborted":
                     aborted = st.aborted_rows
                     msg = (f"stopped: {len(aborted)} running job(s) aborted and recorded as such "
@@ -188,7 +196,7 @@ def register(group: click.Group) -> None:
                     json=str(outputs.records_json))
         else:
             _print_outputs(out, outputs)
-        sys.exit(_unexpected(st, handsets))
+        sys.exit(_unexpected(st, handsets) if handsets else batch_exit_code(outputs.summary))
 
     @group.command()
     @click.argument("batch_id")
@@ -231,12 +239,28 @@ def _print_outputs(console: Any, outputs: Any) -> None:
         console.print(f"  {p}", highlight=False)
 
 
+def batch_exit_code(summary: dict[str, Any]) -> int:
+    """A station's exit code, as `erase`'s: 0 when every device of the batch passed; 8 when a
+    device has no certificate; else the most serious outcome's (10 not verified, 11 blocked,
+    12 failed)."""
+    from phonewipe.erase.model import Outcome
+    from phonewipe.erase.runner import EXIT_BY_OUTCOME
+    devices = summary.get("devices", ())
+    if any(not d.get("certificate") for d in devices):
+        return 8
+    return max((EXIT_BY_OUTCOME[Outcome(d["outcome"])] for d in devices), default=0)
+
+
 def _emulated_bench(profiles: list[str], out_dir: Path, userdata_mib: int | None):
     from phonewipe.erase.emulation.fleet import start_handsets
     shutil.rmtree(out_dir / "handsets", ignore_errors=True)
     plugins = sandbox_plugins(out_dir)
-    handsets = start_handsets(profiles, out_dir / "handsets", plugins,
-                              userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
+    try:
+        handsets = start_handsets(profiles, out_dir / "handsets", plugins,
+                                  userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
+    except BaseException:  # e.g. a full disk: stop the private servers already started
+        close_plugins(plugins)
+        raise
     return plugins, handsets
 
 

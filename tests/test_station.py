@@ -110,6 +110,9 @@ def batch32(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
             time.sleep(0.5)
         time.sleep(0.3)
         capture()
+        # the last frame lists every phone and may scroll: read it with the scrollback
+        screens.append(subprocess.run([tmux, "-L", socket_name, "capture-pane", "-p", "-S", "-300",
+                                       "-t", "station"], capture_output=True, text=True).stdout)
     finally:
         subprocess.run([tmux, "-L", socket_name, "kill-server"], capture_output=True)
     assert rc_file.exists(), "the station did not finish in time:\n" + (screens[-1] if screens else "")
@@ -139,7 +142,9 @@ def test_live_table_stays_responsive_while_32_phones_run(batch32: tuple[Path, li
     assert len(busy) >= 4, screens[-1]
     clocks = {m.group(0) for s in busy for m in [re.search(r"\d\d:\d\d:\d\d", s)] if m}
     assert len(clocks) >= 3  # the table kept redrawing while every phone was busy
-    assert any("━" in s and "MiB/s" in s for s in busy)  # progress bars and throughput
+    # progress bars; throughput needs a few seconds of progress, more than a 4 MiB phone takes
+    # (tests/test_output.py measures it)
+    assert any("━" in s and "speed / ETA" in s for s in busy)
     final = screens[-1]
     assert "32 devices, 0 running" in final
     for word in ("PASS", "FAIL", "NOT ERASED", "PWROOT0006", "PWUNRT0005", "port", "ETA"):
@@ -223,7 +228,7 @@ def test_kill_9_mid_batch_then_restart_redoes_the_interrupted_erase(tmp_path: Pa
         assert len(interrupted) >= 2
         second = subprocess.run(station, capture_output=True, text=True, timeout=90, cwd=ROOT,
                                 env={**os.environ, **env})
-        assert second.returncode == 0, second.stderr
+        assert second.returncode == 11, second.stderr  # the batch's frp-locked phone (README)
         log = events(out)
         marked = {j for j, e, _ in log if e == "interrupted"}
         assert interrupted <= marked  # the audit shows the interrupted jobs...

@@ -64,12 +64,37 @@ class DeviceRow:
     def final(self) -> bool:
         return bool(self.outcome)
 
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.stage_started
-        return self.done / elapsed if elapsed > 0 and self.done else 0.0
+    reset: bool = False  # the job ended with a factory reset: the phone leaves and reboots
+    _seen: list[tuple[float, float, int]] = field(default_factory=list, repr=False)
 
-    def eta(self) -> float | None:
-        rate = self.rate()
+    RATE_WINDOW = 8.0  # seconds of progress a throughput is measured over
+    RATE_MIN_SPAN = 1.0  # no figure before this much progress history
+    RATE_WARMUP = 1.2  # a stage's first seconds fill the buffers between host and flash
+
+    def rate(self, now: float | None = None) -> float:
+        """Bytes per second over the last RATE_WINDOW seconds of this stage's progress, 0
+        while there is too little history. Measured between observations, so what was
+        buffered in the first moment (socket and pipe buffers fill at once) does not count
+        as speed: the first RATE_WARMUP seconds of a stage are not measured."""
+        now = time.monotonic() if now is None else now
+        done, seen = self.done, list(self._seen)  # a copy: the view and the job thread ask
+        if seen and (seen[-1][0] != self.stage_started or done < seen[-1][2]):
+            seen = []  # a new stage, or its counter went back
+        if not seen or seen[-1][2] != done:
+            seen.append((self.stage_started, now, done))
+        if now - self.stage_started < self.RATE_WARMUP:
+            seen = seen[-1:]  # the baseline moves with the burst until it is over
+        while len(seen) > 2 and now - seen[1][1] >= self.RATE_WINDOW:
+            seen.pop(0)
+        self._seen = seen
+        _, t0, d0 = seen[0]
+        span = now - t0
+        if span < self.RATE_MIN_SPAN or done <= d0:
+            return 0.0
+        return (done - d0) / span
+
+    def eta(self, now: float | None = None) -> float | None:
+        rate = self.rate(now)
         if not rate or not self.total or self.done >= self.total:
             return None
         return (self.total - self.done) / rate
