@@ -161,22 +161,22 @@ def import_pkcs12(p12_path: Path, password: str | bytes | None, directory: Path,
     try:
         data = p12_path.read_bytes()
     except OSError as e:
-        raise PhonewipeError(f"cannot read {p12_path}: {e.strerror or e}",
+        raise KeyMissing(f"cannot read {p12_path}: {e.strerror or e}",
                              "check the path of the PKCS#12 file") from e
     secret = password.encode("utf-8") if isinstance(password, str) else password
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, secret or None)
     except (ValueError, TypeError) as e:
-        raise PhonewipeError(f"cannot open PKCS#12 file {p12_path}: wrong password or not a "
+        raise KeyMissing(f"cannot open PKCS#12 file {p12_path}: wrong password or not a "
                              "PKCS#12 file", "check the file and the --password") from e
     if key is None or cert is None:
-        raise PhonewipeError(f"PKCS#12 file {p12_path} does not hold both a private key and "
+        raise KeyMissing(f"PKCS#12 file {p12_path} does not hold both a private key and "
                              "its certificate", "export the key together with its certificate")
     if key.public_key().public_bytes(serialization.Encoding.DER,
                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
             cert.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise PhonewipeError(f"the key in {p12_path} does not belong to its certificate",
+        raise KeyMissing(f"the key in {p12_path} does not belong to its certificate",
                              "export the matching key and certificate")
     chain = tuple(c for c in extra if c != cert)
     return _write_material(directory, key, cert, chain)

@@ -7,6 +7,7 @@ its certificate.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -40,6 +41,20 @@ def check_output_dir(out_dir: Path) -> Path:
         raise OutputError(f"cannot write to output directory {out_dir}: {exc.strerror or exc}",
                           "choose a writable --out directory") from exc
     return out_dir
+
+
+def uncertified(record: Record, exc: BaseException, cert_dir: Path) -> str:
+    """Why a job has no certificate, and what to do: nothing proves what happened to the
+    phone, so it must be erased again (a new run erases and certifies it)."""
+    why = exc.line() if isinstance(exc, PhonewipeError) else \
+        f"{cert_dir}: {getattr(exc, 'strerror', None) or exc}"
+    done = {Outcome.ERASED_VERIFIED: "was erased and verified",
+            Outcome.ERASED_UNVERIFIED: "was erased",
+            Outcome.FAILED: "may be partly erased",
+            Outcome.BLOCKED: "was not erased"}[record.outcome]
+    return (f"no certificate could be written ({why}): the phone {done}, but nothing proves "
+            "it — erase it again once the output is writable (free space, or another --out); "
+            "the new run erases and certifies it")
 
 
 INTERRUPTED = ("interrupted by the operator (Ctrl-C) before the job finished",
@@ -81,11 +96,15 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
         serial = record.device.serial or endpoint.address
         try:
             path = signer.write_certificate(record, cert_dir)
-        except PhonewipeError as exc:
-            audit.append(record.job_id, serial, "certificate-failed", {"error": exc.line()})
-            return JobResult(record, None, exc.line())
-        audit.append(record.job_id, serial, "certified",
-                     {"certificate": str(path), "record_sha256": record.sha256()})
+            audit.append(record.job_id, serial, "certified",
+                         {"certificate": str(path), "record_sha256": record.sha256()})
+        except (PhonewipeError, OSError, sqlite3.Error) as exc:
+            error = uncertified(record, exc, cert_dir)
+            try:
+                audit.append(record.job_id, serial, "certificate-failed", {"error": error})
+            except (PhonewipeError, OSError, sqlite3.Error):
+                pass  # the disk that refused the certificate may refuse the log too
+            return JobResult(record, None, error)
         return JobResult(record, path)
 
     if not targets:
@@ -107,8 +126,8 @@ EXIT_BY_OUTCOME = {Outcome.ERASED_VERIFIED: 0, Outcome.ERASED_UNVERIFIED: 10,
 
 
 def exit_code(results: list[JobResult]) -> int:
-    """0 when every device is erased and verified; otherwise the most serious outcome's code."""
-    codes = [EXIT_BY_OUTCOME[r.record.outcome] for r in results]
+    """0 when every device is erased and verified; 8 when a device has no certificate (it
+    must be erased again, whatever its outcome); otherwise the most serious outcome's code."""
     if any(r.certificate is None for r in results):
-        codes.append(8)
-    return max(codes, default=0) if codes else 0
+        return 8
+    return max((EXIT_BY_OUTCOME[r.record.outcome] for r in results), default=0)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 from dataclasses import replace
@@ -33,13 +32,15 @@ from phonewipe.common import (
     operator_options,
     plugin_flags,
     plugins_of,
+    wants_json,
 )
+from phonewipe.cli_group import GlobalOptionsGroup
 from phonewipe.erasing import match_serial, run_erase
 from phonewipe.station_commands import register as register_station
 from phonewipe.wipe import register as register_wipe
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="phonewipe")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML config (operator, destination, keys); default ./phonewipe.toml or "
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     try:
         config = load_config(config_path, REGISTRY)
     except PhonewipeError as exc:
-        fail(exc)
+        fail(exc, wants_json())
     ctx.obj["config"] = config
     given = {key: list(value) if isinstance(value, tuple) else value
              for key, value in flags.items() if value not in (None, ())}
@@ -142,6 +143,7 @@ def verify(ctx: click.Context, cert_path: Path, serial: str | None, fresh_seed: 
     from phonewipe.certificates.verify import verify_certificate
     from phonewipe.erase.errors import CertificateInvalid
     from phonewipe.erase.reverify import reverify_session
+    _existing(cert_path, "certificate", "check the path given to --plan-from")
     report = verify_certificate(cert_path, trust=trust)
     if trust is not None and report.ok and not report.trusted:
         raise CertificateInvalid(f"{cert_path}: signature intact, signer NOT TRUSTED "
@@ -197,36 +199,16 @@ def demo(ctx: click.Context, out_dir: Path, profiles: tuple[str, ...], as_json: 
 @expected_errors
 def emulate(ctx: click.Context, profiles: tuple[str, ...], list_profiles: bool, as_json: bool,
             workdir: Path | None, userdata_mib: int | None) -> None:
-    """Start emulated handsets, connect them to the adb server, run until interrupted."""
-    import tempfile
-
-    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    """Start emulated handsets, connect them to the adb server, run until interrupted (Ctrl-C
+    or SIGTERM: the handsets are disconnected and temporary images removed)."""
+    from phonewipe.emulating import run_emulate
     from phonewipe.erase.emulation.profiles import available_profiles
     if list_profiles or not profiles:
         for name, description in available_profiles().items():
             click.echo(f"{name:<16} {description}")
         if not profiles:
             return
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="phonewipe-emulate-"))
-    handsets = start_handsets(list(profiles), workdir, plugins_of(ctx),
-                              userdata_bytes=userdata_mib * 1024 * 1024 if userdata_mib else None)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        for h in handsets:
-            if as_json:
-                click.echo(json.dumps({"serial": h.serial, "profile": h.profile.name,
-                                       "endpoints": h.endpoints, "storage": str(h.storage.directory)}))
-            else:
-                eps = " ".join(f"{k}={v}" for k, v in h.endpoints.items())
-                click.echo(f"{h.serial}  {h.profile.name:<14} {eps}  ({h.profile.description})")
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_handsets(handsets)
+    run_emulate(plugins_of(ctx), list(profiles), as_json, workdir, userdata_mib)
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -310,6 +292,7 @@ def _verify_line(report: Any, safe: Any) -> str:
 def cert_show(path: Path, as_json: bool) -> None:
     """Print the record embedded in a certificate."""
     from phonewipe.certificates.verify import show_certificate
+    _existing(path, "certificate", "check the path of the certificate")
     record = show_certificate(path)
     if as_json:
         click.echo(json.dumps(record.to_dict(), indent=2, sort_keys=True))
@@ -445,6 +428,13 @@ def _audit_trust(values: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _existing(path: Path, what: str, advice: str) -> None:
+    """A file named on the command line that is not there is a usage error (exit 2)."""
+    if not Path(path).is_file():
+        raise UsageError(f"no {what} at {path}" + (" (a directory)" if Path(path).is_dir() else ""),
+                         advice)
+
+
 def _expected_heads(values: tuple[str, ...]) -> list[tuple[str, int | None]]:
     try:
         return [parse_expected_head(v) for v in values]
@@ -464,6 +454,7 @@ def _expected_heads(values: tuple[str, ...]) -> list[tuple[str, int | None]]:
 def audit_verify(db: Path, expect_heads: tuple[str, ...], trust: tuple[str, ...]) -> None:
     """Check the hash chain and the signed checkpoints: one line naming what is wrong
     (exit 7 broken row, 14 empty, 15 truncated, 16 rewritten, 17 unproven)."""
+    _existing(db, "audit log", "give the path of an audit.sqlite file")
     report = verify_audit(db, trusted=_audit_trust(trust), expect=_expected_heads(expect_heads))
     console.print(for_terminal(report.line()), highlight=False, soft_wrap=True)
 
@@ -473,6 +464,7 @@ def audit_verify(db: Path, expect_heads: tuple[str, ...], trust: tuple[str, ...]
 @expected_errors
 def audit_export(db: Path) -> None:
     """Print every event as JSON lines (after checking the chain and its checkpoints)."""
+    _existing(db, "audit log", "give the path of an audit.sqlite file")
     verify_audit(db, require_checkpoint=False, allow_empty=True)
     with AuditLog(db) as log:
         for e in log.events():
