@@ -34,7 +34,7 @@ FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastbo
 	tests/test_adb_emulator.py::test_the_fast_lexer_reads_plain_lines_as_the_general_one_does
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:xdist -m "not interop" \
-		--hypothesis-show-statistics $(FUZZ_TESTS) | grep -E "passing examples|^tests/|passed|failed"
+		--hypothesis-show-statistics $(FUZZ_TESTS) | grep -E "passing,|^tests/|passed|failed"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
