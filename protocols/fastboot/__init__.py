@@ -56,8 +56,11 @@ class FastbootPlugin(Plugin):
                 found.append(Endpoint(self.name, MODE, usb_address(device), serial))
         for address in self._tcp_addresses():
             try:
-                with self.open(Endpoint(self.name, MODE, _tcp(address))) as session:
-                    serial = session.client.getvar("serialno")
+                client = self.connect(Endpoint(self.name, MODE, _tcp(address)))
+                try:
+                    serial = client.getvar("serialno")
+                finally:
+                    client.close()
             except PhonewipeError:
                 continue  # not in the bootloader now: absent
             found.append(Endpoint(self.name, MODE, _tcp(address), serial))
