@@ -29,9 +29,11 @@ from phonewipe.common import (
     expected_errors,
     fail,
     job_settings,
+    method_help,
     operator_options,
     plugin_flags,
     plugins_of,
+    require_operator,
     wants_json,
 )
 from phonewipe.cli_group import GlobalOptionsGroup
@@ -70,19 +72,23 @@ def cli(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
 @click.pass_context
 @expected_errors
 def devices(ctx: click.Context, as_json: bool) -> None:
-    """List connected phones in every mode the plugins know."""
-    found = discover(plugins_of(ctx))
+    """List connected phones in every mode the plugins know: serial, model, IMEI, mode and
+    state (each one is asked who it is, briefly); the ones that cannot say, and what to do."""
+    from phonewipe.devices import TABLE_WIDTH, device_line, devices_table, identify_all, notes
+    rows = identify_all(discover(plugins_of(ctx)))
     if as_json:
-        click.echo(json.dumps([{"plugin": e.plugin, "mode": e.mode, "address": e.address,
-                                "state": e.label} for _, e in found], indent=2))
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
-    if not found:
+    if not rows:
         console.print("no devices found: check the cable, enable USB debugging and accept the prompt")
         return
-    table = Table("plugin", "mode", "address", "state")
-    for _, e in found:
-        table.add_row(e.plugin, e.mode, e.address, e.label)
-    console.print(table)
+    if console.width >= TABLE_WIDTH:
+        console.print(devices_table(rows))
+    else:  # nothing essential cut at 80 columns or in a pipe
+        for row in rows:
+            console.print(escape(device_line(row)), highlight=False, soft_wrap=True)
+    for line in notes(rows):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     for name, why in REGISTRY.failures.items():
         console.print(f"plugin {escape(name)} not loaded: {escape(why)}", highlight=False)
 
@@ -93,7 +99,7 @@ def devices(ctx: click.Context, as_json: bool) -> None:
 @click.option("--all", "all_devices", is_flag=True, help="erase every connected device")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="directory for certificates/ and audit.sqlite")
-@click.option("--method", help="erase method name (default: the strongest the device allows)")
+@click.option("--method", help=method_help())
 @click.option("--via", type=click.Choice(REGISTRY.via_modes()),
               help="reboot the phone into this mode and erase it there (the checks of the "
                    "mode it is found in still run there first)")
@@ -108,18 +114,23 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
     if bool(serials) == all_devices:
         raise UsageError("name the devices to erase, or pass --all", "see `phonewipe devices`")
     config = config_of(ctx)
+    settings = replace(job_settings(config, kw, method), via=via)  # checked before any phone
+    require_operator(settings.operator)
     found = discover(plugins_of(ctx))
-    if all_devices:
-        targets = found
+    if all_devices:  # only phones that say who they are: no certificate for an unknown one
+        from phonewipe.devices import identify_all, leave_unidentified
+        targets = leave_unidentified(identify_all(found), lambda line: err_console.print(
+            escape(line), highlight=False, soft_wrap=True))
         if not targets:
-            raise DeviceNotFound("no devices connected", "check the cables and run `phonewipe devices`")
+            raise DeviceNotFound("no identifiable devices connected" if found else
+                                 "no devices connected", "check the cables and run `phonewipe devices`")
     else:
         targets = [t for s in serials for t in match_serial(found, s)]
         # the same phone named twice (address and serial) must not get two jobs at once
         targets = list({(t[1].plugin, t[1].address): t for t in targets}.values())
     aborted = threading.Event()  # set by a second Ctrl-C
-    results = run_erase(targets, replace(job_settings(config, kw, method), via=via), out_dir,
-                        keys_dir or config.keys_dir, as_json, abort=aborted)
+    results = run_erase(targets, settings, out_dir, keys_dir or config.keys_dir, as_json,
+                        abort=aborted)
     sys.exit(130 if aborted.is_set() else exit_code(results))
 
 
@@ -208,6 +219,10 @@ def emulate(ctx: click.Context, profiles: tuple[str, ...], list_profiles: bool, 
             click.echo(f"{name:<16} {description}")
         if not profiles:
             return
+    from phonewipe.erase.emulation.registry import PUBLISH_KEY
+    # served to other processes: the adb server lists them, a bootloader is published for
+    # the plugins that cannot otherwise see it (`erase --via fastboot` needs no flag)
+    ctx.obj["plugin_options"].values[PUBLISH_KEY] = True
     run_emulate(plugins_of(ctx), list(profiles), as_json, workdir, userdata_mib)
 
 
@@ -268,6 +283,12 @@ def _verify_line(report: Any, safe: Any) -> str:
     if report.kind == "summary" and report.summary is not None:
         what = (f"batch summary {safe(report.summary.get('batch_id'))}, "
                 f"{safe(report.summary.get('device_count'))} devices")
+    elif report.kind == "addendum" and report.addendum is not None:
+        cited = report.addendum.get("certificate") or {}
+        rv = report.addendum.get("reverification") or {}
+        what = (f"validation addendum by {safe((report.addendum.get('validated_by') or {}).get('name'))}"
+                f" of {safe(cited.get('file'))} (record SHA-256 {safe(cited.get('record_sha256'))}"
+                f"{', re-verified: ' + safe(str(rv.get('verdict', '')).upper()) if rv else ''})")
     elif report.record is not None:
         what = (f"{report.record.result_text} for "
                 f"{safe(report.record.device.serial or 'unknown serial')}")
@@ -283,6 +304,62 @@ def _verify_line(report: Any, safe: Any) -> str:
                 f"{what}; {safe(report.trust_note)}; {when}{notes}")
     return (f"[green]valid[/]   {path}: {what}; {signer}, TRUSTED: {safe(report.trust_note)}; "
             f"{when}{notes}")
+
+
+@cert.command("validate")
+@click.argument("certificate", type=click.Path(path_type=Path))
+@click.option("--by", "by", required=True, help="name of the second person validating it")
+@click.option("--title", default="", help="their title")
+@click.option("--organization", default="", help="their organization (default: [operator])")
+@click.option("--reverify", "reverify", type=click.Path(path_type=Path),
+              help="the JSON `phonewipe verify --plan-from CERTIFICATE --json` printed")
+@click.option("--note", default="", help="a note for the addendum")
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path),
+              help=f"signing key directory (default {DEFAULT_KEYS_DIR})")
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help="where to write it (default: CERTIFICATE-validation.pdf beside it)")
+@click.pass_context
+@expected_errors
+def cert_validate(ctx: click.Context, certificate: Path, by: str, title: str, organization: str,
+                  reverify: Path | None, note: str, keys_dir: Path | None,
+                  out: Path | None) -> None:
+    """A second person's validation: a signed addendum citing the certificate's SHA-256 and
+    the re-verification result, if any (checked by `cert verify`, with the certificate
+    beside it)."""
+    from phonewipe.certificates.addendum import addendum_name, build_addendum, sign_addendum
+    from phonewipe.certificates.sign import write_atomic
+    from phonewipe.certificates.trust import TrustStore
+    from phonewipe.certificates.verify import verify_certificate
+    from phonewipe.common import load_signer
+    from phonewipe.erase.errors import CertificateInvalid
+    config = config_of(ctx)
+    store = TrustStore.build(certificates=config.trust_certificates,
+                             fingerprints=config.trust_fingerprints,
+                             ca_certificates=config.trust_ca_certificates, trust=(), trust_ca=())
+    report = verify_certificate(certificate, trust=store)
+    if not report.ok or report.record is None or report.kind != "certificate":
+        raise CertificateInvalid(f"{certificate}: {'; '.join(report.problems) or 'not a certificate'}",
+                                 "validate only a valid phonewipe certificate")
+    result = None
+    if reverify is not None:
+        try:
+            result = json.loads(reverify.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the re-verification result {reverify}: {exc}",
+                             "pass the JSON that `phonewipe verify --plan-from ... --json` "
+                             "printed") from exc
+        if not isinstance(result, dict):
+            raise UsageError(f"{reverify} is not a re-verification result",
+                             "pass the JSON that `phonewipe verify --json` printed")
+    addendum = build_addendum(certificate, certificate.read_bytes(), report.record, name=by,
+                              title=title, organization=organization or
+                              config.operator.organization, reverification=result, note=note)
+    signer = load_signer(keys_dir or config.keys_dir)
+    target = out or certificate.parent / addendum_name(certificate)
+    path = write_atomic(target.parent, target.name, sign_addendum(signer, addendum))
+    console.print(f"validation addendum written (cites record SHA-256 "
+                  f"{report.record.sha256()}):", highlight=False, soft_wrap=True)
+    click.echo(str(path))
 
 
 @cert.command("show")

@@ -23,8 +23,10 @@ from phonewipe.common import (
     expected_errors,
     job_settings,
     load_signer,
+    method_help,
     operator_options,
     plugins_of,
+    require_operator,
 )
 
 
@@ -78,7 +80,7 @@ def register(group: click.Group) -> None:
                        "recognised names, MDM exports included; [assets] in the config)")
     @click.option("--assets", type=click.Path(path_type=Path),
                   help="expected-asset list CSV: asset_tag, serial_or_imei, owner")
-    @click.option("--method", help="erase method name (default: the strongest each device allows)")
+    @click.option("--method", help=method_help())
     @click.option("--timeout", type=click.FloatRange(1),
                   help="seconds a device may take from arrival to its record (default 7200, "
                        "or [station] timeout)")
@@ -122,6 +124,8 @@ def register(group: click.Group) -> None:
                               f"{config.second_look_share}", "fix the config file (e.g. 0.05)")
         if batch_id is not None:
             check_batch_id(batch_id)
+        settings = job_settings(config, kw, method)  # method and plan: before any phone
+        profiles = parse_emulate(emulate_specs)
         columns = {**config.assets_map, **parse_column_map(assets_map or "")}
         manifest = load_manifest(assets, columns) if assets else None
         for warning in manifest.warnings if manifest else ():
@@ -129,8 +133,9 @@ def register(group: click.Group) -> None:
         if manifest and manifest.warnings:
             err_console.print(f"asset list: {len(manifest.warnings)} line(s) skipped, "
                               f"{len(manifest.assets)} device(s) listed", highlight=False)
+        if not profiles:  # a real station: its certificates name who erased
+            require_operator(settings.operator)
         check_output_dir(out_dir)
-        profiles = parse_emulate(emulate_specs)
         if profiles and keys_dir is None:
             from phonewipe.demo import ensure_demo_keys
             keys_dir = ensure_demo_keys(out_dir / "keys")
@@ -147,7 +152,7 @@ def register(group: click.Group) -> None:
                 batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
-                    batch_id=batch_id, settings=job_settings(config, kw, method),
+                    batch_id=batch_id, settings=settings,
                     cert_dir=cert_dir, manifest=manifest,
                     timeout=timeout if timeout is not None else config.station_timeout,
                     poll=poll, max_jobs=max_jobs, exit_when_idle=exit_when_idle,
@@ -193,7 +198,8 @@ def register(group: click.Group) -> None:
                 close_plugins(plugins)
         if json_lines:
             st.emit("reports", summary=str(outputs.summary_pdf), csv=str(outputs.records_csv),
-                    json=str(outputs.records_json))
+                    json=str(outputs.records_json), assets=str(outputs.assets_csv),
+                    second_look_pending=outputs.summary.get("second_look_pending", []))
         else:
             _print_outputs(out, outputs)
         sys.exit(_unexpected(st, handsets) if handsets else batch_exit_code(outputs.summary))
@@ -225,6 +231,9 @@ def register(group: click.Group) -> None:
         else:
             _print_outputs(console, outputs)
 
+    from phonewipe.find import register as register_find  # `phonewipe find`: across batches
+    register_find(group)
+
 
 def _print_outputs(console: Any, outputs: Any) -> None:
     s = outputs.summary
@@ -235,8 +244,11 @@ def _print_outputs(console: Any, outputs: Any) -> None:
         console.print("reconciliation: " + ", ".join(
             f"{k.replace('_', ' ')}: {len(v)}" for k, v in rec.items() if isinstance(v, list)),
             highlight=False)
-    for p in (outputs.summary_pdf, outputs.records_csv, outputs.records_json):
-        console.print(f"  {p}", highlight=False)
+    for note in s.get("second_look_notes", []):  # pending looks with their commands, picks passed on
+        console.print(f"second look: {escape(for_terminal(note))}", highlight=False, soft_wrap=True)
+    for p in (outputs.summary_pdf, outputs.records_csv, outputs.records_json, outputs.assets_csv):
+        if p is not None:
+            console.print(f"  {p}", highlight=False, soft_wrap=True)
 
 
 def batch_exit_code(summary: dict[str, Any]) -> int:
