@@ -25,8 +25,16 @@ sys.path.insert(0, str(ROOT / "tests"))  # tsa.py: the loopback TSA the tests us
 from phonewipe.certificates.keys import init_keys  # noqa: E402
 from phonewipe.certificates.render import render_pdf  # noqa: E402
 from phonewipe.certificates.sign import CertificateSigner  # noqa: E402
-from phonewipe.erase.model import (Destination, Endpoint, Identity, Operator, Outcome,  # noqa: E402
-                                   Record, Sanitization, VerificationResult)
+from phonewipe.erase.model import (  # noqa: E402
+    Destination,
+    Endpoint,
+    Identity,
+    Operator,
+    Outcome,
+    Record,
+    Sanitization,
+    VerificationResult,
+)
 
 COUNT = int(os.environ.get("BENCH_SIGN_COUNT", "1000"))
 WORKERS = int(os.environ.get("BENCH_SIGN_WORKERS", str(min(2, os.cpu_count() or 1))))

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from phonewipe.certificates.keys import init_keys  # noqa: E402
 from phonewipe.certificates.sign import CertificateSigner  # noqa: E402
-from phonewipe.erase.audit import AuditLog  # noqa: E402
 from phonewipe.demo import free_port  # noqa: E402
+from phonewipe.erase.audit import AuditLog  # noqa: E402
 from phonewipe.erase.job import JobSettings  # noqa: E402
 from phonewipe.erase.model import Operator  # noqa: E402
 from phonewipe.erase.plugin import PluginOptions, load_plugins  # noqa: E402

@@ -37,8 +37,13 @@ ROUNDS = 3
 def _serve(workdir: Path) -> None:
     """Subprocess: a rooted handset on a sparse image, served by the emulated adbd."""
     from phonewipe.erase.emulation.profiles import load_profile
-    from phonewipe.erase.emulation.storage import (BLOCK, SMALL_PARTITIONS, FileTable, HandsetState,
-                                         HandsetStorage)
+    from phonewipe.erase.emulation.storage import (
+        BLOCK,
+        SMALL_PARTITIONS,
+        FileTable,
+        HandsetState,
+        HandsetStorage,
+    )
     from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
     profile = replace(load_profile("rooted"), userdata_bytes=IMAGE_MIB << 20)

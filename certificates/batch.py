@@ -15,7 +15,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from phonewipe.erase.model import canonical_json
 
-from .fields import LAYOUT_VERSION, STANDARD_LINE, TSA_TIME, STATION_CLOCK, SigningInfo
+from .fields import LAYOUT_VERSION, STANDARD_LINE, STATION_CLOCK, TSA_TIME, SigningInfo
 from .render import printable
 
 SUMMARY_SCHEMA = "phonewipe.batch-summary/1"

@@ -23,9 +23,20 @@ from reportlab.pdfgen.canvas import Canvas
 
 from phonewipe.erase.model import Outcome, Record
 
-from .fields import (LAYOUT_VERSION, QR_PREFIX, STANDARD_LINE, UNKNOWN, Section,
-                     SigningInfo, qr_payload, qr_text, title_text,
-                     tool_text, visible_fields, visible_sections)
+from .fields import (
+    LAYOUT_VERSION,
+    QR_PREFIX,
+    STANDARD_LINE,
+    UNKNOWN,
+    Section,
+    SigningInfo,
+    qr_payload,
+    qr_text,
+    title_text,
+    tool_text,
+    visible_fields,
+    visible_sections,
+)
 
 PAGE_W, PAGE_H = A4
 MARGIN = 40.0

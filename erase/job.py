@@ -16,16 +16,30 @@ from .audit import AuditLog, last_appended, now_iso
 from .capacity import check_capacity
 from .destination import DESTRUCTION_ADVICE, route
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
-from .model import (Destination, Endpoint, EraseMethod, Finding, Identity, Media, Operator,
-                    Outcome, Record, Sanitization, Severity, Technique, VerificationResult, _plain)
-from .pattern import new_key
-from .strings import clean, clean_identity
-from .plugin import EraseContext, Plugin, Session
-from .policy import STANDARD, assess
 from .evidence import EVIDENCE_SCHEMA, build_evidence
+from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
 from .identity import merge_identity
 from .mdm import management_evidence, management_finding
-from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
+from .model import (
+    Destination,
+    Endpoint,
+    EraseMethod,
+    Finding,
+    Identity,
+    Media,
+    Operator,
+    Outcome,
+    Record,
+    Sanitization,
+    Severity,
+    Technique,
+    VerificationResult,
+    _plain,
+)
+from .pattern import new_key
+from .plugin import EraseContext, Plugin, Session
+from .policy import STANDARD, assess
+from .strings import clean, clean_identity
 from .verify import make_plan, read_digests, sample_and_check
 
 SecondLook = Callable[[Session, Record], "str | None"]

@@ -28,8 +28,15 @@ from .errors import DeviceCommandFailed, DeviceNotFound, UsageError
 from .evidence import decode_digests, grouped, sample_digest
 from .model import Expectation, Operator, Record, SampleFailure
 from .plugin import BlockReader, Extent, Session
-from .verify import (MAX_FOUND_CHARS, MAX_LISTED_FAILURES, VerificationPlan, check_changed,
-                     check_extent, plan_from_dict, reach_medium)
+from .verify import (
+    MAX_FOUND_CHARS,
+    MAX_LISTED_FAILURES,
+    VerificationPlan,
+    check_changed,
+    check_extent,
+    plan_from_dict,
+    reach_medium,
+)
 
 IDENTICAL, AS_CERTIFIED, CONSISTENT, MISMATCH = "identical", "as-certified", "consistent", "mismatch"
 

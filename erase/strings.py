@@ -17,8 +17,8 @@ renderer prints record text verbatim: it never interprets markup.
 from __future__ import annotations
 
 import base64
-import re
 import dataclasses
+import re
 import unicodedata
 from typing import Any
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from rich.console import Console
+from rich.markup import escape
+
 from phonewipe.erase.config import DEFAULT_KEYS_DIR, DESTINATIONS, Config
 from phonewipe.erase.errors import PhonewipeError, UsageError
 from phonewipe.erase.job import JobSettings
@@ -17,8 +20,6 @@ from phonewipe.erase.model import Destination, Endpoint, Operator, Outcome
 from phonewipe.erase.plugin import Plugin, Registry
 from phonewipe.erase.strings import escape_controls
 from phonewipe.erase.verify import MODES, check_plan_settings
-from rich.console import Console
-from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)

@@ -249,8 +249,9 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
 
 
 def _fingerprint(signer: Any) -> str:
-    from cryptography.hazmat.primitives import serialization
     import hashlib
+
+    from cryptography.hazmat.primitives import serialization
     return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 

@@ -15,9 +15,9 @@ from typing import Callable, Iterator
 
 import adbutils
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from phonewipe.erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import require_binary
+
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.plugin import close_plugins, sandbox_plugins
 from phonewipe.protocols.adb.client import parse_getprop

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from phonewipe.protocols.adb.client import (
     parse_df_kib,
     parse_getprop,
@@ -57,11 +58,10 @@ def _session_reading(answer: bytes, piece: int) -> Iterator[tuple[Any, Any]]:
     import threading
     from types import SimpleNamespace
 
+    from phonewipe.demo import free_port
     from phonewipe.erase.model import Endpoint
     from phonewipe.erase.plugin import PluginOptions, load_plugins
     from phonewipe.protocols.adb.client import AdbSession
-
-    from phonewipe.demo import free_port
 
     plugin = load_plugins(PluginOptions({"adb_port": free_port()}), only=["adb"])["adb"]
     session = AdbSession(plugin, Endpoint("adb", "adb", "127.0.0.1:9"), "device")
@@ -108,11 +108,11 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
     from a pulled cable: the advice differs."""
 
     from conftest import require_binary
+
+    from phonewipe.demo import free_port
     from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
     from phonewipe.erase.errors import DeviceGone
     from phonewipe.erase.plugin import PluginOptions, load_plugins
-
-    from phonewipe.demo import free_port
     require_binary("adb")
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
                            only=["adb"])

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_verify import StorageReader, overwrite
 
 from phonewipe.erase.capacity import check_capacity
 from phonewipe.erase.emulation.profiles import load_profile
@@ -17,7 +18,6 @@ from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.model import Expectation
 from phonewipe.erase.pattern import new_key
 from phonewipe.erase.verify import make_plan, run_verification, sample_and_check
-from test_verify import StorageReader, overwrite
 
 # profile -> share of userdata the device leaves holding old data
 LEAKY = {"lying-0.1pct": 0.001, "lying-0.1pct-contiguous": 0.001, "lying-1pct": 0.01,
@@ -130,6 +130,7 @@ def test_random_read_backs_are_not_mistaken_for_plaintext() -> None:
     headers must still be found."""
     import os
     import struct
+
     from phonewipe.erase.verify import check_sample
     noise = os.urandom(4096 * 5000)
     assert not [i for i in range(0, len(noise), 4096)

@@ -17,8 +17,17 @@ import pytest
 
 from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
-from phonewipe.erase.audit import (GENESIS, AuditEmpty, AuditLog, AuditRewritten, AuditTruncated,
-                                   AuditUnproven, row_hash, verify_audit, verify_log)
+from phonewipe.erase.audit import (
+    GENESIS,
+    AuditEmpty,
+    AuditLog,
+    AuditRewritten,
+    AuditTruncated,
+    AuditUnproven,
+    row_hash,
+    verify_audit,
+    verify_log,
+)
 from phonewipe.erase.errors import AuditBroken
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
@@ -52,8 +61,9 @@ def other_signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
 
 
 def fingerprint(signer: CertificateSigner) -> str:
-    from cryptography.hazmat.primitives import serialization
     import hashlib
+
+    from cryptography.hazmat.primitives import serialization
     return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 

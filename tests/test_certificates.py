@@ -12,19 +12,36 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from forgery import swap_embedded_record
 from pyhanko.pdf_utils import generic
 
 from phonewipe.certificates import sign as sign_mod
 from phonewipe.certificates.fields import visible_fields
-from phonewipe.certificates.keys import (describe, import_pkcs12, init_keys, load_signing_material,
-                               make_self_signed)
+from phonewipe.certificates.keys import (
+    describe,
+    import_pkcs12,
+    init_keys,
+    load_signing_material,
+    make_self_signed,
+)
 from phonewipe.certificates.render import STANDARD_LINE, printable, render_pdf, wrap
 from phonewipe.certificates.sign import CertificateSigner, certificate_filename
 from phonewipe.certificates.verify import show_certificate, verify_bytes, verify_certificate
-from forgery import swap_embedded_record
 from phonewipe.erase.errors import CertificateInvalid, KeyMissing, OutputError, PhonewipeError
-from phonewipe.erase.model import (Category, Destination, Endpoint, Finding, Identity, Operator, Outcome,
-                         Record, SampleFailure, Sanitization, Severity, VerificationResult)
+from phonewipe.erase.model import (
+    Category,
+    Destination,
+    Endpoint,
+    Finding,
+    Identity,
+    Operator,
+    Outcome,
+    Record,
+    SampleFailure,
+    Sanitization,
+    Severity,
+    VerificationResult,
+)
 
 ORG = "Example Refurb GmbH"
 

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_binary
 from rich.console import Console
 
-from conftest import require_binary
 from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Endpoint, Finding, Identity, Outcome, Severity
 from phonewipe.erase.plugin import Plugin, Session
-from phonewipe.erase.strings import clean, clean_identity, escape_controls, for_terminal
+from phonewipe.erase.strings import clean, clean_identity, for_terminal
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ROOT = Path(__file__).resolve().parents[1]

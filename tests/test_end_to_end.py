@@ -7,16 +7,16 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import require_binary
-from phonewipe.erase.emulation.personal import planted_markers
 from forgery import swap_embedded_record
+
+from phonewipe.erase.emulation.personal import planted_markers
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 MARKERS = planted_markers()

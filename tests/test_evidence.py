@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_job import StoragePlugin
 
 from phonewipe.certificates.fields import visible_fields
 from phonewipe.certificates.keys import init_keys
@@ -18,7 +19,6 @@ from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.evidence import EVIDENCE_SCHEMA, decode_digests, evidence_problems
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
-from test_job import StoragePlugin
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import require_binary
+
 from phonewipe.erase.emulation.personal import planted_markers
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
-from phonewipe.erase.pattern import pattern_bytes
 from phonewipe.erase.errors import DeviceGone, DeviceNotFound, PhonewipeError, ProtocolError
+from phonewipe.erase.pattern import pattern_bytes
 from phonewipe.protocols.fastboot import sparse
 from phonewipe.protocols.fastboot.client import FastbootClient, FastbootFailed
 from phonewipe.protocols.fastboot.emulator import EmulatedBootloader

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
-
 from conftest import require_binary
-from phonewipe.erase.audit import AuditLog
+
 from phonewipe.demo import free_port
-from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.emulation.personal import planted_markers
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
 from phonewipe.erase.plugin import PluginOptions, load_plugins

@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phonewipe.erase.errors import ProtocolError
 from phonewipe.protocols.fastboot import sparse

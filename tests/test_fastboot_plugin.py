@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_end_to_end import Bench, one_error_line
 
 from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.personal import planted_markers
@@ -20,7 +21,6 @@ from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
 from phonewipe.erase.plugin import PluginOptions, load_plugins
 from phonewipe.protocols.fastboot.emulator import EmulatedBootloader
-from test_end_to_end import Bench, one_error_line
 
 MIB = 1024 * 1024
 

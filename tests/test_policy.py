@@ -1,8 +1,15 @@
 """What a certificate may claim is built from what the record proves."""
 from __future__ import annotations
 
-from phonewipe.erase.model import (Category, EraseMethod, Expectation, Identity, Outcome,
-                                   Technique, VerificationResult)
+from phonewipe.erase.model import (
+    Category,
+    EraseMethod,
+    Expectation,
+    Identity,
+    Outcome,
+    Technique,
+    VerificationResult,
+)
 from phonewipe.erase.policy import MOBILE_APPENDIX, NIST_SAMPLING, STANDARD, assess
 
 RAW = EraseMethod("x-raw-pattern", "raw", Category.CLEAR, Technique.OVERWRITE, True,

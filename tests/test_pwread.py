@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import require_binary
-from phonewipe.erase.audit import AuditLog
+
 from phonewipe.demo import free_port
+from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from conftest import require_binary
+from realphone.phone import BLOCK, USERDATA_BYTES, RealPhone, cache_self_test, contiguous_drop, real_phone
+from realphone.phoneroot import find_binaries
+
 from phonewipe.erase.emulation.personal import planted_markers
 from phonewipe.protocols.adb.server import AdbServer
-from realphone.phone import (BLOCK, USERDATA_BYTES, RealPhone, cache_self_test,
-                             contiguous_drop, real_phone)
-from realphone.phoneroot import find_binaries
 
 pytestmark = pytest.mark.interop
 

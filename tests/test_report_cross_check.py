@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_binary
-from phonewipe.erase.model import Record
 from test_audit_trust import recompute_chain
+
+from phonewipe.erase.model import Record
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from conftest import require_binary
+from test_verify import StorageReader
+
 from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.emulation.personal import load_personal_data
@@ -28,7 +29,6 @@ from phonewipe.erase.reverify import certified_plan, reverify
 from phonewipe.erase.verify import make_plan
 from phonewipe.protocols.virtual import VirtualPlugin
 from phonewipe.protocols.virtual.session import VirtualSession
-from test_verify import StorageReader
 
 CRYPTO = EraseMethod("test-crypto", "Cryptographic erase (key destroyed)", Category.PURGE,
                      Technique.CRYPTO_ERASE, verifiable=True, expectation=Expectation.NO_PLAINTEXT)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 import pytest
-
 from conftest import require_binary
+
 from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.station.ledger import read_ledger

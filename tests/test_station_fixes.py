@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from click.testing import CliRunner
-
 import test_station_core as core
+from click.testing import CliRunner
 from test_station_core import BenchPlugin, job_events, phone, run_station, signer  # noqa: F401
+
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.erase.config import load_config
 from phonewipe.erase.errors import ConfigError, UsageError
-from phonewipe.station_commands import check_batch_id
 from phonewipe.erase.station.ledger import read_ledger
 from phonewipe.erase.station.manifest import load_manifest
+from phonewipe.station_commands import check_batch_id
 
 
 def wait_for(pred: Callable[[], bool], seconds: float = 30) -> bool:

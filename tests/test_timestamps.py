@@ -15,15 +15,15 @@ from typing import Iterator
 import click
 import pytest
 from asn1crypto import cms
-
 from conftest import require_binary
+from test_certificates import erased_record
+from test_trust import summary_dict
+from tsa import LoopbackTSA, start_tsa
+
 from phonewipe.certificates.keys import _write_material, describe, init_keys, make_self_signed
 from phonewipe.certificates.sign import CertificateSigner, TimestampUnavailable
 from phonewipe.certificates.trust import TrustStore
 from phonewipe.certificates.verify import verify_bytes, verify_certificate
-from test_certificates import erased_record
-from test_trust import summary_dict
-from tsa import LoopbackTSA, start_tsa
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 

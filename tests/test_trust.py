@@ -13,22 +13,28 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
+from test_certificates import erased_record
 
-from conftest import require_binary
 from phonewipe.certificates.batch import SUMMARY_SCHEMA, sign_summary
 from phonewipe.certificates.fields import qr_payload
-from phonewipe.certificates.keys import (KeyExposed, _write_material, describe, import_pkcs12,
-                                         init_keys, load_signing_material, make_self_signed)
+from phonewipe.certificates.keys import (
+    KeyExposed,
+    _write_material,
+    describe,
+    init_keys,
+    load_signing_material,
+    make_self_signed,
+)
 from phonewipe.certificates.render import render_pdf
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.certificates.trust import TrustStore
 from phonewipe.certificates.verify import verify_bytes, verify_certificate
-from test_certificates import erased_record
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ORG = "ACME Refurb"
@@ -223,8 +229,9 @@ def test_a_ca_issued_pkcs12_keeps_its_chain_and_chains_to_the_named_ca(tmp_path:
     assert "ACME Issuing CA" in result.stdout  # the chain it keeps
     assert load_signing_material(tmp_path / "keys").chain == (ca_cert,)
     path = certify(tmp_path / "keys", tmp_path / "out")
-    from pyhanko.pdf_utils.reader import PdfFileReader
     import io
+
+    from pyhanko.pdf_utils.reader import PdfFileReader
     sig = PdfFileReader(io.BytesIO(path.read_bytes())).embedded_signatures[0]
     carried = {c.chosen.subject.human_friendly for c in sig.signed_data["certificates"]}
     assert any("ACME Issuing CA" in s for s in carried) and len(carried) == 2

@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_binary
 
 from phonewipe.certificates.fields import visible_sections
-from conftest import require_binary
-from phonewipe.erase.audit import AuditLog
 from phonewipe.demo import free_port
+from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.fleet import start_handsets
 from phonewipe.erase.emulation.profiles import Faults, load_profile
-from phonewipe.erase.emulation.storage import (BLOCK, COMMIT_INTERVAL, FileTable, HandsetStorage,
-                                     StorageFull)
+from phonewipe.erase.emulation.storage import BLOCK, COMMIT_INTERVAL, FileTable, HandsetStorage, StorageFull
 from phonewipe.erase.guard import GuardedPlugin, JobGuard
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome

@@ -1,7 +1,6 @@
 """Sampling plans and sample checks, against emulated storage with planted data and faults."""
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +11,13 @@ from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.errors import UsageError
 from phonewipe.erase.model import Expectation
 from phonewipe.erase.pattern import PatternStream, new_key, pattern_bytes
-from phonewipe.erase.verify import (NIST_SUBSECTIONS, check_sample, make_plan, quick_sample_count,
-                          run_verification)
+from phonewipe.erase.verify import (
+    NIST_SUBSECTIONS,
+    check_sample,
+    make_plan,
+    quick_sample_count,
+    run_verification,
+)
 
 
 class StorageReader:

@@ -83,11 +83,11 @@ def _config(base: str) -> dict[str, Any]:
 
 def start_tsa(workdir: Path) -> LoopbackTSA:
     """Start the TSA; `close()` (or a `with` block) stops it."""
+    import logging
+
     from certomancer.integrations.animator import Animator, AnimatorArchStore
     from certomancer.registry import ArchLabel, CertomancerConfig
     from werkzeug.serving import make_server
-
-    import logging
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

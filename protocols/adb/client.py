@@ -15,10 +15,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import DeviceCommandFailed, ProtocolError
-from phonewipe.erase.mdm import (mask_email, management_evidence, management_finding,
-                                 reactivation_lock_finding)
-from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
-                         Severity, Technique)
+from phonewipe.erase.mdm import management_evidence, management_finding, mask_email, reactivation_lock_finding
+from phonewipe.erase.model import (
+    Category,
+    Endpoint,
+    EraseMethod,
+    Expectation,
+    Finding,
+    Identity,
+    Severity,
+    Technique,
+)
 from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import EraseContext, EraseReport, ProgressFn, Session
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import PhonewipeError
-from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
-                         Severity, Technique)
+from phonewipe.erase.model import (
+    Category,
+    Endpoint,
+    EraseMethod,
+    Expectation,
+    Finding,
+    Identity,
+    Severity,
+    Technique,
+)
 from phonewipe.erase.pattern import pattern_bytes
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
 

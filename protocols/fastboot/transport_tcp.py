@@ -7,8 +7,7 @@ import time
 
 from phonewipe.erase.errors import ProtocolError
 
-from .wire import (MAX_REPLY, TCP_HANDSHAKE, TCP_LENGTH, FastbootTimeout, gone, not_found)
-
+from .wire import MAX_REPLY, TCP_HANDSHAKE, TCP_LENGTH, FastbootTimeout, gone, not_found
 
 HANDSHAKE = "during the handshake"
 

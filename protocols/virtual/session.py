@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from phonewipe.erase.emulation.faults import DeviceUnplugged
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.errors import DeviceGone, MediumUnreachable, PhonewipeError
-from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
-                                   Severity, Technique)
+from phonewipe.erase.model import (
+    Category,
+    Endpoint,
+    EraseMethod,
+    Expectation,
+    Finding,
+    Identity,
+    Severity,
+    Technique,
+)
 from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
 

@@ -5,8 +5,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from phonewipe.erase.errors import MediumUnreachable, PhonewipeError
-from phonewipe.erase.model import (Category, Endpoint, EraseMethod, Expectation, Finding, Identity,
-                                   Severity, Technique)
+from phonewipe.erase.model import (
+    Category,
+    Endpoint,
+    EraseMethod,
+    Expectation,
+    Finding,
+    Identity,
+    Severity,
+    Technique,
+)
 from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
 
