@@ -35,12 +35,6 @@ ROUNDS = 3
 PLAIN = "/sdcard/plain-dd.bin"
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - t0, value
-
-
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="phonewipe-bench-fill-"))
     port = free_port()
@@ -60,22 +54,25 @@ def main() -> int:
         written = samples = 0
         for seed in range(ROUNDS):  # interleaved: a change in this machine's speed hits both
             key = new_key()
-            seconds, report = _timed(lambda: session.erase(FILL_RESET, EraseContext(key), ignore))
-            fill_s, written = min(fill_s, seconds), report.bytes_written
+            t0 = time.perf_counter()
+            report = session.erase(FILL_RESET, EraseContext(key), ignore)
+            fill_s, written = min(fill_s, time.perf_counter() - t0), report.bytes_written
             reader = session.reader()
             reader.bypass_cache()
             plan = make_plan("quick", reader.size, reader.block_size, seed=seed)
-            seconds, sampling = _timed(lambda: sample_and_check(reader, plan, report.expectation, key))
+            t0 = time.perf_counter()
+            sampling = sample_and_check(reader, plan, report.expectation, key)
+            verify_s = min(verify_s, time.perf_counter() - t0)
             assert sampling.result.status == "passed", sampling.result.reason
-            verify_s, samples = min(verify_s, seconds), sampling.result.samples_read
+            samples = sampling.result.samples_read
             session.check(f"rm -rf {FILL_DIR} && sync")
 
             stream = PatternStream(new_key())
             chunks = (stream.next(min(STREAM_CHUNK, written - off))
                       for off in range(0, written, STREAM_CHUNK))
-            seconds, _ = _timed(lambda: session.check(f"dd of={PLAIN} bs={STREAM_CHUNK} && sync",
-                                                      stdin=chunks))
-            plain_s = min(plain_s, seconds)
+            t0 = time.perf_counter()
+            session.check(f"dd of={PLAIN} bs={STREAM_CHUNK} && sync", stdin=chunks)
+            plain_s = min(plain_s, time.perf_counter() - t0)
             session.check(f"rm -f {PLAIN} && sync")
         mib = written / 2**20
         print(f"/data {DATA_MIB} MiB (emulated ext4), fill {mib:.1f} MiB, best of {ROUNDS}, "
