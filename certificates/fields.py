@@ -6,27 +6,30 @@ Missing values print as "unknown", never guessed.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from phonewipe.erase.model import Record, VerificationResult
 
+from .parts import (
+    STATION_CLOCK,
+    TSA_TIME,
+    UNKNOWN,
+    Section,
+    SigningInfo,
+    _count,
+    _text,
+    evidence_text,
+    signature_rows,
+    tool_text,
+)
+
+__all__ = ["STATION_CLOCK", "TSA_TIME", "UNKNOWN", "Section", "SigningInfo", "evidence_text",
+           "signature_rows", "tool_text"]  # re-exported: the layout's building blocks
+
 STANDARD_LINE = "NIST SP 800-88 Rev. 2 (2025) / IEEE 2883-2022"
 TITLE = "Certificate of Sanitization"
 QR_PREFIX = "phonewipe:record-sha256:"
-UNKNOWN = "unknown"
 MAX_FAILURES_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class SigningInfo:
-    """Who signs and how the time is attested: printed on the page from layout 3 on.
-    `cert verify` re-renders it from the signature itself (the signer certificate and
-    whether a timestamp token is attached), so the page cannot name another signer."""
-    subject: str  # RFC 4514, from the signer certificate
-    fingerprint: str  # SHA-256 of the signer certificate's DER, lower-case hex
-    timestamped: bool = False  # an RFC 3161 timestamp token is attached to the signature
 
 
 def subject_text(cert_der: bytes) -> str:
@@ -35,33 +38,6 @@ def subject_text(cert_der: bytes) -> str:
     return x509.load_der_x509_certificate(cert_der).subject.rfc4514_string()
 
 
-STATION_CLOCK = "the signing station's own clock (no trusted timestamp)"
-TSA_TIME = "RFC 3161 timestamp from a time-stamping authority, embedded in the signature"
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    rows: tuple[tuple[str, str], ...]
-
-
-def _text(value: Any) -> str:
-    """One printable value; missing values print as "unknown", never guessed."""
-    if value is None:
-        return UNKNOWN
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": ")) \
-            if value else UNKNOWN
-    text = str(value).strip()
-    return text if text else UNKNOWN
-
-
-def _count(value: Any, unit: str = "") -> str:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return _text(value)
-    return f"{value:,}{' ' + unit if unit else ''}"
 
 
 def _bytes(value: int | None) -> str:
@@ -93,13 +69,6 @@ def _storage(record: Record) -> str:
         if (record.device.storage_type or cap is not None) else UNKNOWN
 
 
-def tool_text(tool: dict[str, str]) -> str:
-    if not tool:
-        return UNKNOWN
-    head = " ".join(p for p in (tool.get("name", ""), tool.get("version", "")) if p)
-    rest = [f"{k} {v}" for k, v in sorted(tool.items()) if k not in ("name", "version")]
-    text = head or UNKNOWN
-    return f"{text} ({', '.join(rest)})" if rest else text
 
 
 def _endpoint(record: Record) -> str:
@@ -173,18 +142,6 @@ the signing time; 4 plain words and every NIST SP 800-88 App. G field (certifica
 wording.py), a record that is not a PASS titled "Sanitization record: ...", the second
 person's validation as a signed addendum instead of an empty box. Older layouts stay
 renderable so that certificates issued by older versions still verify."""
-
-
-def signature_rows(signing: SigningInfo | None, created_at: str) -> tuple[tuple[str, str], ...]:
-    """The signature block from layout 3 on."""
-    return (
-        ("Signed by", signing.subject if signing and signing.subject else UNKNOWN),
-        ("Signer SHA-256", signing.fingerprint if signing else UNKNOWN),
-        ("Signing time", TSA_TIME if signing and signing.timestamped else STATION_CLOCK),
-        ("Record created", _text(created_at)),
-        ("Check", "phonewipe cert verify --trust FINGERPRINT FILE, with the fingerprint the "
-                  "organization publishes (not one printed here): a PAdES signature"),
-    )
 
 
 def visible_sections(record: Record, layout: int = LAYOUT_VERSION,
@@ -270,23 +227,6 @@ def visible_sections(record: Record, layout: int = LAYOUT_VERSION,
             ("Date", _text(record.created_at)),
         )))
     return sections
-
-
-def evidence_text(evidence: dict[str, Any]) -> str:
-    """One line summing up the evidence bundle embedded in the record."""
-    if not evidence:
-        return "none"
-    parts = [f"{_text(evidence.get('schema'))}, embedded in the record"]
-    samples = evidence.get("samples") or {}
-    if samples:
-        parts.append(f"digests of {_count(samples.get('extents'))} samples")
-    t = evidence.get("transcript") or {}
-    if t:
-        parts.append(f"{_count(t.get('commands'))} {_text(t.get('protocol'))} commands")
-    timings = evidence.get("timings") or {}
-    if timings:
-        parts.append(", ".join(f"{k.removesuffix('_s')} {v:g} s" for k, v in sorted(timings.items())))
-    return "; ".join(parts)
 
 
 def visible_fields(record: Record, layout: int = LAYOUT_VERSION,

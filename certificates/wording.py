@@ -161,7 +161,10 @@ def _device_rows(record: Record) -> list[tuple[str, str]]:
         ("Connected via", f"{record.endpoint.plugin} ({record.endpoint.mode}), "
                           f"{words(record.endpoint.label or record.endpoint.address)}"),
     ]
-    checked = lambda v: "not checked" if v is None else ("yes" if v else "no")  # noqa: E731
+
+    def checked(v: bool | None) -> str:
+        return "not checked" if v is None else ("yes" if v else "no")
+
     rows += [("FRP (Google account)", checked(d.frp)),
              ("Managed (MDM)", checked(d.mdm))]
     if d.activation_lock is not None:
@@ -194,7 +197,7 @@ def _sanitization_rows(record: Record) -> list[tuple[str, str]]:
             ("Started", words(s.started_at)), ("Finished", words(s.finished_at)),
             ("Bytes written", byte_words(s.bytes_written)),
         ]
-    from .fields import tool_text
+    from .parts import tool_text
     rows += [("Tool", tool_text(record.tool)),
              ("Post-sanitization classification", post_classification(record)),
              ("Notes", record.media.notes.strip() or "none")]
@@ -270,7 +273,7 @@ def _shown_findings(record: Record) -> list[tuple[str, str]]:
 
 def sections_v4(record: Record, signing: Any) -> list[Any]:
     """The sections of a layout-4 certificate, as printed (see fields.visible_sections)."""
-    from .fields import Section, evidence_text, signature_rows
+    from .parts import Section, evidence_text, signature_rows
     sections = [
         Section("Certificate", (
             ("Result", record.result_text),
