@@ -42,8 +42,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int, float, float]:
-    """(wall seconds, PASSed devices, station CPU s, handsets' CPU s) for n handsets at once. The handsets run in their own
-    process (`phonewipe emulate`), as phones do: their CPU work is not the station's."""
+    """(wall seconds, PASSed devices, station CPU s, handsets' CPU s) for n handsets at once.
+    The handsets run in their own process (`phonewipe emulate`), as phones do: their CPU work
+    is not the station's."""
     tmp.mkdir(parents=True)
 
     def profile(group: int) -> Path:  # serial numbers are counted per process: one prefix each
@@ -75,7 +76,7 @@ def run_batch(n: int, tmp: Path, signer: CertificateSigner) -> tuple[float, int,
             marks["last"] = time.monotonic()
 
     try:
-        for g, (emulate, k) in enumerate(zip(emulators, groups)):
+        for g, (emulate, k) in enumerate(zip(emulators, groups, strict=True)):
             for _ in range(k):
                 if not emulate.stdout.readline():
                     raise SystemExit("the emulated handsets did not start: "

@@ -51,7 +51,8 @@ def _serve(workdir: Path) -> None:
     for name, size in {"userdata": profile.userdata_bytes, **SMALL_PARTITIONS}.items():
         with open(workdir / f"{name}.img", "wb") as f:
             f.truncate(size)
-    (workdir / "fs.json").write_text(json.dumps(asdict(FileTable(free=[[16 * BLOCK, profile.userdata_bytes]]))))
+    free = [[16 * BLOCK, profile.userdata_bytes]]
+    (workdir / "fs.json").write_text(json.dumps(asdict(FileTable(free=free))))
     (workdir / "state.json").write_text(json.dumps(asdict(HandsetState(serial="PWBENCH0000"))))
     adbd = EmulatedAdbd(HandsetStorage(workdir, profile))
     adbd.start()
@@ -74,9 +75,9 @@ class _CacheTrusting:
         return self._reader.read_many(extents)
 
 
-def _timed(fn):
+def _timed(fn, *args):
     t0 = time.perf_counter()
-    value = fn()
+    value = fn(*args)
     return time.perf_counter() - t0, value
 
 
@@ -95,8 +96,7 @@ def main() -> int:
         methods = {m.name: m for m in session.methods()}
         ignore = lambda done, total: None  # noqa: E731
 
-        erase_zeros, _ = _timed(lambda: session.erase(methods["adb-raw-zeros"],
-                                                      EraseContext(new_key()), ignore))
+        erase_zeros, _ = _timed(session.erase, methods["adb-raw-zeros"], EraseContext(new_key()), ignore)
         # best of ROUNDS on both sides of each ratio, the rounds interleaved (erase, then
         # verify it) so that a change in this machine's speed hits both sides alike
         erase_s = float("inf")
@@ -104,14 +104,13 @@ def main() -> int:
         counts: dict[str, tuple[int, int]] = {}
         for seed in range(ROUNDS):
             key = new_key()
-            seconds, report = _timed(lambda: session.erase(methods["adb-raw-pattern"],
-                                                           EraseContext(key), ignore))
+            seconds, report = _timed(session.erase, methods["adb-raw-pattern"], EraseContext(key), ignore)
             erase_s = min(erase_s, seconds)
             reader = session.reader()
             for mode in best:  # a new seed each round: other offsets
                 plan = make_plan(mode.split("-")[0], reader.size, reader.block_size, seed=seed)
                 source = _CacheTrusting(reader) if mode.endswith("-12") else reader
-                seconds, sampling = _timed(lambda: sample_and_check(source, plan, report.expectation, key))
+                seconds, sampling = _timed(sample_and_check, source, plan, report.expectation, key)
                 assert sampling.result.status == "passed", sampling.result.reason
                 best[mode] = min(best[mode], seconds)
                 counts[mode] = (sampling.result.samples_read, sampling.result.bytes_read)

@@ -20,7 +20,8 @@ def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (Debian: apt-get install {'poppler-utils' if name.startswith('pdf') else name})"
+    package = "poppler-utils" if name.startswith("pdf") else name
+    message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the interop tests: {message}")
     pytest.skip(message)

@@ -155,7 +155,7 @@ packets = st.lists(st.tuples(st.sampled_from(sorted(wire.SHELL_IDS)), st.binary(
 def test_shell_packets_survive_any_split(packets: list[tuple[int, bytes]], cuts: list[int]) -> None:
     stream = b"".join(wire.shell_packet(i, d) for i, d in packets)
     points = sorted({c % (len(stream) + 1) for c in cuts})
-    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     whole = wire.ShellDecoder()
     assert [p for piece in pieces for p in whole.packets(piece)] == packets
     assert whole.idle

@@ -80,7 +80,8 @@ def recompute_chain(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM events")
     prev = GENESIS
     for n, r in enumerate(rows, start=1):
-        row = dict(zip(("id", "ts", "job_id", "serial", "event", "payload"), (n, *r[1:])))
+        row = dict(zip(("id", "ts", "job_id", "serial", "event", "payload"), (n, *r[1:]),
+                       strict=True))
         digest = row_hash(prev, row)
         db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row.values(), prev, digest))
         prev = digest
@@ -184,7 +185,7 @@ def test_an_edited_row_with_the_chain_recomputed_is_a_rewrite(tmp_path: Path, si
 def test_a_fabricated_log_without_checkpoints_is_unproven(tmp_path: Path) -> None:
     path = tmp_path / "audit.sqlite"
     with AuditLog(path) as log:  # anyone can write a chain: no key needed
-        for i in range(8):
+        for _ in range(8):
             log.append("job-x", "FAKE", "record", {"outcome": "ERASED_VERIFIED"})
     assert verify_log(path) == 8
     result = phonewipe("audit", "verify", str(path))

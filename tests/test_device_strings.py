@@ -245,7 +245,7 @@ def test_records_csv_neutralises_formula_prefixes(hostile_certificate) -> None:
     cells = ["=HYPERLINK(\"https://evil.example\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
     records = [replace(record, device=replace(record.device, model=c), asset_tag=c) for c in cells]
     rows = list(csv.DictReader(io.StringIO(records_csv(records))))
-    for row, c in zip(rows, cells):
+    for row, c in zip(rows, cells, strict=True):
         assert row["device.model"] == "'" + c and row["asset_tag"] == "'" + c
     for row in rows:
         assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values()), row

@@ -148,7 +148,8 @@ def test_audit_verify_passes_then_names_an_edited_row(demo: Path, tmp_path: Path
     with sqlite3.connect(demo / "audit.sqlite") as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
     with sqlite3.connect(copy) as db:
-        row = db.execute("SELECT id FROM events WHERE event = 'record' AND serial = 'PWLIE10000'").fetchone()[0]
+        row = db.execute("SELECT id FROM events WHERE event = 'record' "
+                         "AND serial = 'PWLIE10000'").fetchone()[0]
         db.execute("UPDATE events SET payload = replace(payload, 'FAILED', 'ERASED_VERIFIED') "
                    "WHERE id = ?", (row,))
     result = phonewipe("audit", "verify", str(copy))
@@ -303,7 +304,8 @@ def test_rooted_handset_erased_through_the_cli_passes(bench: Bench, tmp_path: Pa
 
 def _image_digest(bench: Bench, profile: str) -> str:
     import hashlib
-    return hashlib.sha256((Path(bench.handsets[profile]["storage"]) / "userdata.img").read_bytes()).hexdigest()
+    image = Path(bench.handsets[profile]["storage"]) / "userdata.img"
+    return hashlib.sha256(image.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("option", [("--confidence", "1.5"), ("--residual", "0")])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import require_binary
@@ -142,7 +141,10 @@ def test_image_larger_than_max_download_goes_as_sparse_pieces(bootloader, how: s
     emu = bootloader()
     size = emu.device.storage.size
     key = b"k" * 32
-    fill: Callable[[int, int], bytes] = lambda off, n: pattern_bytes(key, off, n)
+
+    def fill(off: int, n: int) -> bytes:
+        return pattern_bytes(key, off, n)
+
     seen = []
     downloads = connect(emu, how).flash_stream("userdata", size, fill,
                                                lambda done, total: seen.append(done))

@@ -252,8 +252,10 @@ def test_read_back_batches_cross_unreadable_sectors_sample_by_sample(bench: dict
     extents += [(b * block, block) for b in range(first_bad - 10, first_bad + 40)]
     samples = list(reader.read_many(extents))
     assert len(samples) == len(extents)
-    bad = [(off, data) for (off, n), data in zip(extents, samples) if off < hi and off + n > lo]
-    good = [(off, data) for (off, n), data in zip(extents, samples) if not (off < hi and off + n > lo)]
+    bad = [(off, data) for (off, n), data in zip(extents, samples, strict=True)
+           if off < hi and off + n > lo]
+    good = [(off, data) for (off, n), data in zip(extents, samples, strict=True)
+            if not (off < hi and off + n > lo)]
     assert bad and all(data is None for _, data in bad)
     assert all(data == pattern_bytes(key, off, block) for off, data in good)
 

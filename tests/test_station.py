@@ -29,7 +29,8 @@ MIX = {"rooted": 7, "unrooted": 6, "frp-locked": 3, "lying-1pct": 3, "unplug-40"
        "partial-50": 2, "mdm-owned": 2, "unauthorized": 2, "screen-locked": 1}
 
 
-def phonewipe(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def phonewipe(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
@@ -93,7 +94,8 @@ def batch32(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
                       '[station]\nsecond_look = 0.5\nsecond_look_by = "Second Looker"\n')
     specs = [arg for name, n in MIX.items() for arg in ("--emulate", f"{name}:{n}")]
     command = " ".join([
-        f"HOME={tmp}", "COLUMNS=200", "LINES=60", *PHONEWIPE, "--config", str(config), "station", "--out", str(out), *specs, "--userdata-mib", "4",
+        f"HOME={tmp}", "COLUMNS=200", "LINES=60", *PHONEWIPE, "--config", str(config), "station",
+        "--out", str(out), *specs, "--userdata-mib", "4",
         "--exit-when-idle", "--idle-seconds", "2", "--assets", str(SAMPLE_ASSETS),
         f"; echo $? > {rc_file}; sleep 120"])
     subprocess.run([tmux, "-L", socket_name, "new-session", "-d", "-s", "station", "-x", "200",
@@ -170,7 +172,8 @@ def test_batch_outputs_reconcile_and_report_rebuilds_them(batch32: tuple[Path, l
         (batch / name).unlink()
     result = phonewipe("report", batch.name, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "expected but never seen: 1" in result.stdout.replace("expected never seen", "expected but never seen") \
+    assert "expected but never seen: 1" in result.stdout.replace("expected never seen",
+                                                                 "expected but never seen") \
         or "expected never seen: 1" in result.stdout
     assert json.loads((batch / "records.json").read_text()) == before
     pdfsig = require_binary("pdfsig")
@@ -212,14 +215,16 @@ def test_kill_9_mid_batch_then_restart_redoes_the_interrupted_erase(tmp_path: Pa
     out, keys = tmp_path / "out", tmp_path / "keys"
     assert phonewipe("keys", "init", "--dir", str(keys), "--organization", "Test Org").returncode == 0
     station = [*PHONEWIPE, "--adb-port", port, "station", "--out", str(out), "--json-lines",
-               "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org", "--exit-when-idle", "--idle-seconds", "2"]
+               "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org",
+               "--exit-when-idle", "--idle-seconds", "2"]
     try:
         for _ in range(6):
             assert emulate.stdout.readline(), emulate.stderr.read()
         first = subprocess.Popen(station, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  cwd=ROOT, env={**os.environ, **env})
         crawling = lambda seen: ({e["serial"] for e in seen if e["event"] == "erasing"}  # noqa: E731
-                                 >= {"PWCRAW0000", "PWCRAW0001"} and any(e["event"] == "record" for e in seen))
+                                 >= {"PWCRAW0000", "PWCRAW0001"}
+                                 and any(e["event"] == "record" for e in seen))
         read_until(first.stdout, crawling)
         first.send_signal(signal.SIGKILL)
         first.wait(10)

@@ -8,13 +8,14 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import test_station_core as core
 from click.testing import CliRunner
-from test_station_core import BenchPlugin, job_events, phone, run_station, signer  # noqa: F401
+from test_station_core import BenchPlugin, phone, run_station
 
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.erase.config import load_config
@@ -22,6 +23,8 @@ from phonewipe.erase.errors import ConfigError, UsageError
 from phonewipe.erase.station.ledger import read_ledger
 from phonewipe.erase.station.manifest import load_manifest
 from phonewipe.station_commands import check_batch_id
+
+signer = core.signer  # test_station_core's signing fixture, used here too
 
 
 def wait_for(pred: Callable[[], bool], seconds: float = 30) -> bool:
@@ -53,6 +56,11 @@ def start(station: Any) -> tuple[threading.Thread, list[str]]:
 
 
 # -- 1: a new phone in a reused port -------------------------------------------------------------
+def finished(station: Any, serial: str) -> bool:
+    """Whether the station has a final row for `serial` that no job is busy with."""
+    return any(r.serial == serial and r.final and not r.busy for r in station.rows.values())
+
+
 def test_a_new_phone_in_a_finished_phones_port_is_erased_and_the_same_phone_is_not(
         tmp_path: Path, signer: CertificateSigner) -> None:
     plugin = BenchPlugin()
@@ -63,8 +71,7 @@ def test_a_new_phone_in_a_finished_phones_port_is_erased_and_the_same_phone_is_n
     for serial, handset in (("PORTA001", a), ("PORTB001", b), ("PORTA001", a)):
         with plugin.lock:
             plugin.plugged["usb:1-1"] = ("fastboot", handset)
-        assert wait_for(lambda: any(r.serial == serial and r.final and not r.busy
-                                    for r in station.rows.values()))
+        assert wait_for(partial(finished, station, serial))
         assert wait_for(lambda: not station.active())
         with plugin.lock:
             del plugin.plugged["usb:1-1"]

@@ -115,7 +115,8 @@ def test_sample_checks_name_what_they_found():
     assert check_sample(bytes(4096), 0, Expectation.ZEROS, None) is None
     found = check_sample(b"x" * 100 + b"PWMARK-SMS-PIN-30KQ7" + bytes(3976), 4096, Expectation.ZEROS, None)
     assert found == "planted marker PWMARK-SMS-PIN-30KQ7"
-    assert "SQLite" in check_sample(b"SQLite format 3\x00" + bytes(4080), 4096, Expectation.NO_PLAINTEXT, None)
+    assert "SQLite" in check_sample(b"SQLite format 3\x00" + bytes(4080), 4096,
+                                    Expectation.NO_PLAINTEXT, None)
     assert "entropy" in check_sample(b"ab" * 2048, 4096, Expectation.NO_PLAINTEXT, None)
     assert check_sample(pattern_bytes(key, 0, 4096), 4096, Expectation.NO_PLAINTEXT, None) is None
 
