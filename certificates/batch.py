@@ -99,7 +99,8 @@ def render_summary(summary: dict[str, Any], layout: int = LAYOUT_VERSION,
             if key == "duplicates":
                 text = "; ".join(items) or "none"
             elif key == "expected_never_seen":
-                text = "; ".join(f"{a['asset_tag']} {a['identifier']} ({a['owner']})" for a in items) or "none"
+                text = "; ".join(f"{a['asset_tag']} {a['identifier']} ({a['owner']})"
+                                 for a in items) or "none"
             else:
                 text = "; ".join(_device_label(e) for e in items) or "none"
             story.append(_p(f"{title} ({len(items)}): {text}", _BODY))

@@ -98,6 +98,10 @@ def _keep_alive_timestamper(url: str, timeout: float) -> Any:
     from pyhanko.sign.timestamps import TimeStamper, TimestampRequestError
 
     parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None:
+        raise UsageError(f"[signing] tsa_url {url!r} names no host",
+                         "set the time-stamping authority's URL, e.g. https://tsa.example/tsr")
+    host: str = parts.hostname
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     factory = http.client.HTTPSConnection if parts.scheme == "https" else \
         http.client.HTTPConnection
@@ -112,7 +116,7 @@ def _keep_alive_timestamper(url: str, timeout: float) -> Any:
         def _post(self, body: bytes) -> bytes:
             for attempt in (1, 2):  # a kept-alive connection the server closed: once more
                 if self._conn is None:
-                    self._conn = factory(parts.hostname, parts.port, timeout=timeout)
+                    self._conn = factory(host, parts.port, timeout=timeout)
                 try:
                     self._conn.request("POST", path, body, {
                         "Content-Type": "application/timestamp-query",
@@ -169,7 +173,7 @@ class CertificateSigner:
                                         timestamped=self._timestamper is not None)
         self._tsa_certs: list[asn1_x509.Certificate] = []
         self._tsa_crls: list[Any] = []
-        token_size = self._probe_tsa() if self._timestamper is not None else 0
+        token_size = self._probe_tsa(self._timestamper) if self._timestamper is not None else 0
         meta = signers.PdfSignatureMetadata(
             field_name=FIELD_NAME,
             md_algorithm="sha256",
@@ -183,13 +187,13 @@ class CertificateSigner:
                                              timestamper=self._timestamper)
         self._bytes_reserved = self._estimate_reservation(token_size)
 
-    def _probe_tsa(self) -> int:
+    def _probe_tsa(self, timestamper: Any) -> int:
         """Ask the TSA once: it must answer now (a station should not find out at its first
         phone), and its token's size sizes the signature reservation."""
         import asyncio
         import hashlib
         try:
-            token = asyncio.run(self._timestamper.async_timestamp(
+            token = asyncio.run(timestamper.async_timestamp(
                 hashlib.sha256(b"phonewipe tsa probe").digest(), "sha256"))
         except Exception as e:  # noqa: BLE001 - network, HTTP or TSP failure
             raise TimestampUnavailable(
@@ -218,7 +222,7 @@ class CertificateSigner:
         (its size as probed, with room for a longer serial or chain), so pyHanko's
         per-signature dry run (a second signature, a second TSA request) can be skipped."""
         certs = sum(len(c.dump()) for c in self._signer.cert_registry)
-        certs += len(self._signer.signing_cert.dump())
+        certs += len(self.material.cert.public_bytes(serialization.Encoding.DER))
         return 2 * (2048 + certs + (2 * token_size + 1024 if token_size else 0))
 
     @property

@@ -48,10 +48,10 @@ from .fields import STATION_CLOCK, SigningInfo, subject_text
 from .keys import load_certificate_file
 from .render import LAYOUT_VERSION, render_pdf
 from .sign import ATTACHMENT_NAME, FIELD_NAME, LAYOUT_KEY
+from .trust import TrustStore, cert_fingerprint, decide
 
 SUMMARY_NAME = "phonewipe-batch-summary.json"  # batch.SUMMARY_ATTACHMENT's file name
 ADDENDUM_NAME = "phonewipe-validation.json"  # addendum.ADDENDUM_ATTACHMENT's file name
-from .trust import TrustStore, cert_fingerprint, decide
 
 MAX_DEPTH = 32  # name trees, page trees and resource dictionaries nest at most this deep
 MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -270,7 +270,7 @@ def _same_pages(rendered_pdf: bytes, signed: PdfFileReader) -> tuple[bool, list[
     shown = [_content(p) for p in theirs]
     same = len(mine) == len(theirs) and all(
         _content(a) == b_content and _page_signature(a) == _page_signature(b)
-        for a, b, b_content in zip(mine, theirs, shown))
+        for a, b, b_content in zip(mine, theirs, shown, strict=True))
     return same, shown
 
 
@@ -451,8 +451,8 @@ def _utc(when: Any) -> Any:
 def _ts_context(reader: PdfFileReader, store: TrustStore, report: VerifyReport) -> Any:
     """The context a timestamp is checked in: the trusted CAs and public roots, and the
     validation data embedded in the document security store (PAdES B-LT), never fetched."""
-    kwargs = dict(trust_roots=[*store.cas, *_public_tsa_roots()], allow_fetching=False,
-                  revocation_mode="soft-fail")
+    kwargs: dict[str, Any] = dict(trust_roots=[*store.cas, *_public_tsa_roots()],
+                                  allow_fetching=False, revocation_mode="soft-fail")
     if "/DSS" in reader.root:
         try:
             from pyhanko.sign.validation.dss import DocumentSecurityStore

@@ -356,7 +356,7 @@ def _chain_rows(path: Path) -> tuple[list[str], list[tuple]]:
     prev = GENESIS
     expected_id = 1
     for r in rows:
-        row = dict(zip(("id", "ts", "job_id", "serial", "event", "payload"), r[:6]))
+        row = dict(zip(("id", "ts", "job_id", "serial", "event", "payload"), r[:6], strict=True))
         if row["id"] != expected_id:
             raise AuditBroken(f"audit log broken at row {expected_id}: row missing or reordered",
                               "the log was edited after it was written; treat its records as suspect")

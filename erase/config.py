@@ -14,7 +14,8 @@ from .plugin import PluginOption, Registry
 from .verify import check_plan_settings
 
 DEFAULT_CONFIG_PATHS = (Path("phonewipe.toml"),
-                        Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "phonewipe" / "config.toml")
+                        Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+                        / "phonewipe" / "config.toml")
 DEFAULT_KEYS_DIR = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "phonewipe" / "keys"
 DESTINATIONS = ("internal reuse", "external reuse", "resale", "recycling", "manufacturer", "other")
 

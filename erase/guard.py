@@ -115,6 +115,7 @@ class GuardedPlugin(Plugin):
 
     def open(self, endpoint: Endpoint) -> Session:
         self._guard.check()
+        # a proxy, not a subclass: __getattr__ forwards every Session method, guarded
         return GuardedSession(self._plugin.open(endpoint), self._guard)  # type: ignore[return-value]
 
     def guarded(self, other: Plugin) -> "GuardedPlugin":

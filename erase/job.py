@@ -9,10 +9,10 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from . import __version__
-from .audit import AuditLog, last_appended, now_iso
+from .audit import Event, last_appended, now_iso
 from .capacity import check_capacity
 from .destination import DESTRUCTION_ADVICE, route
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
@@ -69,6 +69,15 @@ StageFn = Callable[[str, str, int, int], None]
 """progress(job_id, stage, done, total)."""
 
 
+class JobLog(Protocol):
+    """What a job needs of its audit log: an `AuditLog`, or the station's wrapper of one."""
+
+    def append(self, job_id: str, serial: str, event: str,
+               payload: dict[str, Any] | None = None) -> int: ...
+
+    def events(self, job_id: str | None = None, kinds: Sequence[str] = ()) -> list[Event]: ...
+
+
 class _Stop(Exception):
     """Ends the flow early with an outcome."""
 
@@ -90,7 +99,7 @@ class _Job:
     plugin: Plugin
     endpoint: Endpoint
     settings: JobSettings
-    audit: AuditLog
+    audit: JobLog
     stage_cb: StageFn | None
     job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     identity: Identity | None = None
@@ -210,24 +219,26 @@ class _Job:
             plugin, session = self.switched.plugin, self.switched.session
         else:
             self.method = self._choose(session.methods())
+        method = self.method
+        assert method is not None  # _switch or _choose set it, or raised
         key = new_key()
         s = self.settings
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big") >> 1
         before = self._before_erase(session, seed)
         started = now_iso()
-        self.log("erasing", {"method": self.method.name})
+        self.log("erasing", {"method": method.name})
         clock = time.monotonic()
-        report = session.erase(self.method, EraseContext(pattern_key=key), self.progress("erasing"))
+        report = session.erase(method, EraseContext(pattern_key=key), self.progress("erasing"))
         self.timings["erase_s"] = time.monotonic() - clock
         self.scope = report.scope
         self.sanitization = Sanitization(
-            method=self.method.name, title=self.method.title, technique=self.method.technique.value,
+            method=method.name, title=method.title, technique=method.technique.value,
             category="", standard=STANDARD, justification="", details=report.details,
             started_at=started, finished_at=now_iso(), bytes_written=report.bytes_written)
         self.log("erased", {"bytes_written": report.bytes_written, "scope": report.scope})
 
         sampling = None
-        reader = session.reader() if self.method.verifiable else None
+        reader = session.reader() if method.verifiable else None
         if reader is None and report.expectation is not None:  # e.g. erased in the bootloader
             self.followed = follow_for_readback(plugin, session, self.serial, self.log)
             reader = self.followed.reader if self.followed else None
@@ -277,7 +288,7 @@ class _Job:
                 raise _Stop(Outcome.FAILED, f"{failed}; {DESTRUCTION_ADVICE}")
         self.log("finishing", {})
         clock = time.monotonic()
-        finish = session.finish(self.method, self.progress("finishing"))
+        finish = session.finish(method, self.progress("finishing"))
         self.timings["finish_s"] = time.monotonic() - clock
         self.sanitization = replace(self.sanitization,
                                     details={**self.sanitization.details, **finish},
@@ -285,9 +296,11 @@ class _Job:
         self.log("finished", {"details": finish})
         self.post = session.post_state()
         self.log("post-state", {"post_state": self.post})
-        if self.verification.status == "passed":
+        verification = self.verification
+        assert verification is not None  # each way through the read-back above set it
+        if verification.status == "passed":
             return Outcome.ERASED_VERIFIED, ""
-        why = self.verification.reason if self.verification.reason.startswith("not verified") \
+        why = verification.reason if verification.reason.startswith("not verified") \
             else "the device offers no read-back of its storage"
         return Outcome.ERASED_UNVERIFIED, f"{why}, so the erase is reported as performed but " \
                                           "not verified"
@@ -414,7 +427,7 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return _plain(dataclasses.asdict(obj))
 
 
-def run_job(plugin: Plugin, endpoint: Endpoint, settings: JobSettings, audit: AuditLog,
+def run_job(plugin: Plugin, endpoint: Endpoint, settings: JobSettings, audit: JobLog,
             progress: StageFn | None = None, job_id: str | None = None,
             second_look: SecondLook | None = None) -> Record:
     """Erase, verify and record one device. Never raises for device-side failures: they

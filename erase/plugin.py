@@ -131,7 +131,7 @@ class Session(abc.ABC):
         is not usable for device commands afterwards."""
         return False
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sessions hold nothing to release
         pass
 
     def __enter__(self) -> "Session":
@@ -221,7 +221,7 @@ class Plugin(abc.ABC):
         (the demo, an emulated station, tests): e.g. a server on a free port."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most plugins start nothing of their own
         """Stop what this plugin started for itself (a private server)."""
 
     @abc.abstractmethod
@@ -310,7 +310,8 @@ class Registry:
                 if wanted is None or name in wanted}
 
 
-def load_plugins(options: PluginOptions | None = None, only: Iterable[str] | None = None) -> dict[str, Plugin]:
+def load_plugins(options: PluginOptions | None = None,
+                 only: Iterable[str] | None = None) -> dict[str, Plugin]:
     """One instance of every plugin that loads (failures: `Registry.load().failures`)."""
     return Registry.load().plugins(options, only)
 

@@ -58,9 +58,10 @@ def _assess(method: EraseMethod, identity: Identity, outcome: Outcome,
 
 def _claim(method: EraseMethod, identity: Identity, outcome: Outcome,
            verification: VerificationResult | None, scope: str) -> Assessment:
-    verified = outcome is Outcome.ERASED_VERIFIED and verification is not None
-    sampled = (f"verified by {verification.mode} sampling ({verification.samples_read} samples, "
-               f"{verification.bytes_read} bytes read back)") if verified else "not verified by read-back"
+    sampled = "not verified by read-back"
+    if outcome is Outcome.ERASED_VERIFIED and verification is not None:
+        sampled = (f"verified by {verification.mode} sampling ({verification.samples_read} "
+                   f"samples, {verification.bytes_read} bytes read back)")
     encrypted = identity.encryption in ("file", "block")
     if method.technique is Technique.OVERWRITE and method.name.endswith(("raw-pattern", "raw-zeros")):
         return Assessment(Category.CLEAR.value,

@@ -110,8 +110,9 @@ def reverify(record: Record, reader: BlockReader, *, seed: int | None = None,
     v = record.verification
     assert v is not None  # certified_plan checked it
     started = now_iso()
-    base = dict(record_id=record.record_id, serial=record.device.serial, plan=plan.to_dict(),
-                fresh_seed=fresh, operator=operator or Operator(), started_at=started)
+    base: dict[str, Any] = dict(record_id=record.record_id, serial=record.device.serial,
+                                plan=plan.to_dict(), fresh_seed=fresh,
+                                operator=operator or Operator(), started_at=started)
     base["medium"] = reach_medium(reader)  # nothing is read before it holds
     if reader.size != plan.size or reader.block_size != plan.block_size:
         return ReverifyResult(
@@ -129,15 +130,17 @@ def reverify(record: Record, reader: BlockReader, *, seed: int | None = None,
     problems: list[SampleFailure] = []
     pending: list[tuple[Extent, bytes | None]] = []  # one digest group, judged together
     total, done = sum(n for _, n in extents), 0
-    for index, (extent, data) in enumerate(zip(extents, reader.read_many(extents))):
+    # one read per extent: a reader that returned fewer must not pass with samples unread
+    for index, (extent, data) in enumerate(zip(extents, reader.read_many(extents), strict=True)):
         pending.append((extent, data))
         done += extent[1]
         if progress:
             progress(done, total)
         if len(pending) < group and index + 1 < len(extents):
             continue
-        same = certified is not None and all(d is not None for _, d in pending) and \
-            grouped([sample_digest(d) for _, d in pending], group)[0] == certified[0][index // group]
+        read = [d for _, d in pending if d is not None]
+        same = certified is not None and len(read) == len(pending) and \
+            grouped([sample_digest(d) for d in read], group)[0] == certified[0][index // group]
         for (offset, length), sample in pending:
             problem, state = _judge(sample, offset, length, same, plan.block_size, expectation,
                                     key, reset)

@@ -20,7 +20,7 @@ import base64
 import dataclasses
 import re
 import unicodedata
-from typing import Any
+from typing import Any, overload
 
 from rich.markup import escape as _escape_markup
 
@@ -51,7 +51,19 @@ def escape_controls(text: str) -> str:
                    for ch in text)
 
 
-def clean(value: str | bytes | None, limit: int = MAX_CHARS) -> str | None:
+@overload
+def clean(value: str | bytes | bytearray, limit: int = MAX_CHARS) -> str: ...
+
+
+@overload
+def clean(value: None, limit: int = MAX_CHARS) -> None: ...
+
+
+@overload
+def clean(value: str | bytes | bytearray | None, limit: int = MAX_CHARS) -> str | None: ...
+
+
+def clean(value: str | bytes | bytearray | None, limit: int = MAX_CHARS) -> str | None:
     """What a device said, as text safe to show and store (None stays None)."""
     if value is None:
         return None
@@ -63,7 +75,7 @@ def clean(value: str | bytes | None, limit: int = MAX_CHARS) -> str | None:
     return text
 
 
-def original_bytes(value: str | bytes) -> bytes:
+def original_bytes(value: str | bytes | bytearray) -> bytes:
     """The bytes the device sent (lossless for surrogateescape-decoded text)."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)

@@ -307,7 +307,9 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     failures_total = 0
     unchanged = 0
     done = 0
-    for (offset, length), data in zip(extents, _read_all(reader, extents)):
+    problem: str | None
+    # one read per extent: a reader that returned fewer must not pass with samples unread
+    for (offset, length), data in zip(extents, _read_all(reader, extents), strict=True):
         digests.append(None if data is None else sample_digest(data))
         if data is None:
             problem = "unreadable (the device reported an I/O error)"

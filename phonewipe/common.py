@@ -124,9 +124,9 @@ def discover(plugins: dict[str, Plugin]) -> list[tuple[Plugin, Endpoint]]:
             failed.append((plugin.name, exc))
     if failed and not found:
         raise failed[0][1]
-    for name, exc in failed:
+    for name, error in failed:
         err_console.print(f"warning: the {escape(name)} plugin cannot look for devices: "
-                          f"{escape(exc.line())}", highlight=False, soft_wrap=True)
+                          f"{escape(error.line())}", highlight=False, soft_wrap=True)
     return found
 
 
@@ -187,7 +187,10 @@ def job_settings(config: Config, kw: dict[str, Any], method: str | None = None) 
         if kw.get(key):
             operator = replace(operator, **{field_name: kw[key]})
     destination = Destination(kind=kw["destination"]) if kw.get("destination") else config.destination
-    given = lambda key: kw[key] if kw.get(key) is not None else getattr(config, key)  # noqa: E731
+
+    def given(key: str) -> Any:
+        return kw[key] if kw.get(key) is not None else getattr(config, key)
+
     media = config.media
     for field_name, key in (("sim_removed", "sim_removed"), ("microsd_removed", "microsd_removed"),
                             ("source", "media_source"), ("classification", "classification"),

@@ -79,7 +79,8 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     finally:
         stop_handsets(handsets)
         close_plugins(plugins)
-    by_serial = {h.serial: h for h in handsets}
+    # keyed as a record's serial is typed (str | None): every emulated handset has one
+    by_serial: dict[str | None, EmulatedHandset] = {h.serial: h for h in handsets}
     unexpected = [(r, by_serial[r.record.device.serial]) for r in results
                   if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]
     if not as_json:  # paths and commands on lines of their own, never wrapped: copied as is

@@ -112,7 +112,7 @@ def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict
     manifest = Manifest.from_dict(opened["manifest"]) if opened.get("manifest") else None
     jobs = [j for j in ledger.jobs.values() if j.record is not None]
     jobs.sort(key=lambda j: (j.record or {}).get("created_at", ""))
-    records = [Record.from_dict(j.record) for j in jobs]  # type: ignore[arg-type]
+    records = [Record.from_dict(j.record) for j in jobs if j.record is not None]  # (all of them)
     totals: dict[str, int] = {}
     for r in records:
         totals[r.result_text] = totals.get(r.result_text, 0) + 1
@@ -125,7 +125,7 @@ def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict
         "destination": opened.get("destination", {}),
         "manifest": f"{manifest.path} (sha256 {manifest.sha256[:16]}...)" if manifest else None,
         "closed": ledger.closed is not None, "device_count": len(records), "totals": totals,
-        "devices": [_device_entry(r, j.certificate) for r, j in zip(records, jobs)],
+        "devices": [_device_entry(r, j.certificate) for r, j in zip(records, jobs, strict=True)],
         "reconciliation": reconcile(records, manifest).to_dict(),
         "interrupted_not_redone": [j.job_id for j in ledger.unfinished()],
         "second_look_share": opened.get("second_look_share", 0),

@@ -291,7 +291,9 @@ class WipeFlow:
             self.target = still_there
             if not self._inspect():
                 return State.WAIT
-            if self.found.blockers:  # type: ignore[union-attr]
+            found = self.found
+            assert found is not None  # _inspect set it
+            if found.blockers:
                 self.io.say("Checked again: still locked.", style="bold magenta")
             else:
                 self.io.say("Checked again: the lock is gone.", style="bold green")

@@ -142,7 +142,7 @@ class FileTable:
 
     def _take(self, need: int) -> list[list[int]]:
         extents = self._peek(need)
-        for start, take in extents:
+        for _start, take in extents:
             s, e = self.free[0]
             if s + take == e:
                 self.free.pop(0)
@@ -335,10 +335,10 @@ class HandsetStorage:
         return self.physical_size if partition == "userdata" else SMALL_PARTITIONS[partition]
 
     # -- raw block access (what `dd` on /dev/block/by-name/* reaches) ---------------------
-    def _raw_write(self, offset: int, data: bytes | memoryview) -> None:
+    def _raw_write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         os.pwrite(self._fd("userdata"), data, offset)
 
-    def write(self, offset: int, data: bytes | memoryview, faulty: bool = True,
+    def write(self, offset: int, data: bytes | bytearray | memoryview, faulty: bool = True,
               cached: bool = False) -> int:
         """Write user data through fault injection; returns the length acknowledged.
         ``cached``: the write went through the running kernel (its page cache keeps it)."""
@@ -368,7 +368,7 @@ class HandsetStorage:
         """BLKFLSBUF, ``echo 3 > /proc/sys/vm/drop_caches`` or a reboot."""
         self.cache.drop()
 
-    def write_partition(self, partition: str, offset: int, data: bytes,
+    def write_partition(self, partition: str, offset: int, data: bytes | memoryview,
                         cached: bool = False) -> None:
         if partition == "userdata":
             self.write(offset, data, cached=cached)

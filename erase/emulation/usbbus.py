@@ -17,7 +17,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import usb.backend
 import usb.core
@@ -63,7 +63,11 @@ class Gadget(Protocol):
     """The device side of one emulated USB function."""
 
     spec: DeviceSpec
-    generation: int  # changes each time the device reboots: it enumerates afresh
+
+    @property
+    def generation(self) -> int:
+        """Changes each time the device reboots: it enumerates afresh."""
+        ...
 
     def present(self) -> bool:
         """Whether the device is on the bus now (right mode, not rebooting, cable in)."""
@@ -209,7 +213,7 @@ class EmulatedUsbBackend(usb.backend.IBackend):
         self.bus = bus
 
     # -- enumeration and descriptors ----------------------------------------------------------
-    def enumerate_devices(self):  # type: ignore[no-untyped-def]
+    def enumerate_devices(self) -> Iterator[_DevId]:
         return iter(self.bus.devices())
 
     def get_parent(self, dev: _DevId) -> None:

@@ -109,7 +109,8 @@ class DeviceArrival(StationBase):
         except Exception:  # noqa: BLE001 - the job will meet the same problem and record it
             return None
 
-    def _claim(self, row: DeviceRow, endpoint: Endpoint, identity: Identity | None) -> tuple[DeviceRow, str] | None:
+    def _claim(self, row: DeviceRow, endpoint: Endpoint,
+               identity: Identity | None) -> tuple[DeviceRow, str] | None:
         """Decide under the lock: run a job on `row` (returning it and the job it redoes),
         or None when this is a phone the batch already has."""
         serial = identity.serial if identity else None

@@ -58,7 +58,8 @@ class BatchLifecycle(StationBase):
             if job.final:
                 self._restore_row(job)
         for job in ledger.uncertified():
-            self._certify(None, Record.from_dict(job.record), job.device_key)
+            if job.record is not None:  # always: an uncertified job is a final one
+                self._certify(None, Record.from_dict(job.record), job.device_key)
         for job in unfinished:
             row = self._restore_row(job)
             row.state = f"interrupted in {job.stage}: waiting for the device"

@@ -45,7 +45,8 @@ class JobRunner(StationBase):
                 row.done = row.total = 0
                 row.stage_started = time.monotonic()
         self.last_activity = time.monotonic()
-        fields = {"device": row.key, "port": row.port, "serial": row.serial, "job": gate.row.job_id}
+        fields: dict[str, Any] = {"device": row.key, "port": row.port, "serial": row.serial,
+                                  "job": gate.row.job_id}
         if event == "record" and gate.record is not None:
             fields.update(outcome=gate.record.outcome.value, result=gate.record.result_text,
                           reason=gate.record.reason, asset_tag=gate.record.asset_tag)

@@ -56,7 +56,7 @@ class Watcher:
     def start_udev(self) -> bool:
         """Wake the next poll as soon as the kernel reports a USB change (Linux, pyudev)."""
         try:
-            import pyudev  # type: ignore[import-not-found]
+            import pyudev
         except ImportError:
             return False
         try:

@@ -222,7 +222,8 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
                             f"bootloader is locked for good: {RECOVERY_RESET}")]
         if self.state != "device":
             return [Finding(Severity.BLOCKER, f"adb-{self.state}",
-                            f"The phone is {self.state} over adb: reconnect the cable (another port), then run again.")]
+                            f"The phone is {self.state} over adb: reconnect the cable (another "
+                            "port), then run again.")]
         findings = self._account_findings() + self._owner_findings()
         if self.run("locksettings verify").status != 0:
             findings.append(Finding(
@@ -232,7 +233,8 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
                 if not self.root else "A screen lock is set (root methods still work)."))
         findings.append(Finding(Severity.INFO, "root",
                                 {"su": "Root available through su.", "adbd": "adbd runs as root.",
-                                 None: "No root: the userdata block device cannot be overwritten directly."}[self.root]))
+                                 None: "No root: the userdata block device cannot be overwritten "
+                                       "directly."}[self.root]))
         return findings
 
     def _account_findings(self) -> list[Finding]:

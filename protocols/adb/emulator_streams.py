@@ -78,7 +78,8 @@ class _Inbox:
         with self._cond:
             self._eof = True
             if keep is not None:
-                kept, size = collections.deque(), 0
+                kept: collections.deque[bytearray] = collections.deque()
+                size = 0
                 while self._queue and size < keep:
                     payload = self._queue.popleft()
                     kept.append(payload[:keep - size])

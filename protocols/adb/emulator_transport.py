@@ -3,12 +3,13 @@ handshake with the host's RSA keys, packet dispatch to the streams, and OPEN of 
 (each stream's command runs on a worker thread of the daemon)."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from phonewipe.erase.errors import ProtocolError
 
@@ -70,7 +71,9 @@ class _Connection:
 
     # -- lifetime ---------------------------------------------------------------------------
     def serve(self) -> None:
-        rfile = self.sock.makefile("rb", buffering=256 * 1024)
+        # typeshed types a buffered binary makefile as IOBase; "rb" with buffering > 1 is a
+        # BufferedReader (socket.makefile wraps its SocketIO in one)
+        rfile = cast(io.BufferedReader, self.sock.makefile("rb", buffering=256 * 1024))
         try:
             while True:
                 raw = rfile.read(wire.HEADER_SIZE)

@@ -294,14 +294,16 @@ def _stat(argv: list[str], io: IO) -> int:
             io.say(f"  File: {arg}\n  Size: {size}\t Blocks: {-(-size // 512)}\t IO Blocks: "
                    f"4096\t{type_name}\n")
             continue
-
-        def field_of(m: re.Match) -> str:
-            c = m.group(1)
-            return {"s": str(size), "n": arg, "F": type_name, "%": "%",
-                    "a": {"dir": "771", "file": "660", "blk": "600", "chr": "666"}[kind],
-                    "u": "0" if not path.startswith("/sdcard") else "10000"}.get(c, "?")
-        io.say(re.sub(r"%(.)", field_of, fmt) + "\n")
+        fields = {"s": str(size), "n": arg, "F": type_name, "%": "%",
+                  "a": {"dir": "771", "file": "660", "blk": "600", "chr": "666"}[kind],
+                  "u": "0" if not path.startswith("/sdcard") else "10000"}
+        io.say(_format_fields(fmt, fields) + "\n")
     return status
+
+
+def _format_fields(fmt: str, fields: dict[str, str]) -> str:
+    """A `stat -c`/`stat -f` format with each %X replaced by its field ("?" when unknown)."""
+    return re.sub(r"%(.)", lambda m: fields.get(m.group(1), "?"), fmt)
 
 
 STATFS_FORMAT = ("  File: \"%n\"\n    ID: %i Namelen: %l    Type: %T\nBlock Size: %s    "
@@ -335,8 +337,7 @@ def _statfs(paths: list[str], fmt: str | None, io: IO) -> int:
             status = 1
             continue
         figures = {**_fs_figures(path, io), "n": arg}
-        io.say(re.sub(r"%(.)", lambda m, f=figures: f.get(m.group(1), "?"),
-                      fmt or STATFS_FORMAT) + "\n")
+        io.say(_format_fields(fmt or STATFS_FORMAT, figures) + "\n")
     return status
 
 

@@ -187,7 +187,7 @@ def _run_pipeline(pipeline: Pipeline, ctx: ShellContext, stdin: Reader, out: Wri
         try:
             status = _run_simple(commands[-1], ctx, feed, out, err, is_root)
         finally:
-            for thread, pipe, _ in stages:
+            for _thread, pipe, _ in stages:
                 pipe.close_read()
             for thread, _, _ in stages:
                 thread.join()
@@ -316,6 +316,7 @@ def _run_simple(command: Simple, ctx: ShellContext, stdin: Reader, out: Writer, 
                 ctx.env[name] = value
         if not argv:
             return 0
+        # fds maps 0 to a reader and 1, 2 to writers: the redirections above keep that
         io = IO(ctx, fds[0], fds[1], fds[2], is_root, vfs)  # type: ignore[arg-type]
         return _dispatch(argv, io)
     finally:

@@ -118,6 +118,8 @@ class _StreamSource(Source):
 class _PartitionSource(Source):
     """A block device read buffered (through the page cache) or with O_DIRECT."""
 
+    size: int  # a block device always knows its size
+
     def __init__(self, storage: HandsetStorage, partition: str, direct: bool = False) -> None:
         self._storage = storage
         self._partition = partition
@@ -161,7 +163,7 @@ class _WriterSink(Sink):
     seekable = False
 
     def __init__(self, write: Writer) -> None:
-        self.write = write  # type: ignore[assignment]
+        self.write = write  # type: ignore[assignment]  # the writer stands in for the method
 
 
 class _NullSink(Sink):

@@ -105,7 +105,8 @@ class FastbootDevice:
         locked = self.storage.state.bootloader_locked
         if name == "getvar":
             if arg == "all":
-                return [b"INFO" + f"{k}: {v}".encode() for k, v in self.variables().items()] + [b"OKAY"]
+                return [*(b"INFO" + f"{k}: {v}".encode() for k, v in self.variables().items()),
+                        b"OKAY"]
             value = self.variables().get(arg)
             return [b"OKAY" + value.encode()] if value is not None else \
                 [b"FAILGetVar Variable Not found"]
