@@ -10,16 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from phonewipe.erase import __version__
-from phonewipe.erase.audit import AuditLog, parse_expected_head, verify_audit
-from phonewipe.erase.config import DEFAULT_KEYS_DIR, load_config
-from phonewipe.erase.errors import DeviceNotFound, PhonewipeError, UsageError
-from phonewipe.erase.plugin import PluginOptions
-from phonewipe.erase.runner import exit_code
-from phonewipe.erase.strings import for_terminal
 from rich.markup import escape
 from rich.table import Table
 
+from phonewipe.cli_group import GlobalOptionsGroup
 from phonewipe.common import (
     REGISTRY,
     config_of,
@@ -36,7 +30,13 @@ from phonewipe.common import (
     require_operator,
     wants_json,
 )
-from phonewipe.cli_group import GlobalOptionsGroup
+from phonewipe.erase import __version__
+from phonewipe.erase.audit import AuditLog, parse_expected_head, verify_audit
+from phonewipe.erase.config import DEFAULT_KEYS_DIR, load_config
+from phonewipe.erase.errors import DeviceNotFound, PhonewipeError, UsageError
+from phonewipe.erase.plugin import PluginOptions
+from phonewipe.erase.runner import exit_code
+from phonewipe.erase.strings import for_terminal
 from phonewipe.erasing import match_serial, run_erase
 from phonewipe.station_commands import register as register_station
 from phonewipe.wipe import register as register_wipe
@@ -249,8 +249,7 @@ def cert_verify(ctx: click.Context, paths: tuple[Path, ...], trust: tuple[str, .
     whether the signer is trusted ([trust] in the config, --trust, --trust-ca).
     Exit 0 all valid and trusted, 9 a signer NOT TRUSTED, 6 a file invalid."""
     from phonewipe.certificates.trust import TrustStore
-    from phonewipe.certificates.verify import (VerifyReport, report_dict, terminal_safe,
-                                               verify_certificate)
+    from phonewipe.certificates.verify import VerifyReport, report_dict, terminal_safe, verify_certificate
     config = config_of(ctx)
     store = TrustStore.build(certificates=config.trust_certificates,
                              fingerprints=config.trust_fingerprints,
@@ -392,8 +391,8 @@ def cert_show(path: Path, as_json: bool) -> None:
     if isinstance(audit_head, dict):  # as `audit verify --expect-head` takes it
         rows += [("audit head", f"{audit_head.get('head')}:{audit_head.get('row')}")]
     table.columns[1].overflow = "fold"  # hashes whole, to copy
-    for k, v in rows:
-        table.add_row(k, for_terminal(v))
+    for name, value in rows:
+        table.add_row(name, for_terminal(value))
     console.print(table)
 
 

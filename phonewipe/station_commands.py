@@ -12,9 +12,6 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from phonewipe.erase.errors import ConfigError, UsageError
-from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
-from phonewipe.erase.strings import clean, for_terminal
 
 from phonewipe.common import (
     config_of,
@@ -28,6 +25,9 @@ from phonewipe.common import (
     plugins_of,
     require_operator,
 )
+from phonewipe.erase.errors import ConfigError, UsageError
+from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
+from phonewipe.erase.strings import clean, for_terminal
 
 
 def parse_emulate(specs: tuple[str, ...]) -> list[str]:
@@ -115,7 +115,6 @@ def register(group: click.Group) -> None:
         from phonewipe.erase.station.manifest import load_manifest, parse_column_map
         from phonewipe.erase.station.station import Station, StationOptions
         from phonewipe.erase.station.view import JsonLines, LiveTable
-
         from phonewipe.reports import batch_dir, write_reports
 
         config = config_of(ctx)
@@ -216,7 +215,6 @@ def register(group: click.Group) -> None:
                as_json: bool) -> None:
         """Rebuild a batch's signed summary PDF, CSV and JSON from the audit log alone."""
         from phonewipe.erase.audit import AuditLog
-
         from phonewipe.reports import write_reports
         audit_path = out_dir / "audit.sqlite"
         if not audit_path.is_file():
