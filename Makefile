@@ -25,8 +25,9 @@ typecheck: $(STAMP)
 	for d in erase protocols certificates fixtures; do ln -s $(CURDIR)/$$d build/typecheck/phonewipe/$$d; done
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p phonewipe
 
-# four workers on two cores: most tests wait on emulated phones and adb, not on the CPU
-test: $(STAMP)
+# lint and typecheck first (#20 item 6: CI enforces them), then pytest, whose summary ends the
+# output (CI reads it). Four workers on two cores: most tests wait on emulated phones and adb.
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -n 4
 
 # every wire parser's property tests with 10,000 examples each; the statistics say how many ran
