@@ -92,9 +92,12 @@ class TcpTransport:
             self.sock.settimeout(self.timeout)
 
     def reopen(self, timeout: float) -> None:
-        """Connect again after a reboot into the bootloader."""
-        self.close()
+        """Connect again after a reboot into the bootloader: once the phone has closed the
+        old connection, so that a connection made in the moment between its reply and its
+        reboot is not taken for the rebooted bootloader."""
         deadline = time.monotonic() + timeout
+        self._await_close(min(timeout, 5.0))
+        self.close()
         while True:
             try:
                 self.sock = self._connect()
@@ -105,6 +108,14 @@ class TcpTransport:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _await_close(self, timeout: float) -> None:
+        try:
+            self.sock.settimeout(timeout)
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass  # reset, or not closed within the timeout: reconnect all the same
 
     def close(self) -> None:
         try:
