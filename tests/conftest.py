@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,3 +27,24 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the interop tests: {message}")
     pytest.skip(message)
+
+
+@pytest.fixture
+def adb_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """(plugins, start): emulated handsets served to a private adb server (the real
+    Debian binary); `start(PROFILE)` starts one more, each in its own directory."""
+    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    from phonewipe.erase.plugin import close_plugins, sandbox_plugins
+    require_binary("adb")
+    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
+    plugins = sandbox_plugins(tmp_path, {"follow_timeout": 30})
+    started: list[Any] = []
+
+    def start(profile: str) -> Any:
+        handsets = start_handsets([profile], tmp_path / "handsets" / str(len(started)), plugins)
+        started.extend(handsets)
+        return handsets[0]
+
+    yield plugins, start
+    stop_handsets(started)
+    close_plugins(plugins)

@@ -8,22 +8,17 @@ client's cache bypass switched off the same liar gets a PASS.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import require_binary
 
-from phonewipe.demo import free_port
 from phonewipe.erase.audit import AuditLog
-from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.emulation.pagecache import PageCache
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
-from phonewipe.erase.plugin import PluginOptions, load_plugins
 
 LIARS = ["lying-storage-1pct", "lying-storage-scattered"]
 
@@ -63,21 +58,8 @@ def test_a_newer_write_that_lands_replaces_what_the_cache_held() -> None:
 
 # -- through the real adb server --------------------------------------------------------
 @pytest.fixture
-def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    require_binary("adb")
-    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
-    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb",
-                                          "follow_timeout": 30}))
-    started: list[Any] = []
-
-    def start(profile: str) -> Any:
-        handsets = start_handsets([profile], tmp_path / "handsets" / str(len(started)), plugins)
-        started.extend(handsets)
-        return handsets[0]
-
-    yield plugins, start
-    stop_handsets(started)
-    plugins["adb"].server.stop()
+def fleet(adb_fleet: Any) -> Any:
+    return adb_fleet
 
 
 def erase(plugins: dict[str, Any], handset: Any, tmp_path: Path, **settings: Any) -> Any:

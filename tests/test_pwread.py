@@ -11,17 +11,13 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import require_binary
 
-from phonewipe.demo import free_port
 from phonewipe.erase.audit import AuditLog
-from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
-from phonewipe.erase.plugin import PluginOptions, load_plugins
 from phonewipe.protocols.adb import client_readback
 
 HELPER = Path(client_readback.__file__).parent / "helper"
@@ -57,20 +53,8 @@ def test_the_x86_64_build_reads_extents_and_stops_at_a_short_file(tmp_path: Path
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    require_binary("adb")
-    monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
-    plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "adb"}))
-    started: list[Any] = []
-
-    def start(profile: str) -> Any:
-        handsets = start_handsets([profile], tmp_path / "handsets" / str(len(started)), plugins)
-        started.extend(handsets)
-        return handsets[0]
-
-    yield plugins, start
-    stop_handsets(started)
-    plugins["adb"].server.stop()
+def fleet(adb_fleet: Any) -> Any:
+    return adb_fleet
 
 
 def fill(plugins: dict[str, Any], handset: Any, tmp_path: Path, **settings: Any) -> Any:
