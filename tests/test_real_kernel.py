@@ -5,12 +5,8 @@ erased by the `phonewipe` command. A read-back that the page cache answers passe
 that kept the old data: these tests fail on such a client (see tests/realphone/)."""
 from __future__ import annotations
 
-import ctypes.util
-import importlib.util
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -18,71 +14,24 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from conftest import require_binary
+from realphone import tier
 from realphone.phone import BLOCK, USERDATA_BYTES, RealPhone, cache_self_test, contiguous_drop, real_phone
-from realphone.phoneroot import find_binaries
+from realphone.tier import check_prerequisites
 
 from phonewipe.erase.emulation.personal import planted_markers
 from phonewipe.protocols.adb.server import AdbServer
 
 pytestmark = pytest.mark.interop
+adb, keys = tier.adb, tier.keys  # the module-wide adb server and signing key (fixtures)
 
 USERDATA = "/dev/block/by-name/userdata"
 MARKERS = planted_markers()
 LYING_SHARE = 0.01
-# binary -> the Debian package that provides it
-BINARIES = {"losetup": "mount", "mount": "mount", "umount": "mount", "blockdev": "util-linux",
-            "chroot": "coreutils", "fusermount3": "fuse3"}
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the real-kernel tier: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites() -> None:
-    require_binary("adb")
-    for name, package in BINARIES.items():
-        if shutil.which(name) is None:
-            _missing(f"{name} is not installed (Debian: apt-get install {package})")
-    for name, path in find_binaries().items():
-        if path is None:
-            require_binary(name)
-    if os.geteuid() != 0:
-        _missing("needs root (loop devices, mounts, chroot)")
-    if not Path("/dev/loop-control").exists():
-        _missing("no loop devices (/dev/loop-control)")
-    if not Path("/dev/fuse").exists():
-        _missing("no FUSE (/dev/fuse)")
-    if not ctypes.util.find_library("fuse3"):
-        _missing("libfuse 3 is not installed (Debian: apt-get install fuse3)")
-    if importlib.util.find_spec("mfusepy") is None:
-        _missing("the Python package mfusepy is not installed (pip install mfusepy)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def adb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
-    server = AdbServer(port=_free_port(), adb_path=require_binary("adb"),
-                       home=tmp_path_factory.mktemp("adb-home"))
-    server.ensure_started()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from phonewipe.certificates.keys import init_keys
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory, "Test Org", "real-kernel tier")
-    return directory
+    check_prerequisites({}, "loop devices, mounts, chroot")
 
 
 @pytest.fixture

@@ -8,12 +8,8 @@ pwread reads past it, and `cmd testharness enable` formats /data (tests/realphon
 """
 from __future__ import annotations
 
-import ctypes.util
-import importlib.util
 import json
 import os
-import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -22,75 +18,29 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import require_binary
+from realphone import tier
 from realphone.phone import BLOCK
-from realphone.phoneroot import AIDS, find_binaries
+from realphone.phoneroot import AIDS
+from realphone.tier import check_prerequisites, missing
 from realphone.unrooted import ABI, ABIS, UnrootedPhone, markers, unrooted_phone
 
 from phonewipe.protocols.adb.server import AdbServer
 
 pytestmark = pytest.mark.interop
+adb, keys = tier.adb, tier.keys  # the module-wide adb server and signing key (fixtures)
 
 LYING_SHARE = 0.01
 HELPER_ON_PHONE = "/data/local/tmp/phonewipe-pwread"
-# binary -> the Debian package that provides it
-BINARIES = {"losetup": "mount", "mount": "mount", "umount": "mount", "blockdev": "util-linux",
-            "chroot": "coreutils", "fusermount3": "fuse3", "mkfs.ext4": "e2fsprogs",
-            "tune2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs", "filefrag": "e2fsprogs"}
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the real-kernel tier: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prerequisites() -> None:
-    require_binary("adb")
-    for name, package in BINARIES.items():
-        if shutil.which(name) is None:
-            _missing(f"{name} is not installed (Debian: apt-get install {package})")
-    for name, path in find_binaries().items():
-        if path is None:
-            require_binary(name)
-    if os.geteuid() != 0:
-        _missing("needs root (loop devices, mounts, chroot, mkfs)")
-    if not Path("/dev/loop-control").exists():
-        _missing("no loop devices (/dev/loop-control)")
-    if not Path("/dev/fuse").exists():
-        _missing("no FUSE (/dev/fuse)")
-    if not ctypes.util.find_library("fuse3"):
-        _missing("libfuse 3 is not installed (Debian: apt-get install fuse3)")
-    if importlib.util.find_spec("mfusepy") is None:
-        _missing("the Python package mfusepy is not installed (pip install mfusepy)")
+    check_prerequisites({"mkfs.ext4": "e2fsprogs", "tune2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs",
+                         "filefrag": "e2fsprogs"}, "loop devices, mounts, chroot, mkfs")
     if ABI not in ABIS.values():
-        _missing(f"no phonewipe-pwread build runs on this machine ({ABI})")
+        missing(f"no phonewipe-pwread build runs on this machine ({ABI})")
     if "ext4" not in Path("/proc/filesystems").read_text():
-        _missing("the kernel has no ext4")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def adb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
-    server = AdbServer(port=_free_port(), adb_path=require_binary("adb"),
-                       home=tmp_path_factory.mktemp("adb-home"))
-    server.ensure_started()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from phonewipe.certificates.keys import init_keys
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory, "Test Org", "real-kernel tier")
-    return directory
+        missing("the kernel has no ext4")
 
 
 @pytest.fixture
