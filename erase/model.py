@@ -22,6 +22,8 @@ class Outcome(str, enum.Enum):
     ERASED_UNVERIFIED = "ERASED_UNVERIFIED"
     FAILED = "FAILED"
     BLOCKED = "BLOCKED"
+    # physically destroyed (a Destruct record, erase/destroy.py): nothing was erased or read
+    DESTROYED = "DESTROYED"
 
     @property
     def result_text(self) -> str:
@@ -30,6 +32,7 @@ class Outcome(str, enum.Enum):
             Outcome.ERASED_UNVERIFIED: "ERASED, NOT VERIFIED",
             Outcome.FAILED: "FAIL",
             Outcome.BLOCKED: "NOT ERASED",
+            Outcome.DESTROYED: "DESTROYED",
         }[self]
 
 
