@@ -4,8 +4,11 @@ A phone erased in the bootloader and read back in Android told each mode somethi
 other could not (the bootloader: its lock state and storage; Android: manufacturer, IMEIs,
 OS version). `merge_identity` folds what a later mode learned into what the job already
 knows: a later value fills a field still unknown, never replaces a known one, and the IMEIs
-are the union in the order first seen. A different serial number is not the same phone:
-that is an error, never merged.
+are the union in the order first seen. One exception: the model. A bootloader names the
+board by its codename ("bluejay"), the running OS by its marketing name ("Pixel 6a"), and a
+buyer knows the phone by the second, so the model of a mode that reports an OS version beats
+one from a mode that does not. `model_names` keeps what each mode said, for the evidence.
+A different serial number is not the same phone: that is an error, never merged.
 """
 from __future__ import annotations
 
@@ -24,6 +27,20 @@ def _unknown(value: object) -> bool:
     return value is None or value == () or value == "unknown"
 
 
+def _from_os(identity: Identity) -> bool:
+    """Whether the identity came from the running OS: only an OS reports its version."""
+    return not _unknown(identity.os_version)
+
+
+def _later_wins(name: str, known: Identity, later: Identity) -> bool:
+    mine, theirs = getattr(known, name), getattr(later, name)
+    if _unknown(theirs):
+        return False
+    if _unknown(mine):
+        return True
+    return name == "model" and mine != theirs and _from_os(later) and not _from_os(known)
+
+
 def merge_identity(known: Identity, later: Identity) -> Identity:
     """``known`` with the fields it lacks filled from ``later`` (see the module docstring)."""
     if known.serial and later.serial and known.serial != later.serial:
@@ -31,11 +48,17 @@ def merge_identity(known: Identity, later: Identity) -> Identity:
                                f"not {known.serial!r}", "erase each phone in the mode it is in")
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(Identity):
-        mine, theirs = getattr(known, f.name), getattr(later, f.name)
         if f.name == "imeis":
-            merged = tuple(dict.fromkeys((*mine, *theirs)))
-            if merged != mine:
+            merged = tuple(dict.fromkeys((*known.imeis, *later.imeis)))
+            if merged != known.imeis:
                 changes[f.name] = merged
-        elif _unknown(mine) and not _unknown(theirs):
-            changes[f.name] = theirs
+        elif _later_wins(f.name, known, later):
+            changes[f.name] = getattr(later, f.name)
     return dataclasses.replace(known, **changes) if changes else known
+
+
+def model_names(seen: dict[str, str], mode: str, identity: Identity) -> dict[str, str]:
+    """``seen`` (mode -> model name that mode reported) with ``identity``'s added."""
+    if _unknown(identity.model) or not mode:
+        return seen
+    return {**seen, mode: str(identity.model)}

@@ -18,7 +18,7 @@ from .destination import DESTRUCTION_ADVICE, route
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
 from .evidence import EVIDENCE_SCHEMA, build_evidence
 from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
-from .identity import merge_identity
+from .identity import merge_identity, model_names
 from .mdm import management_evidence, management_finding
 from .model import (
     Destination,
@@ -118,6 +118,7 @@ class _Job:
     device_strings: dict[str, Any] = field(default_factory=dict)  # what the device sent, raw
     second_look: SecondLook | None = None
     management: list[dict[str, Any]] = field(default_factory=list)  # MDM the preflight found
+    model_names: dict[str, str] = field(default_factory=dict)  # mode -> model it reported
 
     def _identified(self, identity: Identity) -> Identity:
         """The device's own strings cleaned (erase/strings.py) before they are logged, shown
@@ -175,6 +176,8 @@ class _Job:
             self.evidence["device_strings"] = self.device_strings
         if self.management:  # which MDM, and whether it is the organisation's own
             self.evidence["management"] = self.management
+        if len(self.model_names) > 1:  # the bootloader's codename beside Android's name
+            self.evidence["model_names"] = self.model_names
         record = route(self._record(outcome, reason), self.audit)  # destination follows outcome
         self.log("record", {"outcome": outcome.value, "record_sha256": record.sha256(),
                             "reason": record.reason, "record": record.to_dict()})
@@ -205,6 +208,7 @@ class _Job:
 
     def _flow(self, session: Session) -> tuple[Outcome, str]:
         self.identity = self._identified(session.identify())
+        self.model_names = model_names({}, self.endpoint.mode, self.identity)
         self.log("identified", {"identity": _as_dict(self.identity)})
         via = self.settings.via if self.settings.via != self.endpoint.mode else None
         self.findings = session.preflight_for(via) if via else session.preflight()
@@ -330,6 +334,7 @@ class _Job:
         values fill unknown fields; another serial is an error: erase.identity)."""
         cleaned, raw = clean_identity(identity)
         self.log("identified", {"mode": mode, "identity": _as_dict(cleaned)})
+        self.model_names = model_names(self.model_names, mode, cleaned)
         self.identity = merge_identity(self.identity or Identity(platform="unknown"), cleaned)
         if raw:  # the first mode's original bytes stay where both modes sent a field
             self.device_strings = {**raw, "original": {**raw["original"],

@@ -15,7 +15,7 @@ from test_fastboot_follow import erase_in_bootloader, fleet  # noqa: F401 - a fi
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.emulation.profiles import load_profile, luhn_check_digit
 from phonewipe.erase.emulation.storage import HandsetStorage
-from phonewipe.erase.identity import IdentityConflict, merge_identity
+from phonewipe.erase.identity import IdentityConflict, merge_identity, model_names
 from phonewipe.erase.model import Identity, Outcome
 from phonewipe.erase.plugin import close_plugins, sandbox_plugins
 from phonewipe.erase.station.manifest import luhn_ok
@@ -32,11 +32,27 @@ def test_later_values_fill_unknown_fields_and_never_replace_known_ones() -> None
     merged = merge_identity(bootloader, android)
     assert merged.manufacturer == "Google" and merged.os_version == "14" and merged.frp is False
     assert merged.imeis == android.imeis
-    assert merged.model == "bluejay" and merged.bootloader_locked is False  # known: kept
+    assert merged.bootloader_locked is False  # known: kept
+    assert merged.model == "Pixel 6a"  # but Android's marketing name beats the codename
     assert merged.storage_type == "UFS" and merged.capacity_bytes == 1 << 25
     assert merge_identity(merged, Identity("android", serial="PW1", imeis=("1", merged.imeis[0]))
                           ).imeis == (*android.imeis, "1")  # the union, in the order first seen
     assert merge_identity(Identity("unknown"), android).platform == "android"
+
+
+def test_the_os_side_model_name_wins_whichever_mode_came_first() -> None:
+    bootloader = Identity("android", model="bluejay", serial="PW1")
+    android = Identity("android", manufacturer="Google", model="Pixel 6a", serial="PW1",
+                       os_version="14")
+    assert merge_identity(android, bootloader).model == "Pixel 6a"  # erased in Android first
+    assert merge_identity(bootloader, android).model == "Pixel 6a"  # erased in the bootloader
+    recovery = Identity("android", model="Pixel 6a (recovery)", serial="PW1", os_version="14")
+    assert merge_identity(android, recovery).model == "Pixel 6a"  # two OS sides: the first kept
+    assert merge_identity(bootloader, Identity("android", model="oriole", serial="PW1")
+                          ).model == "bluejay"  # two codenames: the first kept
+    assert model_names(model_names({}, "fastboot", bootloader), "adb", android) == \
+        {"fastboot": "bluejay", "adb": "Pixel 6a"}
+    assert model_names({}, "adb", Identity("android")) == {}
 
 
 def test_a_different_serial_is_never_merged() -> None:
@@ -122,4 +138,6 @@ def test_a_phone_erased_in_the_bootloader_is_certified_with_what_android_said(
     assert device.serial == handset.serial and device.manufacturer == "Google"
     assert device.os_version == "14" and device.imeis == tuple(handset.storage.state.imeis)
     assert device.storage_type == "UFS" and device.bootloader_locked is False  # the bootloader's
+    assert device.model == "Pixel 6a"  # Android's name for it, not the board's codename
+    assert record.evidence["model_names"] == {"fastboot": "bluejay", "adb": "Pixel 6a"}
     assert events.count("identified") == 2  # in the bootloader, then in Android
