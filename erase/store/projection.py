@@ -1,0 +1,164 @@
+"""Jobs, batches, stations, search keys and certificate references as the audit events
+tell them: `project` folds one event into those tables, inside the transaction that wrote
+the event (PostgreSQL) or the one that caught up with it (SQLite). Idempotent per event."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..audit import Event
+from ..model import Outcome
+from ..station.ledger import BATCH_PREFIX
+from ..station.manifest import normalise
+
+NO_STAGE = frozenset({"certified", "second-look", "late-result", "certificate-failed"})
+
+
+class Tx(Protocol):
+    """One open transaction; SQL uses %(name)s parameters."""
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def result_text(outcome: str) -> str:
+    try:
+        return Outcome(outcome).result_text
+    except ValueError:
+        return outcome
+
+
+def file_sha256(path: str) -> tuple[str, bytes | None]:
+    """(SHA-256, bytes) of the file at `path`; ("", None) when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except (OSError, ValueError):
+        return "", None
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def project(tx: Tx, station: str, e: Event, keep_pdf: bool = False) -> None:
+    """Fold event `e` of `station`'s chain into the projections."""
+    payload = _json(e.payload)
+    tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head, last_event)"
+           " VALUES (%(s)s, %(ts)s, %(ts)s, %(id)s, '', %(ev)s) ON CONFLICT (station) DO UPDATE"
+           " SET last_seen = %(ts)s, events = %(id)s, last_event = %(ev)s"
+           " WHERE store_stations.events < %(id)s",
+           {"s": station, "ts": e.ts, "id": e.id, "ev": e.event})
+    if e.job_id.startswith(BATCH_PREFIX):
+        _batch_event(tx, station, e, payload)
+        return
+    _job_event(tx, station, e, payload, keep_pdf)
+
+
+def set_head(tx: Tx, station: str, row: int, head: str) -> None:
+    tx.run("UPDATE store_stations SET head = %(h)s WHERE station = %(s)s AND events = %(r)s",
+           {"h": head, "s": station, "r": row})
+
+
+def _batch_event(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
+    batch_id = e.job_id[len(BATCH_PREFIX):]
+    manifest = payload.get("manifest") if e.event == "batch-opened" else None
+    tx.run("INSERT INTO store_batches (batch_id, opened_at, manifest) VALUES (%(b)s, %(ts)s, %(m)s)"
+           " ON CONFLICT (batch_id) DO NOTHING",
+           {"b": batch_id, "ts": e.ts, "m": json.dumps(manifest) if manifest else None})
+    if manifest:
+        tx.run("UPDATE store_batches SET manifest = %(m)s WHERE batch_id = %(b)s AND manifest IS NULL",
+               {"b": batch_id, "m": json.dumps(manifest)})
+    _batch_station(tx, batch_id, station)
+    if e.event == "batch-closed":
+        tx.run("UPDATE store_batches SET closed_at = %(ts)s WHERE batch_id = %(b)s",
+               {"b": batch_id, "ts": e.ts})
+
+
+def _batch_station(tx: Tx, batch_id: str, station: str) -> None:
+    if batch_id:
+        tx.run("INSERT INTO store_batch_stations (batch_id, station) VALUES (%(b)s, %(s)s)"
+               " ON CONFLICT (batch_id, station) DO NOTHING", {"b": batch_id, "s": station})
+
+
+def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf: bool) -> None:
+    stage = e.event if e.event not in NO_STAGE else "queued"
+    tx.run("INSERT INTO store_jobs (job_id, station, serial, stage, started_at, updated_at)"
+           " VALUES (%(j)s, %(s)s, %(serial)s, %(stage)s, %(ts)s, %(ts)s)"
+           " ON CONFLICT (job_id) DO NOTHING",
+           {"j": e.job_id, "s": station, "serial": e.serial, "stage": stage, "ts": e.ts})
+    args: dict[str, Any] = {"j": e.job_id, "ts": e.ts}
+    if e.event == "queued":
+        endpoint = payload.get("endpoint") or {}
+        args.update(b=str(payload.get("batch_id") or ""), a=str(payload.get("asset_tag") or ""),
+                    addr=str(endpoint.get("address", "")) if isinstance(endpoint, dict) else "")
+        tx.run("UPDATE store_jobs SET batch_id = %(b)s, asset_tag = %(a)s, address = %(addr)s"
+               " WHERE job_id = %(j)s", args)
+        _batch_station(tx, args["b"], station)
+    elif e.event == "identified" and isinstance(payload.get("identity"), dict):
+        _identity(tx, e.job_id, payload["identity"])
+    elif e.event == "record" and isinstance(payload.get("record"), dict):
+        _record(tx, station, e, payload)
+    elif e.event == "certified" and payload.get("certificate"):
+        _certified(tx, station, e, payload, keep_pdf)
+    elif e.event == "second-look" and payload.get("selected", True):
+        tx.run("UPDATE store_jobs SET second_look = %(l)s WHERE job_id = %(j)s",
+               {"j": e.job_id, "l": json.dumps(payload)})
+    if e.event not in NO_STAGE:
+        tx.run("UPDATE store_jobs SET stage = %(st)s, updated_at = %(ts)s WHERE job_id = %(j)s",
+               {**args, "st": e.event})
+
+
+def _identity(tx: Tx, job_id: str, ident: dict[str, Any]) -> None:
+    model = " ".join(str(x) for x in (ident.get("manufacturer"), ident.get("model")) if x)
+    tx.run("UPDATE store_jobs SET serial = %(serial)s, imeis = %(imeis)s, model = %(model)s"
+           " WHERE job_id = %(j)s",
+           {"j": job_id, "serial": str(ident.get("serial") or ""), "model": model,
+            "imeis": json.dumps([str(i) for i in ident.get("imeis") or ()])})
+
+
+def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
+    done = tx.run("SELECT outcome FROM store_jobs WHERE job_id = %(j)s", {"j": e.job_id})
+    if done and done[0][0]:
+        return  # a job's first record is its record
+    record = payload["record"]
+    ident = record.get("device") or {}
+    if isinstance(ident, dict):
+        _identity(tx, e.job_id, ident)
+    batch_id = str(record.get("batch_id") or "")
+    tx.run("UPDATE store_jobs SET outcome = %(o)s, reason = %(r)s, record_id = %(rid)s,"
+           " record_sha256 = %(sha)s, record = %(rec)s, record_row = %(row)s,"
+           " finished_at = %(ts)s, asset_tag = %(tag)s,"
+           " batch_id = CASE WHEN batch_id = '' THEN %(b)s ELSE batch_id END WHERE job_id = %(j)s",
+           {"j": e.job_id, "o": str(record.get("outcome", "")), "r": str(record.get("reason", "")),
+            "rid": str(record.get("record_id", "")), "sha": str(payload.get("record_sha256", "")),
+            "rec": json.dumps(record), "row": e.id, "ts": e.ts, "b": batch_id,
+            "tag": str(record.get("asset_tag") or "")})
+    _batch_station(tx, batch_id, station)
+    keys = {("serial", normalise(ident.get("serial"))), ("asset", normalise(record.get("asset_tag")))}
+    keys |= {("imei", normalise(str(i))) for i in ident.get("imeis") or ()}
+    for kind, key in sorted(keys):
+        if key:
+            tx.run("INSERT INTO store_keys (key, kind, job_id) VALUES (%(k)s, %(kind)s, %(j)s)"
+                   " ON CONFLICT (key, kind, job_id) DO NOTHING",
+                   {"k": key, "kind": kind, "j": e.job_id})
+
+
+def _certified(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf: bool) -> None:
+    path = str(payload["certificate"])
+    rows = tx.run("SELECT record_id, certificate FROM store_jobs WHERE job_id = %(j)s",
+                  {"j": e.job_id})
+    if not rows or not rows[0][0] or rows[0][1]:
+        return  # no record yet (cannot happen in a sound log), or already certified
+    sha, data = file_sha256(path)
+    tx.run("UPDATE store_jobs SET certificate = %(p)s WHERE job_id = %(j)s", {"p": path, "j": e.job_id})
+    tx.run("INSERT INTO store_certificates (record_id, job_id, station, path, sha256, record_sha256,"
+           " pdf) VALUES (%(rid)s, %(j)s, %(s)s, %(p)s, %(sha)s, %(rsha)s, %(pdf)s)"
+           " ON CONFLICT (record_id) DO NOTHING",
+           {"rid": rows[0][0], "j": e.job_id, "s": station, "p": path, "sha": sha,
+            "rsha": str(payload.get("record_sha256", "")), "pdf": data if keep_pdf else None})
