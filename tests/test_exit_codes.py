@@ -39,8 +39,6 @@ def readme_exit_codes() -> dict[int, str]:
 
 # codes the suite proves elsewhere, through the same command line (file: what it asserts)
 ELSEWHERE = {
-    4: "DeviceGone/ProtocolError outside a job (erase/errors.py), e.g. a phone pulled during "
-       "`verify --plan-from`",
     14: "tests/test_audit_trust.py", 15: "tests/test_audit_trust.py",
     16: "tests/test_audit_trust.py", 17: "tests/test_audit_trust.py",
     18: "tests/test_report_cross_check.py", 130: "tests/test_end_to_end.py, tests/test_station.py",
@@ -52,6 +50,7 @@ WALKED = {0: "erase (PASS), cert verify --trust, audit verify, keys import",
           1: "station --emulate, a handset not ending as its profile expects",
           2: "usage: no phone named, an unknown option, a missing file, a missing --config",
           3: "erase of a serial not connected",
+          4: "verify --plan-from on the certified phone back on USB debugging without root",
           5: "no signing key; keys import with the wrong password",
           6: "cert verify of a missing or tampered file",
           7: "audit verify of an edited row",
@@ -197,6 +196,31 @@ def test_station_codes(walk: Walk, tmp_path: Path) -> None:
                 "station --emulate, a handset not ending as its profile expects")
 
 
+# -- a device that refuses outside a job: 4 ------------------------------------------------
+def test_a_device_that_refuses_the_re_read_is_4(walk: Walk, tmp_path: Path) -> None:
+    """The phone certified after a raw overwrite comes back from its setup wizard with USB
+    debugging on but root not granted again (README: *When `verify --plan-from` can run*):
+    it answers, says who it is, and refuses the read-back, outside any job."""
+    b = Bench(tmp_path / "rooted", ["rooted"])
+    try:
+        erased = b.erase("rooted", tmp_path / "out", "--method", "adb-raw-pattern", "--json")
+        [entry] = json.loads(walk.expect(0, erased, "erase rooted").stdout)
+    finally:
+        b.close()
+    profile = tmp_path / "rooted-again-without-root.toml"  # the same phone, the same serial
+    profile.write_text('extends = "rooted"\ndescription = "the rooted Pixel, root not granted '
+                       'again"\n[access]\nroot = "none"\n')
+    b = Bench(tmp_path / "unrooted", [str(profile)])
+    try:
+        result = walk.expect(4, b.run("verify", "--plan-from", entry["certificate"], "--json"),
+                             "verify --plan-from on the phone without root")
+    finally:
+        b.close()
+    error = json_error(result)
+    assert entry["serial"] in error["error"] and "no read-back" in error["error"]
+    assert "root" in error["advice"]
+
+
 def test_the_walk_covers_the_readme_table() -> None:
     """Every code of the README table is walked here or proven by the tests ELSEWHERE names,
     and every code walked is in the table."""
@@ -205,8 +229,8 @@ def test_the_walk_covers_the_readme_table() -> None:
     missing = set(table) - set(WALKED) - set(ELSEWHERE)
     assert not missing, f"README codes nobody checked: {sorted(missing)}"
     assert set(WALKED) <= set(table), f"walked but not in the README: {set(WALKED) - set(table)}"
-    from phonewipe.erase.errors import DeviceGone, ProtocolError
-    assert DeviceGone.exit_code == ProtocolError.exit_code == 4
+    from phonewipe.erase.errors import DeviceCommandFailed, DeviceGone, ProtocolError
+    assert DeviceGone.exit_code == ProtocolError.exit_code == DeviceCommandFailed.exit_code == 4
     for code, where in ELSEWHERE.items():
         for name in re.findall(r"tests/\w+\.py", where):
             assert f"returncode == {code}" in (ROOT / name).read_text(), (code, name)
