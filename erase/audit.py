@@ -109,6 +109,11 @@ def last_appended() -> tuple[int, str] | None:
     return getattr(_appended, "head", None)
 
 
+def note_appended(row: int, digest: str) -> None:
+    """Record (row id, hash) as this thread's last append (for logs other than AuditLog)."""
+    _appended.head = (row, digest)
+
+
 def checkpoint_message(row: int, head: str, ts: str, reason: str) -> bytes:
     """The bytes the organization key signs for one checkpoint."""
     return canonical_json({"schema": CHECKPOINT_SCHEMA, "row": row, "head": head, "ts": ts,
@@ -352,6 +357,12 @@ def _chain_rows(path: Path) -> tuple[list[str], list[tuple]]:
     except sqlite3.Error as exc:
         raise AuditBroken(f"{path} is not a readable phonewipe audit log: {exc}",
                           "check the file; restore it from backup if it is damaged") from exc
+    return walk_chain(path, rows), checkpoints
+
+
+def walk_chain(path: Path, rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Every row's hash in order, checked: rows are (id, ts, job_id, serial, event, payload,
+    prev_hash, hash) in id order; raises AuditBroken at the first bad row."""
     hashes: list[str] = []
     prev = GENESIS
     expected_id = 1
@@ -371,7 +382,7 @@ def _chain_rows(path: Path) -> tuple[list[str], list[tuple]]:
         prev = r[7]
         hashes.append(prev)
         expected_id += 1
-    return hashes, checkpoints
+    return hashes
 
 
 def verify_log(path: Path) -> int:
@@ -423,6 +434,15 @@ def verify_audit(path: Path, trusted: Iterable[str] = (),
     and the report says the signer was not pinned)."""
     path = Path(path)
     hashes, raw_checkpoints = _chain_rows(path)
+    return verify_chain(path, hashes, raw_checkpoints, trusted, expect, require_checkpoint,
+                        allow_empty)
+
+
+def verify_chain(path: Path, hashes: list[str], raw_checkpoints: Sequence[Sequence[Any]],
+                 trusted: Iterable[str] = (), expect: Iterable[tuple[str, int | None]] = (),
+                 require_checkpoint: bool = True, allow_empty: bool = False) -> AuditReport:
+    """`verify_audit` on a chain already walked (`walk_chain`) and its checkpoints, rows of
+    (id, ts, row, head, reason, certificate, signature): a chain from any store."""
     pins = {normalize_fingerprint(t) for t in trusted}
     report = AuditReport(path, len(hashes), hashes[-1] if hashes else GENESIS, pinned=bool(pins))
     rows = len(hashes)
