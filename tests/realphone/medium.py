@@ -1,6 +1,7 @@
 """A lying storage medium: a FUSE file system exposing one file, ``medium.img``, backed by a
 real file, whose writes to configured byte ranges are acknowledged but not stored (reads
-keep returning the old content), as counterfeit or failing flash does.
+keep returning the old content), as counterfeit or failing flash does; optionally reads of
+other ranges fail with EIO (a failing medium) and every transfer is throttled (a slow one).
 
 Run as a script in its own process (``python medium.py BACKING MOUNTPOINT [--drop START:LEN]``);
 the `LyingMedium` context manager does that and unmounts it again.
@@ -32,10 +33,17 @@ class _Operations:
 
     use_ns = True
 
-    def __init__(self, backing: Path, drops: list[Range]) -> None:
+    def __init__(self, backing: Path, drops: list[Range], fails: list[Range] = (),
+                 slow_mib_s: float = 0.0) -> None:
         self.fd = os.open(backing, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size
         self.drops = sorted(drops)
+        self.fails = list(fails)
+        self.slow = slow_mib_s * 2**20
+
+    def _throttle(self, length: int) -> None:
+        if self.slow:
+            time.sleep(length / self.slow)
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
         now = time.time_ns()
@@ -58,11 +66,15 @@ class _Operations:
         return 0
 
     def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
+        self._throttle(size)
+        if any(offset < start + length and start < offset + size for start, length in self.fails):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         return os.pread(self.fd, size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         if offset + len(data) > self.size:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._throttle(len(data))
         for start, piece in self._kept(offset, data):
             os.pwrite(self.fd, piece, start)
         return len(data)  # acknowledged in full, dropped ranges included
@@ -95,9 +107,11 @@ class _Operations:
         return 0
 
 
-def serve(backing: Path, mountpoint: Path, drops: list[Range]) -> None:
+def serve(backing: Path, mountpoint: Path, drops: list[Range], fails: list[Range] = (),
+          slow_mib_s: float = 0.0) -> None:
     import mfusepy
-    operations = type("Operations", (_Operations, mfusepy.Operations), {})(backing, drops)
+    operations = type("Operations", (_Operations, mfusepy.Operations), {})(
+        backing, drops, fails, slow_mib_s)
     mfusepy.FUSE(operations, str(mountpoint), raw_fi=True, foreground=True, nothreads=True,
                  fsname="lying-medium", allow_other=True)
 
@@ -113,18 +127,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("mountpoint", type=Path)
     parser.add_argument("--drop", type=_range, action="append", default=[],
                         metavar="START:LENGTH", help="acknowledge but do not store these bytes")
+    parser.add_argument("--fail", type=_range, action="append", default=[],
+                        metavar="START:LENGTH", help="reads of these bytes fail with EIO")
+    parser.add_argument("--slow", type=float, default=0.0, metavar="MIB_S",
+                        help="throttle every read and write to this many MiB/s")
     args = parser.parse_args(argv)
-    serve(args.backing, args.mountpoint, args.drop)
+    serve(args.backing, args.mountpoint, args.drop, args.fail, args.slow)
 
 
 class LyingMedium:
     """The FUSE process serving ``mountpoint/medium.img`` over ``backing``; a context manager
     that always unmounts and reaps it."""
 
-    def __init__(self, backing: Path, mountpoint: Path, drops: list[Range] = ()) -> None:
+    def __init__(self, backing: Path, mountpoint: Path, drops: list[Range] = (),
+                 fails: list[Range] = (), slow_mib_s: float = 0.0) -> None:
         self.backing = backing
         self.mountpoint = mountpoint
         self.drops = list(drops)
+        self.fails = list(fails)
+        self.slow_mib_s = slow_mib_s
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -134,6 +155,8 @@ class LyingMedium:
     def __enter__(self) -> "LyingMedium":
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         args = [f"--drop={start}:{length}" for start, length in self.drops]
+        args += [f"--fail={start}:{length}" for start, length in self.fails]
+        args += [f"--slow={self.slow_mib_s}"] if self.slow_mib_s else []
         self.proc = subprocess.Popen([sys.executable, __file__, str(self.backing),
                                       str(self.mountpoint), *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

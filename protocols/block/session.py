@@ -1,0 +1,259 @@
+"""One disk: who it is (the host's view, joined by what the operator entered from the
+label), whether it may be written (safety.py), the overwrite with direct I/O, and the
+read-back past the host's page cache."""
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from phonewipe.erase.errors import DeviceGone, PhonewipeError
+from phonewipe.erase.model import (
+    Category,
+    Endpoint,
+    EraseMethod,
+    Expectation,
+    Finding,
+    Identity,
+    Severity,
+    Technique,
+)
+from phonewipe.erase.pattern import PatternStream
+from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
+
+from . import directio
+from .disks import Disk, find_disk
+from .safety import refusal
+
+BLOCK = 4096
+GONE_ADVICE = "check the reader and its cable, then run again"
+FAILING_ADVICE = "the medium is failing: erase it again, or destroy it"
+
+PATTERN = EraseMethod(
+    name="block-pattern",
+    title="Overwrite of the whole block device with a keyed pattern (direct I/O)",
+    category=Category.CLEAR, technique=Technique.OVERWRITE, verifiable=True,
+    expectation=Expectation.PATTERN,
+    description="Writes the host's keyed pseudo-random stream over every addressable block, "
+                "past the host's page cache (O_DIRECT), and reads it back directly.")
+ZEROS = EraseMethod(
+    name="block-zeros",
+    title="Overwrite of the whole block device with zeros (direct I/O)",
+    category=Category.CLEAR, technique=Technique.OVERWRITE, verifiable=True,
+    expectation=Expectation.ZEROS,
+    description="Writes zeros over every addressable block, past the host's page cache "
+                "(O_DIRECT), and reads them back directly.")
+METHODS = (PATTERN, ZEROS)
+
+
+@dataclass(frozen=True)
+class OperatorEntered:
+    """What the operator read off the label (the host cannot see it): marked as such."""
+
+    imeis: tuple[str, ...] = ()
+    asset_tag: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    storage_type: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("imeis", list(self.imeis)), ("asset_tag", self.asset_tag),
+                                  ("manufacturer", self.manufacturer), ("model", self.model),
+                                  ("storage_type", self.storage_type)) if v}
+
+
+def sanitize_finding(disk: Disk) -> Finding:
+    """ATA/SCSI/NVMe sanitize is not sent by this version: the methods are overwrites."""
+    if disk.transport in ("loop", "virtio", "mmc"):
+        why = f"a {disk.transport} device has no ATA, SCSI or NVMe sanitize command"
+    else:
+        why = (f"phonewipe does not yet send sanitize through a {disk.transport} bridge, so "
+               "none is offered")
+    return Finding(Severity.INFO, "block-sanitize-not-offered",
+                   f"Sanitize (Purge) not offered: {why}; the overwrite reaches Clear.")
+
+
+class BlockReaderDirect:
+    """Read-back of the whole device with O_DIRECT after a flush (BLKFLSBUF)."""
+
+    block_size = BLOCK
+
+    def __init__(self, session: "BlockSession") -> None:
+        self.session = session
+        self.size = session.disk.size // BLOCK * BLOCK
+        self.fd: int | None = None
+
+    def _open(self) -> int:
+        if self.fd is None:
+            self.fd = self.session.open_device(write=False)
+        return self.fd
+
+    def bypass_cache(self) -> str:
+        directio.flush(self._open())
+        self.session.counts["cache_bypasses"] += 1
+        return ("fsync and BLKFLSBUF on the block device, then direct reads (O_DIRECT) "
+                "past the host's page cache")
+
+    def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
+        fd = self._open()
+        buf = directio.AlignedBuffer(directio.CHUNK)
+        try:
+            for offset, length in extents:
+                try:
+                    data = directio.read_extent(fd, offset, length, buf)
+                except OSError as exc:
+                    raise self.session.gone_or_failing(exc, "read") from exc
+                self.session.counts["reads"] += 1
+                if data is None:
+                    self.session.counts["read_errors"] += 1
+                yield data
+        finally:
+            buf.close()
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class BlockSession(Session):
+    def __init__(self, endpoint: Endpoint, disk: Disk, allowed_internal: set[str],
+                 entered: OperatorEntered, reported_serial: str = "") -> None:
+        self.endpoint = endpoint
+        self.reported_serial = reported_serial  # an emulated handset's, as its USB disk says
+        self.disk = disk
+        self.allowed_internal = allowed_internal
+        self.entered = entered
+        self._identity: Identity | None = None
+        self.counts = {"writes": 0, "bytes_written": 0, "reads": 0, "read_errors": 0,
+                       "cache_bypasses": 0}
+
+    # -- who it is ------------------------------------------------------------------------
+    def _current(self) -> Disk:
+        disk = find_disk(self.disk.node)
+        if disk is None or disk.size == 0:
+            raise DeviceGone(f"{self.disk.node} is no longer there (or holds no medium)",
+                             GONE_ADVICE)
+        return disk
+
+    def identify(self) -> Identity:
+        self.disk = self._current()
+        d, e = self.disk, self.entered
+        self._identity = Identity(
+            platform="block device", manufacturer=e.manufacturer or d.vendor or None,
+            model=e.model or d.model or None, serial=self.reported_serial or d.serial or None, imeis=e.imeis,
+            storage_type=e.storage_type or None, capacity_bytes=d.size)
+        return self._identity
+
+    @property
+    def identity(self) -> Identity | None:
+        return self._identity
+
+    def preflight(self) -> list[Finding]:
+        if self._identity is None:
+            self.identify()
+        d = self.disk
+        findings = []
+        refused = refusal(d, self.allowed_internal)
+        if refused is not None:
+            findings.append(Finding(Severity.BLOCKER, refused.code, refused.message))
+        if d.size % BLOCK:
+            findings.append(Finding(Severity.BLOCKER, "block-odd-size",
+                                    f"{d.node} is {d.size:,} bytes, not whole 4 KiB blocks: "
+                                    "this version cannot verify its tail"))
+        findings.append(Finding(Severity.INFO, "block-seen-by-host",
+                                f"{d.node}: {d.transport} disk, {d.vendor} {d.model}, serial "
+                                f"{d.serial or 'none reported'}, {d.size:,} bytes"))
+        if self.entered.to_dict():
+            findings.append(Finding(Severity.INFO, "operator-entered",
+                                    "Entered by the operator, not read from the device: " +
+                                    ", ".join(f"{k} {v}" for k, v in self.entered.to_dict().items())))
+        findings.append(sanitize_finding(d))
+        return findings
+
+    def methods(self) -> list[EraseMethod]:
+        return list(METHODS)
+
+    # -- the erase ------------------------------------------------------------------------
+    def open_device(self, write: bool) -> int:
+        try:
+            return directio.open_direct(self.disk.node, write)
+        except directio.Busy as exc:
+            raise PhonewipeError(f"{self.disk.node} was mounted or claimed meanwhile; "
+                                 "nothing was written", "release it, then run again") from exc
+        except OSError as exc:
+            raise self.gone_or_failing(exc, "open") from exc
+
+    def gone_or_failing(self, exc: OSError, doing: str) -> PhonewipeError:
+        if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ENOMEDIUM):
+            return DeviceGone(f"{self.disk.node} went away during the {doing} ({exc.strerror})",
+                              GONE_ADVICE)
+        return PhonewipeError(f"{self.disk.node}: {doing} failed ({exc.strerror})", FAILING_ADVICE)
+
+    def _reidentify(self) -> None:
+        """The device at this node must still be the one checked: same serial, same size,
+        and nothing has mounted or claimed it since."""
+        now = self._current()
+        if (now.serial, now.size) != (self.disk.serial, self.disk.size):
+            raise PhonewipeError(f"{self.disk.node} is now serial {now.serial or 'none'}, "
+                                 f"{now.size:,} bytes, not the {self.disk.serial or 'none'}, "
+                                 f"{self.disk.size:,} bytes checked: nothing was written",
+                                 "run again to check the device that is there now")
+        refused = refusal(now, self.allowed_internal)
+        if refused is not None:
+            raise PhonewipeError(f"{refused.message} (found just before writing); nothing "
+                                 "was written")
+
+    def erase(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        if method not in METHODS:
+            raise PhonewipeError(f"method {method.name} is not a block-device method",
+                                 "choose block-pattern or block-zeros")
+        self._reidentify()
+        fd = self.open_device(write=True)
+        try:
+            size = directio.device_size(fd)
+            if size != self.disk.size:
+                raise PhonewipeError(f"{self.disk.node} reports {size:,} bytes when opened, not "
+                                     f"{self.disk.size:,}: nothing was written", GONE_ADVICE)
+            written = directio.write_stream(fd, size, self._chunks(method, context, size),
+                                            self.disk.logical_block, self._counted(progress))
+            directio.flush(fd)
+        except OSError as exc:
+            raise self.gone_or_failing(exc, "write") from exc
+        finally:
+            os.close(fd)
+        return EraseReport(written, method.expectation,
+                           f"whole block device {self.disk.node}, {size / 2**20:,.0f} MiB",
+                           {"protocol": "block", "transport": self.disk.transport,
+                            "io": "O_DIRECT|O_EXCL, fsync, BLKFLSBUF",
+                            "operator_entered": self.entered.to_dict()},
+                           {"sysfs size": self.disk.size})
+
+    def _counted(self, progress: ProgressFn) -> ProgressFn:
+        def report(done: int, total: int) -> None:
+            self.counts["writes"] += 1
+            self.counts["bytes_written"] = done
+            progress(done, total)
+        return report
+
+    @staticmethod
+    def _chunks(method: EraseMethod, context: EraseContext, size: int) -> Iterator[bytes]:
+        stream = PatternStream(context.pattern_key) if method is PATTERN else None
+        zeros = bytes(directio.CHUNK)
+        for offset in range(0, size, directio.CHUNK):
+            n = min(directio.CHUNK, size - offset)
+            yield stream.next(n) if stream is not None else zeros[:n]
+
+    def reader(self) -> BlockReader | None:
+        return BlockReaderDirect(self)
+
+    def readback(self) -> BlockReader | None:
+        return BlockReaderDirect(self)
+
+    def transcript(self) -> dict[str, Any]:
+        return {"protocol": "block", **self.counts}
+
+    def post_state(self) -> dict[str, Any]:
+        return {"node": self.disk.node, "transport": self.disk.transport}
