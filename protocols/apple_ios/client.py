@@ -1,0 +1,182 @@
+"""pymobiledevice3, driven from a job's thread: each `IosClient` owns one asyncio loop
+(pymobiledevice3's connections are bound to the loop that made them) and reaches the phone
+only through usbmuxd at ``address`` (None: pymobiledevice3's default, i.e.
+``USBMUXD_SOCKET_ADDRESS`` or /var/run/usbmuxd).
+
+Pairing goes through pymobiledevice3's own `LockdownClient.create` (QueryType, GetValue,
+ValidatePair/StartSession, Pair with the Trust prompt, TLS); the new pair record is then
+handed to usbmuxd with SavePairRecord at the same address, as the real usbmuxd keeps them.
+"""
+from __future__ import annotations
+
+import asyncio
+import plistlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Coroutine, TypeVar
+
+from pymobiledevice3 import usbmux
+from pymobiledevice3.exceptions import (
+    ConnectionFailedError,
+    ConnectionTerminatedError,
+    DeviceNotFoundError,
+    MuxException,
+    NoDeviceConnectedError,
+    PyMobileDevice3Exception,
+)
+from pymobiledevice3.lockdown import UsbmuxLockdownClient
+from pymobiledevice3.service_connection import ServiceConnection
+from pymobiledevice3.services.mobile_config import MobileConfigService
+
+from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
+
+T = TypeVar("T")
+LOCKDOWN_PORT = 62078
+GONE = (ConnectionFailedError, ConnectionTerminatedError, DeviceNotFoundError, MuxException,
+        NoDeviceConnectedError, OSError, asyncio.IncompleteReadError)
+USBMUXD_ADVICE = ("start usbmuxd (`systemctl start usbmuxd`, or plug the iPhone in: its udev "
+                  "rule starts it), then run again")
+
+
+@dataclass(frozen=True)
+class MuxEntry:
+    udid: str
+    device_id: int
+    connection_type: str
+
+
+def mux_address(address: str | None) -> str | None:
+    """``UNIX:/path`` (libusbmuxd's spelling) as pymobiledevice3 takes it: the bare path."""
+    if address and address.startswith("UNIX:"):
+        return address[5:]
+    return address or None
+
+
+async def _list(address: str | None) -> list[MuxEntry]:
+    return [MuxEntry(d.serial, d.devid, d.connection_type)
+            for d in await usbmux.list_devices(usbmux_address=mux_address(address))]
+
+
+def list_devices(address: str | None) -> list[MuxEntry]:
+    """The phones usbmuxd lists (USB ones first), [] when no usbmuxd answers there."""
+    try:
+        found = asyncio.run(_list(address))
+    except GONE:
+        return []
+    return sorted(found, key=lambda e: e.connection_type != "USB")
+
+
+class IosClient:
+    def __init__(self, address: str | None, udid: str, pair_records: Path | None) -> None:
+        self.address = mux_address(address)
+        self.udid = udid
+        self.pair_records = pair_records
+        self.runner = asyncio.Runner()
+        self.lockdown: UsbmuxLockdownClient | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return self.runner.run(asyncio.wait_for(coro, timeout))
+
+    # -- lockdown ------------------------------------------------------------------------
+    async def _open(self, autopair: bool, pair_timeout: float,
+                    pair_record: dict[str, Any] | None) -> UsbmuxLockdownClient:
+        service = await ServiceConnection.create_using_usbmux(self.udid, LOCKDOWN_PORT,
+                                                              usbmux_address=self.address)
+        try:
+            async with await usbmux.create_mux(usbmux_address=self.address) as mux:
+                buid = await mux.get_buid() if isinstance(mux, usbmux.PlistMuxConnection) \
+                    else "00000000-0000-0000-0000-000000000000"
+            lockdown = await UsbmuxLockdownClient.create(
+                service, identifier=self.udid, system_buid=buid, autopair=autopair,
+                pair_timeout=pair_timeout, pair_record=pair_record,
+                pairing_records_cache_folder=self.pair_records, usbmux_address=self.address)
+        except BaseException:
+            await service.close()
+            raise
+        return lockdown
+
+    def open(self, autopair: bool, pair_timeout: float,
+             pair_record: dict[str, Any] | None = None) -> UsbmuxLockdownClient:
+        """A lockdown client (paired when it could be); pymobiledevice3's errors pass."""
+        self.close_lockdown()
+        self.lockdown = self.run(self._open(autopair, pair_timeout, pair_record),
+                                 timeout=pair_timeout + 60)
+        return self.lockdown
+
+    def save_pair_record(self) -> None:
+        """Give usbmuxd the pair record pymobiledevice3 just made (it kept it on disk too)."""
+        lockdown = self.lockdown
+        if lockdown is None or lockdown.pair_record is None or lockdown.service.mux_device is None:
+            return
+        record, devid = plistlib.dumps(lockdown.pair_record), lockdown.service.mux_device.devid
+
+        async def save() -> None:
+            async with await usbmux.create_mux(usbmux_address=self.address) as mux:
+                if isinstance(mux, usbmux.PlistMuxConnection):
+                    await mux.save_pair_record(self.udid, devid, record)
+        self.run(save())
+
+    def value(self, domain: str | None = None, key: str | None = None) -> Any:
+        assert self.lockdown is not None
+        return self.run(self.lockdown.get_value(domain, key))
+
+    def mc_install(self, request: str) -> dict[str, Any]:
+        """One MCInstall request: GetCloudConfiguration, GetProfileList."""
+        assert self.lockdown is not None
+        lockdown = self.lockdown
+
+        async def ask() -> dict[str, Any]:
+            async with MobileConfigService(lockdown) as mc:
+                if request == "GetCloudConfiguration":
+                    return {"CloudConfiguration": await mc.get_cloud_configuration() or {}}
+                return await mc.get_profile_list()
+        return self.run(ask())
+
+    def erase_device(self) -> None:
+        """Erase All Content and Settings; pymobiledevice3 takes the dropped link as done."""
+        assert self.lockdown is not None
+        lockdown = self.lockdown
+
+        async def erase() -> None:
+            async with MobileConfigService(lockdown) as mc:
+                await mc.erase_device(preserve_data_plan=False, disallow_proximity_setup=True)
+        self.run(erase())
+
+    # -- following the reboot -----------------------------------------------------------------
+    def listed(self) -> MuxEntry | None:
+        try:
+            found = self.run(_list(self.address), timeout=10)
+        except GONE:
+            return None
+        return next((e for e in found if e.udid.replace("-", "") == self.udid.replace("-", "")), None)
+
+    def wait_listed(self, present: bool, timeout: float, poll: float = 0.1) -> float | None:
+        """Seconds until the phone is (or is no longer) listed, None after ``timeout``."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if (self.listed() is not None) == present:
+                return time.monotonic() - start
+            time.sleep(poll)
+        return None
+
+    def close_lockdown(self) -> None:
+        if self.lockdown is not None:
+            lockdown, self.lockdown = self.lockdown, None
+            try:
+                self.run(lockdown.close(), timeout=5)
+            except (PyMobileDevice3Exception, *GONE, asyncio.TimeoutError):
+                pass
+
+    def close(self) -> None:
+        self.close_lockdown()
+        self.runner.close()
+
+
+def not_found(udid: str) -> DeviceNotFound:
+    return DeviceNotFound(f"usbmuxd does not list the iPhone {udid}",
+                          "check the cable, unlock the phone, and run `phonewipe devices`")
+
+
+def usbmuxd_error(exc: BaseException) -> PhonewipeError:
+    return PhonewipeError(f"usbmuxd does not answer ({type(exc).__name__}: {exc})", USBMUXD_ADVICE)
