@@ -22,7 +22,8 @@ def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    package = "poppler-utils" if name.startswith("pdf") else name
+    package = "poppler-utils" if name.startswith("pdf") else \
+        "libimobiledevice-utils" if name.startswith("idevice") else name
     message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the interop tests: {message}")
