@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_backends import Backend, backend_fixture, backends  # noqa: F401  (the fixture)
+from store_backends import Backend, backend_fixture, backends, pg_cluster  # noqa: F401  (fixtures)
 
 from phonewipe.erase.audit import verify_audit
 from phonewipe.erase.model import Destination, Endpoint, Identity, Operator, Outcome, Record
@@ -18,7 +18,7 @@ from phonewipe.erase.store import schema
 from phonewipe.erase.store.base import StationLog, Store
 from phonewipe.erase.store.sqlite import SqliteStore
 
-pytestmark = pytest.mark.parametrize("backend", backends(), indirect=True)
+both = pytest.mark.parametrize("backend", backends(), indirect=True)
 
 
 def record(n: int, serial: str, outcome: Outcome, batch: str, tag: str = "",
@@ -67,6 +67,7 @@ def fill(store: Store, tmp_path: Path, station: str = "st-1") -> dict[str, Any]:
     return {"log": log, "ok": ok, "bad": bad, "running": running}
 
 
+@both
 def test_stations_jobs_and_batches(backend: Backend, tmp_path: Path) -> None:
     store = backend.store(tmp_path)
     made = fill(store, tmp_path)
@@ -90,6 +91,7 @@ def test_stations_jobs_and_batches(backend: Backend, tmp_path: Path) -> None:
     assert closed is not None and closed.closed and store.batch("nope") is None
 
 
+@both
 def test_reconciliation_throughput_and_failures(backend: Backend, tmp_path: Path) -> None:
     store = backend.store(tmp_path)
     fill(store, tmp_path)
@@ -105,6 +107,7 @@ def test_reconciliation_throughput_and_failures(backend: Backend, tmp_path: Path
     assert (fail.outcome, fail.reason, fail.count) == ("FAILED", "verification failed", 2)
 
 
+@both
 def test_search_returns_the_record_and_its_certificate(backend: Backend, tmp_path: Path) -> None:
     store = backend.store(tmp_path)
     made = fill(store, tmp_path)
@@ -124,6 +127,7 @@ def test_search_returns_the_record_and_its_certificate(backend: Backend, tmp_pat
     assert store.certificate("rec-2") is not None and store.certificate_pdf("rec-2") is None
 
 
+@both
 def test_a_job_has_one_record_the_first(backend: Backend, tmp_path: Path) -> None:
     store = backend.store(tmp_path)
     log = store.station_log("st-1")
@@ -136,6 +140,7 @@ def test_a_job_has_one_record_the_first(backend: Backend, tmp_path: Path) -> Non
     assert len(store.search("PWA1")) == 1
 
 
+@both
 def test_change_feed(backend: Backend, tmp_path: Path) -> None:
     store = backend.store(tmp_path)
     fill(store, tmp_path)
@@ -146,10 +151,8 @@ def test_change_feed(backend: Backend, tmp_path: Path) -> None:
     assert len(rest) == 13 and rest[0].cursor > feed[-1].cursor
 
 
-def test_sqlite_store_is_todays_audit_log(backend: Backend, tmp_path: Path) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("SQLite's file format")
-    store = backend.store(tmp_path)
+def test_sqlite_store_is_todays_audit_log(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "audit.sqlite", station="st-1")
     fill(store, tmp_path)
     path = tmp_path / "audit.sqlite"
     assert verify_audit(path, require_checkpoint=False).rows == 18
@@ -165,10 +168,19 @@ def test_sqlite_store_is_todays_audit_log(backend: Backend, tmp_path: Path) -> N
     assert len(store.search("PWA1")) == 1 and len(store.live_jobs()) == 1
 
 
-def test_migrations_step_both_ways(backend: Backend, tmp_path: Path) -> None:
+def test_migrations_step_both_ways() -> None:
     up = schema.steps(0, schema.LATEST, "sqlite")
     assert [v for v, _ in up] == list(range(1, schema.LATEST + 1))
     down = schema.steps(schema.LATEST, 0, "postgresql")
     assert [v for v, _ in down] == list(range(schema.LATEST - 1, -1, -1))
     with pytest.raises(ValueError):
         schema.steps(0, schema.LATEST + 1, "sqlite")
+
+
+@both
+def test_the_pdf_itself_when_asked(backend: Backend, tmp_path: Path) -> None:
+    store = backend.store(tmp_path, keep_pdf=True)
+    fill(store, tmp_path)
+    cert = store.certificate("rec-1")
+    assert cert is not None and cert.stored
+    assert store.certificate_pdf("rec-1") == (tmp_path / "PWA1.pdf").read_bytes()

@@ -1,0 +1,353 @@
+"""The facility store: one PostgreSQL for every station (psycopg 3, pooled).
+
+Each station keeps its own hash chain (rows 1, 2, 3... of `events` under its name) with its
+own signed checkpoints, written in one transaction with the projections the readers use.
+The station's row in `store_stations` is locked while a row is added, so a chain grows one
+row at a time whatever else writes to the database.
+
+When the database is out of reach the station goes on: rows are chained and signed as
+usual and kept in its local spool (`spool.py`), then replayed in order, exactly once, as
+soon as the database answers again (tried at most every `retry` seconds)."""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..audit import (
+    CHECKPOINT_AFTER,
+    CHECKPOINT_EVERY,
+    GENESIS,
+    AuditBroken,
+    AuditReport,
+    Event,
+    checkpoint_message,
+    note_appended,
+    now_iso,
+    row_hash,
+    verify_chain,
+    walk_chain,
+)
+from ..errors import OutputError
+from ..model import canonical_json
+from ..strings import clean
+from . import schema
+from .base import StationLog, Store, StoredEvent
+from .projection import project, set_head
+from .reading import SqlReader
+from .spool import Spool, Spooled
+
+_MIGRATION_LOCK = 0x70686F6E  # pg_advisory_xact_lock key: one migrating process at a time
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    """What "the database is out of reach" looks like from psycopg and its pool."""
+    import psycopg
+    import psycopg_pool
+    return (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, cred = head.partition("://")
+    return f"{scheme}://{cred.partition(':')[0]}@{tail}"
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(sql, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+class PostgresStore(SqlReader, Store):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, keep_pdf: bool = False, min_size: int = 1, max_size: int = 4,
+                 timeout: float = 5.0, migrate: bool = True, spool_dir: Path | None = None,
+                 retry: float = 1.0) -> None:
+        from psycopg_pool import ConnectionPool
+        self.url = url
+        self.keep_pdf = keep_pdf
+        self.spool_dir = spool_dir
+        self.retry = retry
+        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout,
+                                   open=False, check=ConnectionPool.check_connection,
+                                   kwargs={"connect_timeout": max(1, int(timeout))},
+                                   name="phonewipe-store")
+        self.pool.open(wait=False)
+        if migrate:
+            try:
+                self.migrate(schema.LATEST)
+            except _db_errors() as exc:
+                self.pool.close()
+                raise OutputError(f"cannot reach the facility database {_redact(url)}: {exc}",
+                                  "start PostgreSQL or fix [store] url in the config") from exc
+
+    # -- connections ----------------------------------------------------------------------------
+    def _transaction(self) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def tx() -> Iterator[_PgTx]:
+            with self.pool.connection() as conn:
+                with conn.transaction():
+                    yield _PgTx(conn)
+        return tx()
+
+    def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._transaction() as tx:
+            return tx.run(sql, params)
+
+    # -- schema ---------------------------------------------------------------------------------
+    def version(self) -> int:
+        with self._transaction() as tx:
+            tx.run(schema.VERSION_TABLE)
+            rows = tx.run("SELECT MAX(version) FROM store_schema")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def migrate(self, target: int) -> int:
+        """Take the database to schema `target` (up or down); returns the version it was at."""
+        with self._transaction() as tx:
+            tx.run("SELECT pg_advisory_xact_lock(%(k)s)", {"k": _MIGRATION_LOCK})
+            tx.run(schema.VERSION_TABLE)
+            rows = tx.run("SELECT MAX(version) FROM store_schema")
+            current = int(rows[0][0]) if rows[0][0] is not None else 0
+            for version, statements in schema.steps(current, target, self.dialect):
+                for sql in statements:
+                    tx.run(sql)
+                tx.run("DELETE FROM store_schema")
+                tx.run("INSERT INTO store_schema (version) VALUES (%(v)s)", {"v": version})
+            if target == 0:
+                tx.run("DROP TABLE store_schema")
+        return current
+
+    # -- reading --------------------------------------------------------------------------------
+    def events_after(self, cursor: int = 0, limit: int = 500) -> list[StoredEvent]:
+        rows = self._read("SELECT cursor, station, id, ts, job_id, serial, event, payload FROM events"
+                          " WHERE cursor > %(c)s ORDER BY cursor LIMIT %(n)s",
+                          {"c": cursor, "n": limit})
+        return [self._event(r[0], r[1], r[2:]) for r in rows]
+
+    def chain(self, station: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """A station's rows (id, ts, job_id, serial, event, payload, prev_hash, hash) and its
+        checkpoints (id, ts, row, head, reason, certificate, signature), in order."""
+        with self._transaction() as tx:
+            rows = tx.run("SELECT id, ts, job_id, serial, event, payload, prev_hash, hash FROM events"
+                          " WHERE station = %(s)s ORDER BY id", {"s": station})
+            checkpoints = tx.run("SELECT id, ts, row, head, reason, certificate, signature"
+                                 " FROM checkpoints WHERE station = %(s)s ORDER BY row, id",
+                                 {"s": station})
+        return rows, checkpoints
+
+    def verify_station(self, station: str, trusted: Sequence[str] = (),
+                       expect: Sequence[tuple[str, int | None]] = (),
+                       require_checkpoint: bool = True, allow_empty: bool = False) -> AuditReport:
+        """`verify_audit` for one station's chain in this database."""
+        label = Path(f"{_redact(self.url)} station {station}")
+        rows, checkpoints = self.chain(station)
+        hashes = walk_chain(label, [tuple(r) for r in rows])
+        return verify_chain(label, hashes, checkpoints, trusted, expect, require_checkpoint,
+                            allow_empty)
+
+    # -- writing --------------------------------------------------------------------------------
+    def station_log(self, station: str, signer: Any = None) -> StationLog:
+        if self.spool_dir is None:
+            raise OutputError("a station writing to the facility database needs a spool directory",
+                              "open the store with the station's --out directory")
+        return PgStationLog(self, station, Spool(self.spool_dir / "spool.sqlite"), signer)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class PgStationLog:
+    """One station's chain in the facility database, with its spool (see the module)."""
+
+    def __init__(self, store: PostgresStore, station: str, spool: Spool, signer: Any = None,
+                 every: int = CHECKPOINT_EVERY) -> None:
+        self.store = store
+        self.station = station
+        self.spool = spool
+        self.signer = signer
+        self.every = every
+        self.path = Path(f"{_redact(store.url)} station {station}")
+        self._lock = threading.Lock()
+        self._next_try = 0.0
+        self.replayed = 0  # spooled entries this log wrote to the database
+        self.spooled = 0  # entries it had to spool
+        self._head, self._checkpointed = self._start()
+
+    def _start(self) -> tuple[tuple[int, str], int]:
+        """The chain's head and last checkpointed row: the spool's when it holds rows (the
+        database has not seen them), else the database's."""
+        last = self.spool.last(self.station)
+        try:
+            if self.signer is not None and last is None:
+                self.store.verify_station(self.station, require_checkpoint=False, allow_empty=True)
+            with self.store._transaction() as tx:
+                row = tx.run("SELECT events, head FROM store_stations WHERE station = %(s)s",
+                             {"s": self.station})
+                cp = tx.run("SELECT COALESCE(MAX(row), 0) FROM checkpoints WHERE station = %(s)s",
+                            {"s": self.station})
+        except _db_errors() as exc:
+            if last is None:
+                raise OutputError(f"cannot reach the facility database {_redact(self.store.url)}: "
+                                  f"{exc}", "start PostgreSQL or fix [store] url; a station "
+                                  "starts once with the database to learn its chain") from exc
+            return (last.id, last.hash), last.id
+        if last is not None:
+            return (last.id, last.hash), last.id
+        head = (int(row[0][0]), str(row[0][1])) if row else (0, GENESIS)
+        return head, int(cp[0][0])
+
+    # -- the AuditLog interface ---------------------------------------------------------------
+    def append(self, job_id: str, serial: str, event: str,
+               payload: dict[str, Any] | None = None) -> int:
+        with self._lock:
+            row_id, prev = self._head[0] + 1, self._head[1]
+            ts, text, who = now_iso(), canonical_json(payload or {}).decode(), clean(serial) or ""
+            digest = row_hash(prev, {"id": row_id, "ts": ts, "job_id": job_id, "serial": who,
+                                     "event": event, "payload": text})
+            entries = [Spooled(0, self.station, "event", str(uuid.uuid4()), row_id, ts, job_id,
+                               who, event, text, prev, digest)]
+            if self.signer is not None and (event in CHECKPOINT_AFTER
+                                            or row_id - self._checkpointed >= self.every):
+                entries.append(self._signed(row_id, digest, event if event in CHECKPOINT_AFTER
+                                            else "periodic"))
+            self._write(entries)
+            self._head = (row_id, digest)
+            note_appended(row_id, digest)
+            return row_id
+
+    def head(self) -> tuple[int, str]:
+        return self._head
+
+    def checkpoint(self, reason: str = "requested") -> tuple[int, str]:
+        with self._lock:
+            if self.signer is not None and self._head[0] > self._checkpointed:
+                self._write([self._signed(*self._head, reason)])
+            return self._head
+
+    def events(self, job_id: str | None = None, kinds: Sequence[str] = ()) -> list[Event]:
+        """This station's rows in order (the database's, then the spool's); with the database
+        out of reach, the spooled rows alone."""
+        where, args = ["station = %(s)s"], {"s": self.station}
+        if job_id:
+            where.append("job_id = %(j)s")
+            args["j"] = job_id
+        if kinds:
+            where.append("event = ANY(%(k)s)")
+            args["k"] = list(kinds)  # type: ignore[assignment]
+        found: list[Event] = []
+        try:
+            found = [Event(*r) for r in self.store._read(
+                "SELECT id, ts, job_id, serial, event, payload FROM events WHERE "
+                + " AND ".join(where) + " ORDER BY id", args)]
+        except _db_errors():
+            pass
+        seen = {e.id for e in found}
+        with self._lock:
+            pending = [s for s in self.spool.pending(self.station, limit=1_000_000)
+                       if s.kind == "event" and s.id not in seen]
+        found += [Event(s.id, s.ts, s.job_id, s.serial, s.event, s.payload) for s in pending
+                  if (not job_id or s.job_id == job_id) and (not kinds or s.event in kinds)]
+        return found
+
+    def close(self) -> None:
+        if self.signer is not None:
+            self.checkpoint("closed")
+        with self._lock:
+            self._replay(force=True)
+        self.spool.close()
+
+    def __enter__(self) -> "PgStationLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pending(self) -> int:
+        """Entries in the spool, waiting for the database."""
+        return self.spool.count(self.station)
+
+    # -- the database, and the spool when it is away --------------------------------------------
+    def _signed(self, row: int, head: str, reason: str) -> Spooled:
+        ts = now_iso()
+        cert, signature = self.signer.sign_checkpoint(checkpoint_message(row, head, ts, reason))
+        self._checkpointed = row
+        return Spooled(0, self.station, "checkpoint", str(uuid.uuid4()), row, ts, "", "", "",
+                       "", "", head, reason, base64.b64encode(cert).decode("ascii"),
+                       base64.b64encode(signature).decode("ascii"))
+
+    def _write(self, entries: list[Spooled]) -> None:
+        if self._replay():
+            try:
+                with self.store._transaction() as tx:
+                    for entry in entries:
+                        self._apply(tx, entry)
+                return
+            except _db_errors():
+                self._next_try = time.monotonic() + self.store.retry
+                # the commit may have landed: the spool's idempotency keys settle it on replay
+        for entry in entries:
+            self.spool.add(entry)
+            self.spooled += 1
+
+    def _replay(self, force: bool = False) -> bool:
+        """Write the spool to the database, in order; True once it is empty."""
+        if not force and time.monotonic() < self._next_try:
+            return False
+        try:
+            while batch := self.spool.pending(self.station):
+                with self.store._transaction() as tx:
+                    for entry in batch:
+                        self._apply(tx, entry)
+                self.spool.forget(batch[-1].n, self.station)
+                self.replayed += len(batch)
+        except _db_errors():
+            self._next_try = time.monotonic() + self.store.retry
+            return False
+        return True
+
+    def _apply(self, tx: Any, e: Spooled) -> None:
+        """One spooled entry, unless the database already holds it (by its key)."""
+        table = "events" if e.kind == "event" else "checkpoints"
+        held = tx.run(f"SELECT {'hash' if e.kind == 'event' else 'head'} FROM {table}"
+                      " WHERE idem = %(i)s", {"i": e.idem})
+        if held:
+            if held[0][0] != e.hash:
+                raise AuditBroken(f"station {self.station}: entry {e.idem} is in the database "
+                                  "with another hash", "two stations write under one name")
+            return
+        if e.kind == "checkpoint":
+            tx.run("INSERT INTO checkpoints (station, ts, row, head, reason, certificate, signature,"
+                   " idem) VALUES (%(s)s, %(ts)s, %(r)s, %(h)s, %(why)s, %(c)s, %(sig)s, %(i)s)",
+                   {"s": self.station, "ts": e.ts, "r": e.id, "h": e.hash, "why": e.reason,
+                    "c": e.certificate, "sig": e.signature, "i": e.idem})
+            return
+        tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head, last_event)"
+               " VALUES (%(s)s, %(ts)s, %(ts)s, 0, %(g)s, '') ON CONFLICT (station) DO NOTHING",
+               {"s": self.station, "ts": e.ts, "g": GENESIS})
+        at = tx.run("SELECT events, head FROM store_stations WHERE station = %(s)s FOR UPDATE",
+                    {"s": self.station})
+        if (int(at[0][0]), at[0][1]) != (e.id - 1, e.prev_hash):
+            raise AuditBroken(f"station {self.station}: its chain in the database is at row "
+                              f"{at[0][0]}, but this station continues row {e.id - 1}",
+                              "two stations write under one name: give each its own [station] name")
+        tx.run("INSERT INTO events (station, id, ts, job_id, serial, event, payload, prev_hash, hash,"
+               " idem) VALUES (%(s)s, %(id)s, %(ts)s, %(j)s, %(serial)s, %(ev)s, %(p)s, %(prev)s,"
+               " %(h)s, %(i)s)",
+               {"s": self.station, "id": e.id, "ts": e.ts, "j": e.job_id, "serial": e.serial,
+                "ev": e.event, "p": e.payload, "prev": e.prev_hash, "h": e.hash, "i": e.idem})
+        project(tx, self.station, Event(e.id, e.ts, e.job_id, e.serial, e.event, e.payload),
+                self.store.keep_pdf)
+        set_head(tx, self.station, e.id, e.hash)
