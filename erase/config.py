@@ -32,6 +32,9 @@ class Config:
     station_timeout: float = 7200.0  # [station] timeout: seconds per device
     second_look_share: float = 0.05  # [station] second_look: share of PASSed devices
     second_look_by: str = ""  # [station] second_look_by: who does the second look
+    station_name: str = ""  # [station] name: this station's identity in a facility's store
+    store_url: str = ""  # [store] url: "postgresql://..." (a facility's store); "" = SQLite
+    store_keep_pdf: bool = False  # [store] keep_pdf: the certificates' bytes in the store too
     assets_map: dict[str, str] = field(default_factory=dict)  # [assets]: field -> CSV column
     # [trust]: whom `cert verify` trusts (pinned signer certificates and fingerprints, CAs)
     trust_certificates: tuple[Path, ...] = ()
@@ -50,7 +53,8 @@ CORE_TABLES: dict[str, tuple[str, ...]] = {
     "destination": ("kind", "details"),
     "verification": ("mode", "confidence", "residual"),
     "keys": ("dir",),
-    "station": ("timeout", "second_look", "second_look_by"),
+    "station": ("timeout", "second_look", "second_look_by", "name"),
+    "store": ("url", "keep_pdf"),
     "assets": ("tag", "identifier", "serial", "imei", "imei2", "owner"),  # asset-list columns
     "trust": ("certificates", "fingerprints", "ca_certificates"),
     "signing": ("tsa_url", "tsa_timeout"),
@@ -92,7 +96,9 @@ def _value(table: dict[str, Any], name: str, key: str, kind: type, default: Any,
         return float(value)
     if kind is str and isinstance(value, str):
         return value
-    want = "a number" if kind is float else "a string"
+    if kind is bool and isinstance(value, bool):
+        return value
+    want = {float: "a number", bool: "true or false"}.get(kind, "a string")
     raise ConfigError(f"config file {path}: [{name}] {key} must be {want}, not {value!r}",
                       "fix the file (see README, 'Configuration')")
 
@@ -188,6 +194,9 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
         station_timeout=get("station", "timeout", float, 7200.0),
         second_look_share=get("station", "second_look", float, 0.05),
         second_look_by=get("station", "second_look_by", str, ""),
+        station_name=get("station", "name", str, "").strip(),
+        store_url=get("store", "url", str, "").strip(),
+        store_keep_pdf=get("store", "keep_pdf", bool, False),
         assets_map={k: get("assets", k, str, "") for k in _table(data, "assets", path)},
         trust_certificates=_paths(_list(trust, "certificates", "trust", path), path),
         trust_fingerprints=tuple(_list(trust, "fingerprints", "trust", path)),
@@ -196,6 +205,10 @@ def load_config(path: Path | None = None, registry: Registry | None = None) -> C
         tsa_timeout=get("signing", "tsa_timeout", float, 10.0),
         media=_media(_table(data, "media", path), path),
         fleet_mdm=get("fleet", "mdm", str, "").strip(), source=path)
+    if config.store_url and not config.store_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"config file {path}: [store] url must be a postgresql:// URL",
+                          'e.g. url = "postgresql://phonewipe@db.example/phonewipe", or no [store]'
+                          " table for the station directory's own audit.sqlite")
     if config.tsa_url and not config.tsa_url.startswith(("http://", "https://")):
         raise ConfigError(f"config file {path}: [signing] tsa_url must be an http(s) URL, not "
                           f"{config.tsa_url!r}", "e.g. tsa_url = \"https://tsa.example/tsr\"")
