@@ -98,7 +98,7 @@ def _value(table: dict[str, Any], name: str, key: str, kind: type, default: Any,
         return value
     if kind is bool and isinstance(value, bool):
         return value
-    want = {float: "a number", bool: "true or false"}.get(kind, "a string")
+    want = "a number" if kind is float else "true or false" if kind is bool else "a string"
     raise ConfigError(f"config file {path}: [{name}] {key} must be {want}, not {value!r}",
                       "fix the file (see README, 'Configuration')")
 
