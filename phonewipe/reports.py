@@ -230,7 +230,9 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
     from phonewipe.certificates.batch import sign_summary
     from phonewipe.certificates.sign import write_atomic
     # never report from a log that does not check, nor one another key signed
-    report = verify_audit(audit.path, trusted=[_fingerprint(signer)])
+    verify = getattr(audit, "verify", None)  # a facility store's station log checks itself
+    report = verify(trusted=[_fingerprint(signer)]) if verify else \
+        verify_audit(audit.path, trusted=[_fingerprint(signer)])
     ledger = read_ledger(audit, batch_id)
     directory = batch_dir(out_dir, batch_id)
     cross_check(audit, ledger, directory, _fingerprint(signer))

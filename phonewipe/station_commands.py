@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.markup import escape
@@ -115,6 +115,7 @@ def register(group: click.Group) -> None:
         from phonewipe.erase.station.manifest import load_manifest, parse_column_map
         from phonewipe.erase.station.station import Station, StationOptions
         from phonewipe.erase.station.view import JsonLines, LiveTable
+        from phonewipe.erase.store.open import station_log, station_name
         from phonewipe.reports import batch_dir, write_reports
 
         config = config_of(ctx)
@@ -135,6 +136,7 @@ def register(group: click.Group) -> None:
         if not profiles:  # a real station: its certificates name who erased
             require_operator(settings.operator)
         check_output_dir(out_dir)
+        station_name(config)  # a facility's station has a name, asked before any phone
         if profiles and keys_dir is None:
             from phonewipe.demo import ensure_demo_keys
             keys_dir = ensure_demo_keys(out_dir / "keys")
@@ -147,7 +149,9 @@ def register(group: click.Group) -> None:
             plugins = plugins_of(ctx)
         out = console
         try:
-            with AuditLog(out_dir / "audit.sqlite", signer=signer) as audit:  # signs checkpoints
+            # signs checkpoints; the facility's database with [store] url, else audit.sqlite
+            with station_log(config, out_dir, signer) as log:
+                audit = cast(AuditLog, log)
                 batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
                 options = StationOptions(
