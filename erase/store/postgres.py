@@ -275,6 +275,12 @@ class PgStationLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def verify(self, trusted: Sequence[str] = ()) -> AuditReport:
+        """This station's chain and checkpoints, as `verify_audit` checks a file."""
+        with self._lock:
+            self._replay(force=True)
+        return self.store.verify_station(self.station, trusted)
+
     def pending(self) -> int:
         """Entries in the spool, waiting for the database."""
         return self.spool.count(self.station)
