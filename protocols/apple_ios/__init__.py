@@ -74,7 +74,7 @@ class IosPlugin(Plugin):
         """A private bench: its own emulated usbmuxd (started with the first iPhone), pair
         records inside, no wait for a Trust tap nobody will make, a short reboot wait."""
         return {SANDBOX_KEY: True, "ios_pair_records": str(workdir / ".ios-pair-records"),
-                "ios_pair_timeout": 0.0, "ios_reboot_timeout": 15.0,
+                "ios_pair_timeout": 0.0, "ios_reboot_timeout": 10.0,
                 DIR_KEY: workdir / ".emulators"}
 
     def _emulated_mux(self) -> Any:

@@ -13,11 +13,13 @@ import secrets
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -146,7 +148,9 @@ class EmulatedIphone:
         if not isinstance(host_id, str) or not isinstance(cert, bytes) or not host_id:
             raise LockdownRefusal("InvalidPairRecord")
         try:
-            certified = x509.load_pem_x509_certificate(cert).public_key()
+            with warnings.catch_warnings():  # libimobiledevice's certificates carry serial 0
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                certified = x509.load_pem_x509_certificate(cert).public_key()
         except ValueError:
             raise LockdownRefusal("InvalidPairRecord") from None
         if certified.public_numbers() != self.key.public_key().public_numbers():  # type: ignore[union-attr]
