@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from phonewipe.erase.emulation.storage import HandsetStorage
 
