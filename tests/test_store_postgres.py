@@ -134,20 +134,36 @@ def test_the_database_goes_away_and_the_spool_replays_once(
 
 
 def test_an_entry_the_database_already_committed_is_not_written_twice(
-        store: PostgresStore, url: str, signer: CertificateSigner) -> None:
-    """The commit landed but the answer was lost: the entry is spooled as well. Replay
-    finds it by its key and skips it."""
+        store: PostgresStore, url: str) -> None:
+    """The commit landed but its answer was lost: the journal still has the entry as unsent.
+    Replay finds it by its key and skips it."""
     log = station_log(store, "st-1", None)
     log.append("job", "S", "queued", {})
-    with psycopg.connect(url) as db:
-        idem, ts, payload, prev, digest = db.execute(
-            "SELECT idem, ts, payload, prev_hash, hash FROM events WHERE station = 'st-1'").fetchone()
-    from phonewipe.erase.store.spool import Spooled
-    log.spool.add(Spooled(0, "st-1", "event", idem, 1, ts, "job", "S", "queued", payload, prev, digest))
+    log.spool._db.execute("UPDATE spool SET sent = 0")
+    assert log.pending() == 1
     log.append("job", "S", "record", {})
+    assert log.pending() == 0
     log.close()
     assert count(url, "SELECT COUNT(*) FROM events") == 2
     store.verify_station("st-1", require_checkpoint=False)
+
+
+def test_a_new_station_directory_learns_its_chain(store: PostgresStore, tmp_path: Path,
+                                                  signer: CertificateSigner) -> None:
+    log = station_log(store, "st-1", signer)
+    for i in range(7):
+        log.append("job", "S", "step", {"i": i})
+    log.close()
+    elsewhere = PostgresStore(store.url, spool_dir=tmp_path / "new", retry=0.2, timeout=2)
+    try:
+        again = station_log(elsewhere, "st-1", signer)
+        assert again.head() == log.head() and len(again.events()) == 7
+        again.append("job", "S", "step", {"i": 7})
+        assert again.verify([fingerprint(signer)]).rows == 8
+        again.close()
+        assert store.verify_station("st-1", trusted=[fingerprint(signer)]).rows == 8
+    finally:
+        elsewhere.close()
 
 
 def test_two_stations_under_one_name_are_refused(store: PostgresStore, tmp_path: Path) -> None:

@@ -184,3 +184,22 @@ def test_the_pdf_itself_when_asked(backend: Backend, tmp_path: Path) -> None:
     cert = store.certificate("rec-1")
     assert cert is not None and cert.stored
     assert store.certificate_pdf("rec-1") == (tmp_path / "PWA1.pdf").read_bytes()
+
+
+@both
+def test_a_batch_spanning_stations_closes_with_the_last(backend: Backend, tmp_path: Path) -> None:
+    if backend.name == "sqlite":
+        pytest.skip("one station per audit.sqlite")
+    store = backend.store(tmp_path)
+    logs = [store.station_log(name) for name in ("st-1", "st-2")]
+    for n, log in enumerate(logs, start=1):
+        log.append("batch:B", "", "batch-opened", {"batch_id": "B"})
+        run_job(log, record(n, f"PW{n}", Outcome.ERASED_VERIFIED, "B"))
+    logs[0].append("batch:B", "", "batch-closed", {})
+    batch = store.batch("B")
+    assert batch is not None and not batch.closed and batch.stations == ("st-1", "st-2")
+    assert batch.totals == {"ERASED_VERIFIED": 2}
+    assert [s.open_batches for s in store.stations()] == [(), ("B",)]
+    logs[1].append("batch:B", "", "batch-closed", {})
+    batch = store.batch("B")
+    assert batch is not None and batch.closed

@@ -5,9 +5,11 @@ own signed checkpoints, written in one transaction with the projections the read
 The station's row in `store_stations` is locked while a row is added, so a chain grows one
 row at a time whatever else writes to the database.
 
-When the database is out of reach the station goes on: rows are chained and signed as
-usual and kept in its local spool (`spool.py`), then replayed in order, exactly once, as
-soon as the database answers again (tried at most every `retry` seconds)."""
+Every row is journaled in the station directory first (`spool.py`): the journal is the
+station's own view of its chain, so it reads its ledger and a device's history without the
+database. When the database is out of reach the station goes on: rows are chained, signed
+and journaled as usual, and the ones the database lacks are replayed in order, exactly
+once, as soon as it answers again (tried at most every `retry` seconds)."""
 from __future__ import annotations
 
 import base64
@@ -139,14 +141,19 @@ class PostgresStore(SqlReader, Store):
 
     def chain(self, station: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """A station's rows (id, ts, job_id, serial, event, payload, prev_hash, hash) and its
-        checkpoints (id, ts, row, head, reason, certificate, signature), in order."""
+        checkpoints (id, ts, row, head, reason, certificate, signature, idem), in order."""
         with self._transaction() as tx:
             rows = tx.run("SELECT id, ts, job_id, serial, event, payload, prev_hash, hash FROM events"
                           " WHERE station = %(s)s ORDER BY id", {"s": station})
-            checkpoints = tx.run("SELECT id, ts, row, head, reason, certificate, signature"
+            checkpoints = tx.run("SELECT id, ts, row, head, reason, certificate, signature, idem"
                                  " FROM checkpoints WHERE station = %(s)s ORDER BY row, id",
                                  {"s": station})
         return rows, checkpoints
+
+    def chain_keys(self, station: str) -> list[tuple[Any, ...]]:
+        """A station's rows with their idempotency keys, in order."""
+        return self._read("SELECT id, ts, job_id, serial, event, payload, prev_hash, hash, idem"
+                          " FROM events WHERE station = %(s)s ORDER BY id", {"s": station})
 
     def verify_station(self, station: str, trusted: Sequence[str] = (),
                        expect: Sequence[tuple[str, int | None]] = (),
@@ -155,7 +162,8 @@ class PostgresStore(SqlReader, Store):
         label = Path(f"{_redact(self.url)} station {station}")
         rows, checkpoints = self.chain(station)
         hashes = walk_chain(label, [tuple(r) for r in rows])
-        return verify_chain(label, hashes, checkpoints, trusted, expect, require_checkpoint,
+        return verify_chain(label, hashes, [c[:7] for c in checkpoints], trusted, expect,
+                            require_checkpoint,
                             allow_empty)
 
     # -- writing --------------------------------------------------------------------------------
@@ -170,44 +178,57 @@ class PostgresStore(SqlReader, Store):
 
 
 class PgStationLog:
-    """One station's chain in the facility database, with its spool (see the module)."""
+    """One station's chain in the facility database, journaled locally first (see the
+    module and `spool.py`): the journal is complete whether or not the database answers."""
 
-    def __init__(self, store: PostgresStore, station: str, spool: Spool, signer: Any = None,
+    def __init__(self, store: PostgresStore, station: str, journal: Spool, signer: Any = None,
                  every: int = CHECKPOINT_EVERY) -> None:
         self.store = store
         self.station = station
-        self.spool = spool
+        self.spool = journal
         self.signer = signer
         self.every = every
         self.path = Path(f"{_redact(store.url)} station {station}")
         self._lock = threading.Lock()
         self._next_try = 0.0
-        self.replayed = 0  # spooled entries this log wrote to the database
-        self.spooled = 0  # entries it had to spool
+        self.replayed = 0  # entries written to the database after waiting in the spool
+        self.spooled = 0  # entries that had to wait in the spool
         self._head, self._checkpointed = self._start()
 
     def _start(self) -> tuple[tuple[int, str], int]:
-        """The chain's head and last checkpointed row: the spool's when it holds rows (the
-        database has not seen them), else the database's."""
+        """The chain's head and last checkpointed row. The journal knows them; rows the
+        database has beyond it (a new station directory, same station) are journaled first."""
         last = self.spool.last(self.station)
         try:
             if self.signer is not None and last is None:
                 self.store.verify_station(self.station, require_checkpoint=False, allow_empty=True)
-            with self.store._transaction() as tx:
-                row = tx.run("SELECT events, head FROM store_stations WHERE station = %(s)s",
-                             {"s": self.station})
-                cp = tx.run("SELECT COALESCE(MAX(row), 0) FROM checkpoints WHERE station = %(s)s",
-                            {"s": self.station})
+            self._backfill(last)
         except _db_errors() as exc:
             if last is None:
                 raise OutputError(f"cannot reach the facility database {_redact(self.store.url)}: "
                                   f"{exc}", "start PostgreSQL or fix [store] url; a station "
                                   "starts once with the database to learn its chain") from exc
-            return (last.id, last.hash), last.id
-        if last is not None:
-            return (last.id, last.hash), last.id
-        head = (int(row[0][0]), str(row[0][1])) if row else (0, GENESIS)
-        return head, int(cp[0][0])
+        last = self.spool.last(self.station)
+        checkpoints = self.spool.entries(self.station, "checkpoint")
+        return ((last.id, last.hash) if last else (0, GENESIS),
+                checkpoints[-1].id if checkpoints else 0)
+
+    def _backfill(self, last: Spooled | None) -> None:
+        since = last.id if last else 0
+        rows, checkpoints = self.store.chain(self.station)
+        if last is not None and len(rows) >= since and rows[since - 1][7] != last.hash:
+            raise AuditBroken(f"station {self.station}: row {since} of its chain in the database "
+                              "is not the one this station journaled",
+                              "two stations write under one name: give each its own [station] name")
+        known = {c.idem for c in self.spool.entries(self.station, "checkpoint")}
+        entries = [Spooled(0, self.station, "event", str(idem), int(i), ts, j, ser, ev, p, prev, h)
+                   for i, ts, j, ser, ev, p, prev, h, idem in self.store.chain_keys(self.station)
+                   if int(i) > since]
+        entries += [Spooled(0, self.station, "checkpoint", str(idem), int(row), ts, "", "", "", "",
+                            "", head, why, cert, sig)
+                    for _, ts, row, head, why, cert, sig, idem in checkpoints if idem not in known]
+        if entries:
+            self.spool.add(entries, sent=True)
 
     # -- the AuditLog interface ---------------------------------------------------------------
     def append(self, job_id: str, serial: str, event: str,
@@ -238,29 +259,10 @@ class PgStationLog:
             return self._head
 
     def events(self, job_id: str | None = None, kinds: Sequence[str] = ()) -> list[Event]:
-        """This station's rows in order (the database's, then the spool's); with the database
-        out of reach, the spooled rows alone."""
-        where, args = ["station = %(s)s"], {"s": self.station}
-        if job_id:
-            where.append("job_id = %(j)s")
-            args["j"] = job_id
-        if kinds:
-            where.append("event = ANY(%(k)s)")
-            args["k"] = list(kinds)  # type: ignore[assignment]
-        found: list[Event] = []
-        try:
-            found = [Event(*r) for r in self.store._read(
-                "SELECT id, ts, job_id, serial, event, payload FROM events WHERE "
-                + " AND ".join(where) + " ORDER BY id", args)]
-        except _db_errors():
-            pass
-        seen = {e.id for e in found}
-        with self._lock:
-            pending = [s for s in self.spool.pending(self.station, limit=1_000_000)
-                       if s.kind == "event" and s.id not in seen]
-        found += [Event(s.id, s.ts, s.job_id, s.serial, s.event, s.payload) for s in pending
-                  if (not job_id or s.job_id == job_id) and (not kinds or s.event in kinds)]
-        return found
+        """This station's rows in order, from its journal (the database need not answer)."""
+        return [Event(e.id, e.ts, e.job_id, e.serial, e.event, e.payload)
+                for e in self.spool.entries(self.station, "event", job_id)
+                if not kinds or e.event in kinds]
 
     def close(self) -> None:
         if self.signer is not None:
@@ -276,10 +278,15 @@ class PgStationLog:
         self.close()
 
     def verify(self, trusted: Sequence[str] = ()) -> AuditReport:
-        """This station's chain and checkpoints, as `verify_audit` checks a file."""
+        """This station's chain and checkpoints as its journal holds them (what `verify_audit`
+        checks in a file), after one more try to bring the database up to date."""
         with self._lock:
             self._replay(force=True)
-        return self.store.verify_station(self.station, trusted)
+        rows = [(e.id, e.ts, e.job_id, e.serial, e.event, e.payload, e.prev_hash, e.hash)
+                for e in self.spool.entries(self.station, "event")]
+        checkpoints = [(e.n, e.ts, e.id, e.hash, e.reason, e.certificate, e.signature)
+                       for e in self.spool.entries(self.station, "checkpoint")]
+        return verify_chain(self.path, walk_chain(self.path, rows), checkpoints, trusted)
 
     def pending(self) -> int:
         """Entries in the spool, waiting for the database."""
@@ -295,21 +302,17 @@ class PgStationLog:
                        base64.b64encode(signature).decode("ascii"))
 
     def _write(self, entries: list[Spooled]) -> None:
-        if self._replay():
-            try:
-                with self.store._transaction() as tx:
-                    for entry in entries:
-                        self._apply(tx, entry)
-                return
-            except _db_errors():
-                self._next_try = time.monotonic() + self.store.retry
-                # the commit may have landed: the spool's idempotency keys settle it on replay
-        for entry in entries:
-            self.spool.add(entry)
-            self.spooled += 1
+        """Journal first (the station's record, whatever the database does), then send."""
+        self.spool.add(entries)
+        waiting = self.spool.count(self.station) > len(entries)
+        if not self._replay():
+            self.spooled += len(entries)
+        elif waiting:
+            self.spooled += len(entries)
 
     def _replay(self, force: bool = False) -> bool:
-        """Write the spool to the database, in order; True once it is empty."""
+        """Send the unsent entries to the database, in order; True once none is left.
+        After a failure the database is tried again `retry` seconds later at the earliest."""
         if not force and time.monotonic() < self._next_try:
             return False
         try:
@@ -317,7 +320,8 @@ class PgStationLog:
                 with self.store._transaction() as tx:
                     for entry in batch:
                         self._apply(tx, entry)
-                self.spool.forget(batch[-1].n, self.station)
+                # the commit may have landed and its answer been lost: the keys settle that
+                self.spool.mark_sent(batch[-1].n, self.station)
                 self.replayed += len(batch)
         except _db_errors():
             self._next_try = time.monotonic() + self.store.retry

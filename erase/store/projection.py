@@ -75,9 +75,17 @@ def _batch_event(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> Non
         tx.run("UPDATE store_batches SET manifest = %(m)s WHERE batch_id = %(b)s AND manifest IS NULL",
                {"b": batch_id, "m": json.dumps(manifest)})
     _batch_station(tx, batch_id, station)
-    if e.event == "batch-closed":
-        tx.run("UPDATE store_batches SET closed_at = %(ts)s WHERE batch_id = %(b)s",
-               {"b": batch_id, "ts": e.ts})
+    args = {"b": batch_id, "s": station, "ts": e.ts}
+    if e.event in ("batch-opened", "batch-resumed"):  # open again, on this station at least
+        tx.run("UPDATE store_batch_stations SET closed_at = '' WHERE batch_id = %(b)s"
+               " AND station = %(s)s", args)
+        tx.run("UPDATE store_batches SET closed_at = '' WHERE batch_id = %(b)s", args)
+    elif e.event == "batch-closed":  # a batch spanning stations closes with the last of them
+        tx.run("UPDATE store_batch_stations SET closed_at = %(ts)s WHERE batch_id = %(b)s"
+               " AND station = %(s)s", args)
+        tx.run("UPDATE store_batches SET closed_at = %(ts)s WHERE batch_id = %(b)s AND NOT EXISTS"
+               " (SELECT 1 FROM store_batch_stations WHERE batch_id = %(b)s AND closed_at = '')",
+               args)
 
 
 def _batch_station(tx: Tx, batch_id: str, station: str) -> None:

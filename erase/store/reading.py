@@ -64,7 +64,7 @@ class SqlReader(StoreReader):
         open_batches: dict[str, list[str]] = {}
         for batch_id, station in self._read(
                 "SELECT bs.batch_id, bs.station FROM store_batch_stations bs JOIN store_batches b"
-                " ON b.batch_id = bs.batch_id WHERE b.closed_at = '' ORDER BY bs.batch_id"):
+                " ON b.batch_id = bs.batch_id WHERE bs.closed_at = '' ORDER BY bs.batch_id"):
             open_batches.setdefault(station, []).append(batch_id)
         return [StationInfo(s, first, last, int(n), head, running.get(s, 0),
                             tuple(open_batches.get(s, ())), ev)

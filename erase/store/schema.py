@@ -98,6 +98,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                "postgresql": (*_KEYS_UP, _CERTS.format(blob="BYTEA"))},
               {"sqlite": _V2_DOWN, "postgresql": _V2_DOWN}),
 )
+_V3_UP = ("ALTER TABLE store_batch_stations ADD COLUMN closed_at TEXT NOT NULL DEFAULT ''",)
+_V3_DOWN = ("ALTER TABLE store_batch_stations DROP COLUMN closed_at",)
+MIGRATIONS += (
+    Migration(3, "a batch spanning stations closes with the last of them",
+              {"sqlite": _V3_UP, "postgresql": _V3_UP}, {"sqlite": _V3_DOWN, "postgresql": _V3_DOWN}),
+)
 LATEST = MIGRATIONS[-1].version
 
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)"
