@@ -10,17 +10,19 @@ import os
 import sqlite3
 import tempfile
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .audit import AuditLog
 from .errors import OutputError, PhonewipeError
 from .guard import GuardedPlugin, JobGuard
-from .job import JobSettings, StageFn, run_job
+from .job import JobSettings, SecondLook, StageFn, run_job
 from .model import Endpoint, Outcome, Record
-from .plugin import Plugin
+from .plugin import Plugin, Session
+from .second_look import LookPicker, take_second_look
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class JobResult:
     record: Record
     certificate: Path | None
     error: str = ""  # why no certificate was written
+    second_look: dict[str, Any] | None = None  # its `second-look` event, when it had one
 
 
 def check_output_dir(out_dir: Path) -> Path:
@@ -81,31 +84,47 @@ def _count_interrupt(interrupts: int, abort: threading.Event,
 def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, audit: AuditLog,
                   signer, cert_dir: Path, progress: StageFn | None = None,
                   workers: int = 8, abort: threading.Event | None = None,
-                  on_interrupt: Callable[[int], None] | None = None) -> list[JobResult]:
-    """Erase every target concurrently; one slow phone never holds up the others.
+                  on_interrupt: Callable[[int], None] | None = None,
+                  looks: LookPicker | None = None, second_look_by: str = "") -> list[JobResult]:
+    """Erase every target concurrently; one slow phone never holds up the others — except
+    that, with `looks`, a PASSed phone waits before its reset for the run's second-look draw
+    (erase.second_look: the run is the batch).
 
     A first Ctrl-C lets the running jobs finish (`on_interrupt(1)`); a second sets `abort`,
     and each job stops at its next step with a FAILED record and certificate
     (`on_interrupt(2)`); a third gives up waiting."""
     abort = abort or threading.Event()
+    looked: dict[str, dict[str, Any]] = {}  # job id -> its second-look event
+
+    def look_hook(guard: JobGuard) -> SecondLook | None:
+        if looks is None:
+            return None
+
+        def hook(session: Session, record: Record) -> str | None:
+            payload, failed = take_second_look(
+                looks, audit.append, session, record,
+                by=second_look_by or settings.operator.name, operator=settings.operator,
+                go_on=abort.is_set, progress=lambda done, total: guard.progress(
+                    record.job_id, "rechecking", done, total))
+            if payload is not None:
+                looked[record.job_id] = payload
+            return failed
+        return hook
 
     def one(target: tuple[Plugin, Endpoint]) -> JobResult:
         plugin, endpoint = target
         guard = JobGuard(float("inf"), abort, progress, stopped=INTERRUPTED)
-        record = run_job(GuardedPlugin(plugin, guard), endpoint, settings, audit, guard.progress)
-        serial = record.device.serial or endpoint.address
+        job_id = str(uuid.uuid4())
+        if looks is not None:
+            looks.started(job_id)
         try:
-            path = signer.write_certificate(record, cert_dir)
-            audit.append(record.job_id, serial, "certified",
-                         {"certificate": str(path), "record_sha256": record.sha256()})
-        except (PhonewipeError, OSError, sqlite3.Error) as exc:
-            error = uncertified(record, exc, cert_dir)
-            try:
-                audit.append(record.job_id, serial, "certificate-failed", {"error": error})
-            except (PhonewipeError, OSError, sqlite3.Error):
-                pass  # the disk that refused the certificate may refuse the log too
-            return JobResult(record, None, error)
-        return JobResult(record, path)
+            record = run_job(GuardedPlugin(plugin, guard), endpoint, settings, audit,
+                             guard.progress, job_id, second_look=look_hook(guard))
+        finally:
+            if looks is not None:
+                looks.ended(job_id)
+        result = _certified(record, endpoint, audit, signer, cert_dir)
+        return replace(result, second_look=looked.get(record.job_id))
 
     if not targets:
         return []
@@ -119,6 +138,24 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
             except KeyboardInterrupt:
                 interrupts = _count_interrupt(interrupts + 1, abort, on_interrupt)
         return [f.result() for f in futures]
+
+
+def _certified(record: Record, endpoint: Endpoint, audit: AuditLog, signer: Any,
+               cert_dir: Path) -> JobResult:
+    """The record signed into its certificate, or why it could not be (erase it again)."""
+    serial = record.device.serial or endpoint.address
+    try:
+        path = signer.write_certificate(record, cert_dir)
+        audit.append(record.job_id, serial, "certified",
+                     {"certificate": str(path), "record_sha256": record.sha256()})
+    except (PhonewipeError, OSError, sqlite3.Error) as exc:
+        error = uncertified(record, exc, cert_dir)
+        try:
+            audit.append(record.job_id, serial, "certificate-failed", {"error": error})
+        except (PhonewipeError, OSError, sqlite3.Error):
+            pass  # the disk that refused the certificate may refuse the log too
+        return JobResult(record, None, error)
+    return JobResult(record, path)
 
 
 EXIT_BY_OUTCOME = {Outcome.ERASED_VERIFIED: 0, Outcome.ERASED_UNVERIFIED: 10,

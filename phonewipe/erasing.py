@@ -18,6 +18,7 @@ from phonewipe.erase.job import JobSettings
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin
 from phonewipe.erase.runner import JobResult, check_output_dir, erase_devices
+from phonewipe.erase.second_look import LookPicker
 from phonewipe.erase.strings import clean, escape_controls, for_terminal
 
 
@@ -88,12 +89,36 @@ def _result_lines(r: JobResult) -> list[tuple[str, str, bool]]:
         lines.append(("verification", f"{rec.verification.mode} {rec.verification.status}", False))
     if rec.reason:
         lines.append(("reason", rec.reason, True))
+    if r.second_look:
+        lines.append(("second look", look_line(r.second_look), True))
     if r.certificate:
         lines.append(("certificate", str(r.certificate), False))
     else:
         lines.append(("NOT CERTIFIED", r.error or "not written", True))
     lines.append(("record sha256", rec.sha256(), False))
     return lines
+
+
+def look_line(look: dict[str, Any]) -> str:
+    """A second look in words: its verdict, by whom, how it was picked."""
+    if look.get("status") == "passed-on":
+        return f"passed on: {look.get('reason', '')}"
+    said = {"passed": "passed", "failed": "FAILED", "pending": "PENDING"}.get(
+        str(look.get("status")), str(look.get("status")))
+    samples = f", {look['samples']} samples" if look.get("samples") is not None else ""
+    why = f": {look['reason']}" if look.get("reason") and look.get("status") != "passed" else ""
+    how = (look.get("pick") or {}).get("how", "")
+    return (f"{said} (by {look.get('by')}, fresh seed{samples}, before the reset){why}"
+            + (f"; picked {how}" if how else ""))
+
+
+def looks_owed(looks: LookPicker | None) -> str:
+    """Why a run that owes a second look has none ("" when it owes nothing)."""
+    if looks is None or looks.taken >= looks.due(looks.passes):
+        return ""
+    return (f"second look: {looks.due(looks.passes) - looks.taken} owed — no phone that passed "
+            "could be re-read before its reset (fill-and-reset methods, or no second reader); "
+            "include a phone erased by a block-device method in the run")
 
 
 def print_results(results: list[JobResult], out: Any = None) -> None:
@@ -126,8 +151,10 @@ def print_results(results: list[JobResult], out: Any = None) -> None:
 
 def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out_dir: Path,
               keys_dir: Path, as_json: bool, audit_path: Path | None = None,
-              abort: threading.Event | None = None) -> list[JobResult]:
-    """Self-checks first (output writable, key loads, audit opens), then erase everything."""
+              abort: threading.Event | None = None, second_look_share: float = 0.0,
+              second_look_by: str = "") -> list[JobResult]:
+    """Self-checks first (output writable, key loads, audit opens), then erase everything;
+    with a share above 0 the run gets its R2v3 second look(s) (erase.second_look)."""
     check_output_dir(out_dir)
     cert_dir = check_output_dir(out_dir / "certificates")
     signer = load_signer(keys_dir)
@@ -139,17 +166,21 @@ def run_erase(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, out
                           "quits without waiting (the audit log keeps every step)")
     with AuditLog(audit_path or out_dir / "audit.sqlite", signer=signer) as audit:
         view = _ProgressView({}, enabled=not as_json)
+        looks = LookPicker(second_look_share) if second_look_share > 0 else None
         with view.progress:
             try:
                 results = erase_devices(targets, settings, cast(AuditLog, _NamingAudit(audit, view.names)),
                                         signer, cert_dir, view.update,
-                                        abort=abort, on_interrupt=interrupted)
+                                        abort=abort, on_interrupt=interrupted,
+                                        looks=looks, second_look_by=second_look_by)
             finally:
                 audit.checkpoint("erase-run")  # the run's every row, signed
     if as_json:
         click.echo(json.dumps([result_dict(r) for r in results], indent=2))
     else:
         print_results(results)
+        if looks_owed(looks):
+            console.print(for_terminal(looks_owed(looks)), highlight=False, soft_wrap=True)
         console.print(f"audit log: {for_terminal(audit_path or out_dir / 'audit.sqlite')}",
                       highlight=False, soft_wrap=True)
     return results
@@ -163,7 +194,8 @@ def result_dict(r: JobResult) -> dict[str, Any]:
             "method": rec.sanitization.method if rec.sanitization else None,
             "verification": rec.verification.status if rec.verification else None,
             "certificate": str(r.certificate) if r.certificate else None,
-            "certificate_error": r.error or None, "record_sha256": rec.sha256()}
+            "certificate_error": r.error or None, "record_sha256": rec.sha256(),
+            "second_look": r.second_look}
 
 
 def match_serial(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Plugin, Endpoint]]:

@@ -9,6 +9,7 @@ from ..audit import AuditLog
 from ..guard import JobGuard
 from ..model import Endpoint, Identity, Record
 from ..plugin import Plugin
+from ..second_look import LookPicker
 from .ledger import JobTrace
 from .rows import DeviceRow, Listener, StationOptions
 from .watcher import Watcher
@@ -38,9 +39,7 @@ class StationBase:
     stopped_how: str
     started: float
     last_activity: float
-    passes: int
-    looks_taken: int  # second looks done or pending in this batch
-    _look_positions: list[int]  # the PASS numbers picked, one per run of 1/share PASSes
+    looks: LookPicker  # the batch's second looks: passes counted, picks drawn
     _last_progress: dict[str, float]
     errors: list[str]
     aborted_rows: list[DeviceRow]
@@ -66,5 +65,3 @@ class StationBase:
                    identity: Identity | None) -> tuple[DeviceRow, str] | None: ...
 
         def on_job_event(self, gate: JobAudit, event: str, payload: dict[str, Any]) -> None: ...
-
-        def _looks_due(self, passes: int) -> int: ...

@@ -83,10 +83,9 @@ class BatchLifecycle(StationBase):
             row.state = "done (earlier run)"
             row.certificate = job.certificate or ""
             look = job.second_look or {}
-            if rec.outcome is Outcome.ERASED_VERIFIED or look.get("selected"):
-                self.passes += 1
-            if look.get("selected"):
-                self.looks_taken += 1
+            passed = rec.outcome is Outcome.ERASED_VERIFIED or bool(look.get("selected"))
+            self.looks.restore(self.looks.passes + passed,
+                               self.looks.taken + bool(look.get("selected")))
         self.rows[key] = row
         self.by_address[job.address] = key
         if row.serial:
@@ -150,9 +149,9 @@ class BatchLifecycle(StationBase):
                     totals[row.outcome] = totals.get(row.outcome, 0) + 1
         with self.final_lock:  # a job the station recorded as stuck may still be running
             self.sealed = True
-            with self.lock:
-                due = self._looks_due(self.passes)
+            looks = self.looks
             self._batch_log("batch-closed", {"totals": totals, "how": self.stopped_how,
-                                             "passes": self.passes, "second_look_due": due,
-                                             "second_look_done": self.looks_taken})
+                                             "passes": looks.passes,
+                                             "second_look_due": looks.due(looks.passes),
+                                             "second_look_done": looks.taken})
         self.emit("batch-closed", totals=totals)

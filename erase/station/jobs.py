@@ -3,8 +3,6 @@ its events update the live row, PASSed records are certified and a share of them
 second look, and a job stuck past its deadline is recorded by the station."""
 from __future__ import annotations
 
-import math
-import secrets
 import threading
 import time
 import uuid
@@ -17,6 +15,7 @@ from ..guard import GuardedPlugin
 from ..job import run_job
 from ..model import Endpoint, Identity, Record
 from ..plugin import Plugin, Session
+from ..second_look import take_second_look
 from .base import StationBase
 from .gate import JobAudit
 from .rows import DeviceRow, _endpoint_dict, fallback_record
@@ -105,8 +104,12 @@ class JobRunner(StationBase):
                           {"batch_id": o.batch_id, "endpoint": asdict(endpoint),
                            "asset_tag": row.asset_tag, "redo_of": redo_of, "serial": serial}):
             return
-        run_job(GuardedPlugin(plugin, guard), endpoint, settings, gate, guard.progress, job_id,
-                second_look=lambda session, record: self._second_look(gate, session, record))
+        self.looks.started(job_id)
+        try:
+            run_job(GuardedPlugin(plugin, guard), endpoint, settings, gate, guard.progress, job_id,
+                    second_look=lambda session, record: self._second_look(gate, session, record))
+        finally:
+            self.looks.ended(job_id)
         if gate.record is not None and not gate.forced:  # the station certified what it forced
             self._certify(gate, gate.record, row.key)
 
@@ -125,74 +128,29 @@ class JobRunner(StationBase):
             if row is not None:
                 row.certificate = str(path)
 
-    def _looks_due(self, passes: int) -> int:
-        """How many second looks a batch owes after `passes` PASSes: one at a random position
-        in each run of 1/share PASSes (stratified, so neither the operator nor the device can
-        tell which phone will be looked at), and at least one once anything passed."""
-        share = self.options.second_look_share
-        if share <= 0 or passes <= 0:
-            return 0
-        width = 1 / share
-        while len(self._look_positions) * width < passes:
-            j = len(self._look_positions)
-            low, high = math.floor(j * width), math.floor((j + 1) * width)
-            self._look_positions.append(low + 1 + secrets.randbelow(max(1, high - low)))
-        return max(1, sum(1 for p in self._look_positions if p <= passes))
-
     def _second_look(self, gate: JobAudit, session: Session, record: Record) -> str | None:
-        """R2v3 second look, in the job between a PASSed verification and the finish step (the
-        factory reset after which USB debugging and root are gone): a picked phone is read
-        again through a second reader (`readback()`, not the erase's) under a fresh seed, by
-        the person named (`second_look_by`). A phone whose method cannot be re-read passes
-        the pick on to the next phone; a look the phone could not finish stays pending with
-        the command to run. Returns why the look failed (the job then FAILs), or None."""
-        with self.lock:
-            self.passes += 1
-            picked = self.looks_taken < self._looks_due(self.passes)
-            if picked:
-                self.looks_taken += 1
-        if not picked:
-            return None
+        """R2v3 second look (erase.second_look), in the job between a PASSed verification
+        and the finish step, by the person named (`second_look_by`). A phone waiting for the
+        batch's first draw goes on when the station aborts or a quarter of its timeout is
+        left. Returns why the look failed (the job then FAILs), or None."""
         o = self.options
+        guard = gate.guard
+        margin = max(2.0, 0.25 * o.timeout)
         by = o.second_look_by or o.settings.operator.name
-        serial = record.device.serial or record.endpoint.address
-        why_not = session.not_recheckable(record)
-        reader = None if why_not else session.readback()
-        if reader is None:
+
+        def waiting() -> None:
             with self.lock:
-                self.looks_taken -= 1  # the pick goes to the next phone that passes
-            why_not = why_not or ("the device offers no second reader of its storage in this "
-                                  "mode (readback(): e.g. no root)")
-            gate.append(record.job_id, serial, "second-look", {
-                "selected": False, "status": "passed-on", "by": by, "share": o.second_look_share,
-                "reason": f"cannot be re-read: {why_not}; the pick goes to the next phone that "
-                          "passes"})
-            gate.row.second_look = "passed on (cannot be re-read)"
-            return None
-        seed = secrets.randbits(63)
-        payload: dict[str, Any] = {
-            "selected": True, "by": by, "fresh_seed": seed, "share": o.second_look_share,
-            "when": "before the finish step (factory reset)",
-            "reader": "readback(), a second reader path", "record_id": record.record_id}
-        gate.append(record.job_id, serial, "rechecking", {"by": by, "fresh_seed": seed})
-        from ..reverify import reverify
-        try:
-            result = reverify(record, reader, seed=seed, fresh_seed=True,
-                              operator=replace(o.settings.operator, name=by),
-                              progress=lambda done, total: gate.guard.progress(
-                                  record.job_id, "rechecking", done, total))
-        except PhonewipeError as exc:
-            payload.update(status="pending", reason=f"not finished: {exc.line()}")
-        else:
-            payload.update(status="passed" if result.ok else "failed", verdict=result.verdict,
-                           samples=result.samples, reason=result.reason,
-                           medium=result.medium, problems_total=result.problems_total)
-        gate.append(record.job_id, serial, "second-look", payload)
-        gate.row.second_look = f"{payload['status']} ({by})"
-        if payload["status"] == "failed":
-            return (f"the second look (fresh seed, {result.samples} samples, by {by}) found "
-                    f"what the first did not: {result.reason}")
-        return None
+                gate.row.state = "passed: waiting for the second-look draw"
+        payload, failed = take_second_look(
+            self.looks, gate.append, session, record, by=by, operator=o.settings.operator,
+            go_on=lambda: guard.abort.is_set() or time.monotonic() > guard.deadline - margin,
+            waiting=waiting, progress=lambda done, total: guard.progress(
+                record.job_id, "rechecking", done, total))
+        if payload is not None:
+            gate.row.second_look = ("passed on (cannot be re-read)"
+                                    if payload["status"] == "passed-on"
+                                    else f"{payload['status']} ({by})")
+        return failed
 
     def enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -223,6 +181,8 @@ class JobRunner(StationBase):
                 return route(fallback_record(job_id, identity, _endpoint_dict(row), settings,
                                              reason), self.audit)  # destination follows outcome
             record = gate.force(make, queued)
+            if row.job_id:  # a phone waiting for the second-look draw need not wait for it
+                self.looks.ended(row.job_id)
             if record is not None:
                 self._certify(None, record, row.key)
             elif redo is not None:

@@ -19,6 +19,7 @@ from ..audit import AuditLog, now_iso
 from ..guard import JobGuard
 from ..model import Endpoint, _plain
 from ..plugin import Plugin
+from ..second_look import LookPicker
 from .arrival import DeviceArrival
 from .batch import BatchLifecycle
 from .gate import JobAudit
@@ -54,9 +55,7 @@ class Station(BatchLifecycle, DeviceArrival, JobRunner):
         self.stopped_how = ""
         self.started = time.monotonic()
         self.last_activity = time.monotonic()
-        self.passes = 0
-        self.looks_taken = 0
-        self._look_positions: list[int] = []  # drawn at random as PASSes come (jobs.py)
+        self.looks = LookPicker(options.second_look_share)  # the batch's second looks
         self._last_progress: dict[str, float] = {}
         self.errors: list[str] = []
         self.aborted_rows: list[DeviceRow] = []  # set when the operator aborts
