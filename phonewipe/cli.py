@@ -13,6 +13,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from phonewipe.attest import register as register_attest
 from phonewipe.cli_group import GlobalOptionsGroup
 from phonewipe.common import (
     REGISTRY,
@@ -30,6 +31,7 @@ from phonewipe.common import (
     require_operator,
     wants_json,
 )
+from phonewipe.destroy import register as register_destroy
 from phonewipe.erase import __version__
 from phonewipe.erase.audit import AuditLog, parse_expected_head, verify_audit
 from phonewipe.erase.config import DEFAULT_KEYS_DIR, load_config
@@ -38,6 +40,7 @@ from phonewipe.erase.plugin import PluginOptions
 from phonewipe.erase.runner import exit_code
 from phonewipe.erase.strings import for_terminal
 from phonewipe.erasing import match_serial, run_erase
+from phonewipe.serve.command import register as register_serve
 from phonewipe.station_commands import register as register_station
 from phonewipe.wipe import register as register_wipe
 
@@ -279,8 +282,9 @@ def _verify_line(report: Any, safe: Any) -> str:
     else:
         when = f"time: {report.signed_at or 'unknown'} by the signing station's own clock, no timestamp"
     notes = "".join(f"; note: {safe(n)}" for n in report.notes)
-    if report.kind == "summary" and report.summary is not None:
-        what = (f"batch summary {safe(report.summary.get('batch_id'))}, "
+    if report.kind in ("summary", "destruction-list") and report.summary is not None:
+        what = (f"{'batch summary' if report.kind == 'summary' else 'destruction list'} "
+                f"{safe(report.summary.get('batch_id'))}, "
                 f"{safe(report.summary.get('device_count'))} devices")
     elif report.kind == "addendum" and report.addendum is not None:
         cited = report.addendum.get("certificate") or {}
@@ -550,6 +554,9 @@ def audit_export(db: Path) -> None:
 
 register_station(cli)
 register_wipe(cli)
+register_attest(cli)
+register_destroy(cli)
+register_serve(cli)
 
 
 def main() -> None:
