@@ -65,8 +65,9 @@ def register(group: click.Group) -> None:
     """Add `serve` to `group`."""
 
     @group.command()
-    @click.option("--out", "outs", type=click.Path(path_type=Path), multiple=True, required=True,
-                  help="station directory holding audit.sqlite; repeat for each station")
+    @click.option("--out", "outs", type=click.Path(path_type=Path), multiple=True,
+                  help="station directory holding audit.sqlite; repeat for each station (default: "
+                       "the facility's database, [store] url)")
     @click.option("--host", default="127.0.0.1", show_default=True,
                   help="address to listen on; anything but loopback needs a token or mTLS")
     @click.option("--port", type=click.IntRange(0, 65535), default=8780, show_default=True,
@@ -98,10 +99,10 @@ def register(group: click.Group) -> None:
             from .app import ServeSettings, create_app
         except ImportError as exc:
             raise UsageError(f"phonewipe serve needs the dashboard's libraries ({exc.name} is not "
-                             "installed)", "pip install 'phonewipe[serve]'") from exc
+                             "installed)", "pip install 'phonewipe[facility]'") from exc
         from .certs import Verifier
         from .security import check_bind, is_loopback
-        from .source import Facility, open_directories
+        from .source import Facility, open_directories, open_facility
 
         token = read_token(token_file)
         if (tls_cert is None) != (tls_key is None) or (tls_client_ca and tls_cert is None):
@@ -114,7 +115,10 @@ def register(group: click.Group) -> None:
                                  ca_certificates=config.trust_ca_certificates,
                                  trust=trust, trust_ca=trust_ca)
         sock = listen(host, port)
-        facility = Facility(open_directories(outs))
+        sources = open_directories(outs, required=not config.store_url)
+        if config.store_url:
+            sources.insert(0, open_facility(config.store_url))
+        facility = Facility(sources)
         app = create_app(facility, Verifier(store), token, is_loopback(host) and not tls_client_ca,
                          ServeSettings(poll=poll))
         click.echo(f"dashboard: {url_of(sock, tls_cert is not None)}"

@@ -39,7 +39,13 @@ class Change:
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def open_directories(outs: Iterable[Path]) -> list[Source]:
+def open_facility(url: str) -> Source:
+    """The facility's database (`[store] url`): every station that writes to it."""
+    from phonewipe.erase.store.postgres import PostgresStore
+    return Source("facility", PostgresStore(url), None, single=False)
+
+
+def open_directories(outs: Iterable[Path], required: bool = True) -> list[Source]:
     """A source per station directory (its audit.sqlite, through the SQLite store)."""
     from phonewipe.erase.store.sqlite import SqliteStore
     sources: list[Source] = []
@@ -56,8 +62,9 @@ def open_directories(outs: Iterable[Path]) -> list[Source]:
         name = _wanted_key(s)
         used[name] += 1
         s.key = name if names[name] == 1 else f"{name}-{used[name]}"
-    if not sources:
-        raise UsageError("no station to show", "give at least one --out DIR (a station directory)")
+    if not sources and required:
+        raise UsageError("no station to show", "give at least one --out DIR (a station directory), "
+                         "or set [store] url to the facility's database")
     return sources
 
 
