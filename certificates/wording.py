@@ -23,6 +23,8 @@ OUTCOME_WORDS = {
     Outcome.ERASED_UNVERIFIED: "erase performed, but not verified by reading storage back",
     Outcome.FAILED: "the erase failed or did not verify: the device may still hold data",
     Outcome.BLOCKED: "not erased: the erase was stopped before anything was written",
+    Outcome.DESTROYED: "physically destroyed, as the operator and a witness attest (nothing "
+                       "was read back)",
 }
 TECHNIQUE_WORDS = {"overwrite": "overwrite", "block-erase": "block erase",
                    "crypto-erase": "cryptographic erase", "factory-reset": "factory reset",
@@ -61,6 +63,9 @@ def title_for(record: Record) -> str:
     """A PASS is a certificate of sanitization; everything else is a record of what happened."""
     if record.outcome is Outcome.ERASED_VERIFIED:
         return CERTIFICATE_TITLE
+    if record.outcome is Outcome.DESTROYED:
+        from .manual import destruction_title
+        return destruction_title(record)
     return f"{RECORD_TITLE}: {record.result_text}"
 
 
@@ -313,4 +318,5 @@ def sections_v4(record: Record, signing: Any) -> list[Any]:
                        "(`phonewipe cert validate FILE --by NAME`); `cert verify` checks it"),
     )))
     sections.append(Section("Signature", signature_rows(signing, record.created_at)))
-    return sections
+    from .manual import manual_sections  # attested wipes and destructions (#19)
+    return manual_sections(record, sections)
