@@ -37,6 +37,7 @@ from .fields import (
     visible_fields,
     visible_sections,
 )
+from .photo_pages import draw_photo_pages, photo_page_count
 
 PAGE_W, PAGE_H = A4
 MARGIN = 40.0
@@ -384,14 +385,19 @@ def render_pdf(record: Record, layout: int = LAYOUT_VERSION,
     boxed = layout < 4  # layouts 1-3 drew an empty box for a second person's hand signature
     pages = _paginate(_blocks(_with_note(sections)[1:]), _header_bottom(head),
                       VALIDATION_H if boxed else 0.0, whole_sections=not boxed)
+    photos = photo_page_count(record) if layout >= 4 else 0  # photo evidence (#19)
+    total = len(pages) + photos
     for n, blocks in enumerate(pages, 1):
         y = _header(c, record, head, qr, layout) if n == 1 else PAGE_H - MARGIN
         for b in blocks:
             y = _draw_block(c, b, y)
         if n == len(pages) and boxed:
             _validation_block(c, y)
-        _footer(c, record, n, len(pages), layout)
+        _footer(c, record, n, total, layout)
         c.showPage()
+    if photos:
+        draw_photo_pages(c, record, printable, lambda cv, i: _footer(
+            cv, record, len(pages) + i + 1, total, layout))
     c.save()
     return buf.getvalue()
 

@@ -52,6 +52,7 @@ from .trust import TrustStore, cert_fingerprint, decide
 
 SUMMARY_NAME = "phonewipe-batch-summary.json"  # batch.SUMMARY_ATTACHMENT's file name
 ADDENDUM_NAME = "phonewipe-validation.json"  # addendum.ADDENDUM_ATTACHMENT's file name
+LIST_NAME = "phonewipe-destruction-list.json"  # destruction_list.LIST_ATTACHMENT's file name
 
 MAX_DEPTH = 32  # name trees, page trees and resource dictionaries nest at most this deep
 MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -74,7 +75,8 @@ class VerifyReport:
     timestamp_trusted: bool = False  # the TSA chains to a trusted root
     time_source: str = STATION_CLOCK  # what the signing time rests on
     notes: list[str] = field(default_factory=list)  # worth saying, not a defect
-    kind: str = "certificate"  # or "summary" (a signed batch summary), "addendum"
+    kind: str = "certificate"  # or "summary" (a signed batch summary), "addendum",
+    # "destruction-list" (a destroy run's signed list)
     summary: dict[str, Any] | None = None
     addendum: dict[str, Any] | None = None  # a second person's validation (addendum.py)
 
@@ -225,7 +227,12 @@ def _canon(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, generic.StreamObject):
         body = {k: _canon(v, depth + 1) for k, v in obj.items()
                 if k not in ("/Length", "/Filter", "/DecodeParms")}
-        return ("stream", sorted(body.items()), hashlib.sha256(obj.data).hexdigest())
+        try:
+            return ("stream", sorted(body.items()), hashlib.sha256(obj.data).hexdigest())
+        except NotImplementedError:  # a filter pyHanko does not decode (a photo's DCTDecode):
+            # the encoded bytes and their filter, exactly as the renderer placed them
+            return ("encoded-stream", sorted(body.items()), _canon(obj.get("/Filter"), depth + 1),
+                    hashlib.sha256(obj.encoded_data).hexdigest())
     if isinstance(obj, generic.DictionaryObject):
         return ("dict", sorted((str(k), _canon(v, depth + 1)) for k, v in obj.items()))
     if isinstance(obj, generic.ArrayObject):
@@ -589,6 +596,8 @@ def verify_bytes(data: bytes, path: Path,
             _check_summary(reader, report, signing)
         elif ATTACHMENT_NAME not in names and ADDENDUM_NAME in names:
             _check_addendum(reader, report, signing)
+        elif ATTACHMENT_NAME not in names and LIST_NAME in names:
+            _check_destruction_list(reader, report, signing)
         else:
             raw = _embedded_record_bytes(reader)
             record = _parse_record(raw)
@@ -634,6 +643,32 @@ def _check_summary(reader: PdfFileReader, report: VerifyReport,
     same, _ = _same_pages(rendered, reader)
     if not same:
         raise _Bad("the embedded batch summary does not match the visible pages")
+
+
+def _check_destruction_list(reader: PdfFileReader, report: VerifyReport,
+                            signing: SigningInfo | None) -> None:
+    """A destruction run's signed list: canonical JSON that renders to exactly the pages."""
+    from phonewipe.erase.model import canonical_json
+
+    from .destruction_list import LIST_SCHEMA, render_list
+    report.kind = "destruction-list"
+    raw = _embedded_record_bytes(reader, LIST_NAME, "destruction list")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _Bad("the embedded destruction list is not valid JSON") from e
+    if not isinstance(data, dict) or data.get("schema") != LIST_SCHEMA:
+        raise _Bad("the embedded destruction list is not a phonewipe destruction list")
+    report.summary = data
+    if canonical_json(data) != raw:
+        report.problems.append("the embedded destruction list is not in canonical form")
+    try:
+        rendered = render_list(data, _signed_layout(reader), signing)
+    except Exception as e:  # noqa: BLE001 - a list that does not render is not ours
+        raise _Bad(f"the embedded destruction list cannot be rendered ({_short(e)})") from e
+    same, _ = _same_pages(rendered, reader)
+    if not same:
+        raise _Bad("the embedded destruction list does not match the visible pages")
 
 
 def _check_addendum(reader: PdfFileReader, report: VerifyReport,
