@@ -26,7 +26,9 @@ RESULT_COLOURS = {"PASS": "#1b7f3a", "ERASED, NOT VERIFIED": "#a86400", "FAIL": 
 RECONCILIATION_TITLES = (
     ("erased", "Erased"), ("blocked", "Blocked (not erased)"), ("failed", "Failed"),
     ("expected_never_seen", "Expected but never seen"),
-    ("seen_not_expected", "Seen but not expected"), ("duplicates", "Duplicates"))
+    ("seen_not_expected", "Seen but not expected"), ("duplicates", "Duplicates"),
+    ("destroyed", "Destroyed (Destruct records)"),
+    ("offered_for_destruction", "Failed twice, offered for destruction"))
 
 _styles = getSampleStyleSheet()
 _SMALL = _styles["BodyText"].clone("small", fontSize=7, leading=8.5)
@@ -101,6 +103,10 @@ def render_summary(summary: dict[str, Any], layout: int = LAYOUT_VERSION,
             elif key == "expected_never_seen":
                 text = "; ".join(f"{a['asset_tag']} {a['identifier']} ({a['owner']})"
                                  for a in items) or "none"
+            elif key == "offered_for_destruction":
+                text = "; ".join(f"{_device_label(e)}: failed {e.get('failures', 2)} times, "
+                                 "record its destruction with `phonewipe destroy`"
+                                 for e in items)
             else:
                 text = "; ".join(_device_label(e) for e in items) or "none"
             story.append(_p(f"{title} ({len(items)}): {text}", _BODY))

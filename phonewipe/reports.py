@@ -19,7 +19,7 @@ from typing import Any
 
 from phonewipe.erase.audit import AuditLog, AuditReport, now_iso, verify_audit
 from phonewipe.erase.errors import AuditBroken, UsageError
-from phonewipe.erase.model import Record
+from phonewipe.erase.model import Outcome, Record
 from phonewipe.erase.station.ledger import BatchLedger, batch_ids, read_ledger
 from phonewipe.erase.station.manifest import Manifest
 from phonewipe.erase.station.reconcile import device_keys, reconcile
@@ -107,7 +107,16 @@ def _audit_block(report: AuditReport, row: int, head: str) -> dict[str, Any]:
             "last_checkpoint": {"row": last.row, "ts": last.ts} if last else None}
 
 
-def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict[str, Any]:
+def destroyed_records(audit: Any) -> list[Record]:
+    """Every Destruct record in the audit log (`phonewipe destroy --out` the station's
+    directory): the reconciliation counts those of a batch's devices and listed assets."""
+    from phonewipe.erase.destination import logged_records
+    return [Record.from_dict(rec) for _, rec in logged_records(audit)
+            if rec.get("outcome") == Outcome.DESTROYED.value]
+
+
+def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any],
+                  destroyed: list[Record] | None = None) -> dict[str, Any]:
     opened = ledger.opened or {}
     manifest = Manifest.from_dict(opened["manifest"]) if opened.get("manifest") else None
     jobs = [j for j in ledger.jobs.values() if j.record is not None]
@@ -126,7 +135,7 @@ def build_summary(ledger: BatchLedger, audit_rows: int | dict[str, Any]) -> dict
         "manifest": f"{manifest.path} (sha256 {manifest.sha256[:16]}...)" if manifest else None,
         "closed": ledger.closed is not None, "device_count": len(records), "totals": totals,
         "devices": [_device_entry(r, j.certificate) for r, j in zip(records, jobs, strict=True)],
-        "reconciliation": reconcile(records, manifest).to_dict(),
+        "reconciliation": reconcile(records, manifest, destroyed or []).to_dict(),
         "interrupted_not_redone": [j.job_id for j in ledger.unfinished()],
         "second_look_share": opened.get("second_look_share", 0),
         "second_look": looks,
@@ -237,7 +246,7 @@ def write_reports(audit: AuditLog, batch_id: str, out_dir: Path, signer: Any) ->
     directory = batch_dir(out_dir, batch_id)
     cross_check(audit, ledger, directory, _fingerprint(signer))
     row, head = audit.checkpoint("summary") if getattr(audit, "signer", None) else audit.head()
-    summary = build_summary(ledger, _audit_block(report, row, head))
+    summary = build_summary(ledger, _audit_block(report, row, head), destroyed_records(audit))
     records = ledger.records()
     records.sort(key=lambda r: r.created_at)
     pdf = write_atomic(directory, "summary.pdf", sign_summary(signer, summary))

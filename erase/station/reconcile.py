@@ -18,6 +18,10 @@ class Reconciliation:
     seen_not_expected: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     has_manifest: bool = False
+    # Destruct records (erase/destroy.py) of this batch's devices or listed assets, and the
+    # devices that FAILED twice and have none yet: offered for destruction (R2v3)
+    destroyed: list[dict[str, Any]] = field(default_factory=list)
+    offered_for_destruction: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,7 +41,11 @@ def _entry(record: Record, assets: list[Asset]) -> dict[str, Any]:
             "record_id": record.record_id, "reason": record.reason}
 
 
-def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliation:
+def reconcile(records: list[Record], manifest: Manifest | None,
+              destroyed: list[Record] | tuple[Record, ...] = ()) -> Reconciliation:
+    """`destroyed`: Destruct records from anywhere in the audit log; those of this batch's
+    devices and of its listed assets are counted (a dead phone on the list that never came to
+    the bench but was destroyed is not "never seen")."""
     out = Reconciliation(has_manifest=manifest is not None)
     assets = list(manifest.assets) if manifest else []
     by_key: dict[str, list[Asset]] = defaultdict(list)
@@ -68,6 +76,8 @@ def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliatio
             out.seen_not_expected.append(entry)
         if record.outcome in (Outcome.ERASED_VERIFIED, Outcome.ERASED_UNVERIFIED):
             out.erased.append(entry)
+        elif record.outcome is Outcome.DESTROYED:
+            out.destroyed.append(entry)
         elif record.outcome is Outcome.BLOCKED:
             out.blocked.append(entry)
         else:
@@ -80,5 +90,40 @@ def reconcile(records: list[Record], manifest: Manifest | None) -> Reconciliatio
         if len(recs) > 1:
             out.duplicates.append(f"device {recs[0].device.serial or key} has {len(recs)} final "
                                   "records in this batch")
+    _destructions(out, records, assets, matched, destroyed)
     out.expected_never_seen = [asdict(a) for a in assets if id(a) not in matched]
     return out
+
+
+def _destructions(out: Reconciliation, records: list[Record], assets: list[Asset],
+                  matched: set[int], destroyed: list[Record] | tuple[Record, ...]) -> None:
+    batch_keys = {k for r in records for k in device_keys(r)}
+    destroyed_keys: set[str] = set()
+    for record in destroyed:
+        keys = set(device_keys(record))
+        mine = [a for a in assets if set(a.keys) & keys]
+        if not (keys & batch_keys or mine) or any(
+                e["record_id"] == record.record_id for e in out.destroyed):
+            continue
+        matched.update(id(a) for a in mine)
+        destroyed_keys |= keys
+        out.destroyed.append(_entry(record, mine))
+    for record in records:
+        own = set(device_keys(record))
+        if record.outcome is Outcome.FAILED and record.earlier_failures \
+                and not own & destroyed_keys:
+            entry = _entry(record, [a for a in assets if set(a.keys) & own])
+            entry["failures"] = len(record.earlier_failures) + 1
+            entry["command"] = destroy_command(record)
+            out.offered_for_destruction.append(entry)
+
+
+def destroy_command(record: Record) -> str:
+    """The command that records the destruction of a device that failed twice."""
+    import shlex
+    d = record.device
+    named = f"--serial {shlex.quote(d.serial)}" if d.serial else \
+        " ".join(f"--imei {shlex.quote(i)}" for i in d.imeis)
+    tag = f" --asset-tag {shlex.quote(record.asset_tag)}" if record.asset_tag else ""
+    return (f"phonewipe destroy {named}{tag} --method shred --particle-mm 2 --facility FACILITY "
+            "--witness NAME --out STATION_DIR")
