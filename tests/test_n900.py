@@ -1,0 +1,152 @@
+"""The Nokia N900 over real SSH: the emulated phone is an asyncssh server on loopback whose
+shell serves the core's emulated storage; the maemo plugin's client logs in, becomes root
+with `sudo gainroot`, streams the keyed pattern into dd and samples it back."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import asyncssh
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+from phonewipe.erase.job import JobSettings
+from phonewipe.erase.model import Destination, Operator
+from phonewipe.erase.plugin import close_plugins, sandbox_plugins
+from phonewipe.erasing import run_erase
+from phonewipe.protocols.maemo import client as maemo_client
+from phonewipe.protocols.maemo import session as maemo_session
+
+SETTINGS = JobSettings(operator=Operator(name="Test", organization="Test Org"),
+                       destination=Destination("resale"))
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phonewipe.certificates.keys import init_keys
+    directory = tmp_path_factory.mktemp("keys")
+    init_keys(directory, "Test Org", "n900 tests")
+    return directory
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Any]:
+    """start(PROFILE) -> (plugin, handset): an emulated N900 on loopback."""
+    plugins = sandbox_plugins(tmp_path)
+    started: list[Any] = []
+
+    def start(profile: str) -> Any:
+        [handset] = start_handsets([profile], tmp_path / "handsets" / str(len(started)), plugins)
+        started.append(handset)
+        return plugins["maemo"], handset
+
+    yield start
+    stop_handsets(started)
+    close_plugins(plugins)
+
+
+def erase(plugin: Any, keys: Path, out: Path) -> Any:
+    targets = [(plugin, e) for e in plugin.discover()]
+    assert len(targets) == 1
+    [result] = run_erase(targets, SETTINGS, out, keys, True)
+    return result.record
+
+
+def test_emulated_n900_is_erased_and_verified_over_ssh(bench: Any, keys: Path,
+                                                      tmp_path: Path) -> None:
+    plugin, handset = bench("n900")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "ERASED_VERIFIED", record.reason
+    assert (record.device.manufacturer, record.device.model) == ("Nokia", "N900 (RX-51)")
+    assert record.device.imeis == tuple(handset.storage.state.imeis)
+    assert record.device.os_version == "RX-51_2009SE_21.2011.38-1_PR_MR0"
+    assert record.device.capacity_bytes == handset.storage.size
+    assert "flasher" in record.sanitization.details["reuse"]
+    assert record.verification.status == "passed" and record.verification.samples_read > 1000
+
+
+def test_lying_n900_fails(bench: Any, keys: Path, tmp_path: Path) -> None:
+    plugin, _ = bench("n900-lying")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED", f"false {record.outcome.value}"
+    assert "verification failed" in record.reason
+
+
+def test_a_read_back_answered_by_the_page_cache_would_pass_the_liar(
+        bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulated phone's page cache is real enough to matter: a client that skips the
+    cache drop passes the lying N900 (so the test above can fail)."""
+    plugin, _ = bench("n900-lying")
+    monkeypatch.setattr(maemo_session.MaemoReader, "bypass_cache", lambda self: "trusted RAM")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "ERASED_VERIFIED"
+
+
+def test_unreadable_emmc_blocks_are_not_taken_for_data(bench: Any, keys: Path,
+                                                       tmp_path: Path) -> None:
+    plugin, _ = bench("n900-unreadable")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED"
+    assert any("unreadable" in f.found for f in record.verification.failures)
+
+
+def test_without_gainroot_nothing_is_written(bench: Any, keys: Path, tmp_path: Path) -> None:
+    plugin, handset = bench("n900-no-rootsh")
+    before = (handset.storage.directory / "userdata.img").read_bytes()
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "BLOCKED" and "rootsh" in record.reason
+    assert (handset.storage.directory / "userdata.img").read_bytes() == before
+
+
+def test_the_phone_shell_over_ssh(bench: Any) -> None:
+    """What an SSH client sees: Maemo's files, user and root, dd refused to the user."""
+    plugin, handset = bench("n900")
+    [endpoint] = plugin.discover()
+    client = plugin.connect(endpoint.address)
+    try:
+        assert client.run("cat /etc/osso_software_version").stdout.startswith(b"RX-51_2009SE")
+        sizes = maemo_client.parse_partitions(client.run("cat /proc/partitions").stdout.decode())
+        assert sizes["mmcblk0"] == handset.storage.size
+        assert client.run("id -u").stdout == b"29999\n"
+        denied = client.run("dd if=/dev/mmcblk0 bs=4096 count=1")
+        assert denied.status == 1 and b"Permission denied" in denied.stderr
+        root = client.run_root("id -u\n")
+        assert root.stdout == b"Root shell enabled\n0\n"
+    finally:
+        client.close()
+
+
+def test_a_wrong_password_is_refused(bench: Any) -> None:
+    plugin, _ = bench("n900")
+    [endpoint] = plugin.discover()
+    plugin.emulated[endpoint.address] = ("user", "wrong")
+    with pytest.raises(Exception) as caught:
+        plugin.open(endpoint)
+    assert "no N900 answers SSH" in str(caught.value)
+    assert isinstance(caught.value.__cause__, (asyncssh.Error, Exception))
+
+
+# -- parsers --------------------------------------------------------------------------------------
+def test_dd_errors_between_an_extents_markers_mark_it_unreadable() -> None:
+    stderr = ("<0\n1+0 records in\n1+0 records out\n>0\n<1\ndd: /dev/mmcblk0: Input/output error\n"
+              "1+0 records in\n1+0 records out\n>1\n<2\n>2\n")
+    assert maemo_client._failed_extents(stderr) == {1}
+
+
+@given(st.text())
+def test_stderr_parser_never_raises(text: str) -> None:
+    assert isinstance(maemo_client._failed_extents(text), set)
+
+
+@given(st.text())
+def test_partitions_parser_never_raises(text: str) -> None:
+    sizes = maemo_client.parse_partitions(text)
+    assert all(v >= 0 for v in sizes.values())
+
+
+@given(st.text())
+def test_imei_parser_finds_only_digits(text: str) -> None:
+    imei = maemo_client.parse_imei(text)
+    assert imei == "" or imei.isdigit()
