@@ -62,3 +62,14 @@ def model_names(seen: dict[str, str], mode: str, identity: Identity) -> dict[str
     if _unknown(identity.model) or not mode:
         return seen
     return {**seen, mode: str(identity.model)}
+
+
+def imei_ok(value: str) -> bool:
+    """Whether ``value`` is an IMEI: 15 digits, the last the Luhn check digit of the others."""
+    if len(value) != 15 or not value.isdigit():
+        return False
+    total = 0
+    for i, char in enumerate(reversed(value)):
+        d = int(char) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0

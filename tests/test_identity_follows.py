@@ -4,6 +4,7 @@ client reads both."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,7 +16,7 @@ from test_fastboot_follow import erase_in_bootloader, fleet  # noqa: F401 - a fi
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.emulation.profiles import load_profile, luhn_check_digit
 from phonewipe.erase.emulation.storage import HandsetStorage
-from phonewipe.erase.identity import IdentityConflict, merge_identity, model_names
+from phonewipe.erase.identity import IdentityConflict, imei_ok, merge_identity, model_names
 from phonewipe.erase.model import Identity, Outcome
 from phonewipe.erase.plugin import close_plugins, sandbox_plugins
 from phonewipe.erase.station.manifest import luhn_ok
@@ -85,21 +86,47 @@ def test_each_emulated_handset_has_its_own_valid_imeis(tmp_path: Path) -> None:
     assert HandsetStorage(tmp_path / "h", rooted).state.imeis == storage.state.imeis  # kept
 
 
-def test_the_emulated_shell_answers_each_sim_slot(tmp_path: Path) -> None:
+def android_10_dual_sim(tmp_path: Path) -> Path:
+    """A dual-SIM phone on Android 10, whose IPhoneSubInfo numbers getDeviceIdForPhone 3."""
+    path = tmp_path / "android-10-dual.toml"
+    path.write_text('extends = "rooted"\ndescription = "dual-SIM Android 10"\n'
+                    '[device]\nandroid = "10"\nsdk = 29\nserial_prefix = "PWDS10"\n')
+    return path
+
+
+def test_the_emulated_shell_answers_each_sim_slot_as_its_android_version_does(
+        tmp_path: Path) -> None:
     dual = HandsetStorage.create(tmp_path / "dual", load_profile("rooted"), "PWROOT0000")
     single = HandsetStorage.create(tmp_path / "single", load_profile("unrooted"), "PWUNRT0000")
+    ten = HandsetStorage.create(tmp_path / "ten", load_profile(str(android_10_dual_sim(tmp_path))),
+                                "PWDS100000")
 
     def digits(storage: HandsetStorage, command: str) -> str | None:
         status, out, _ = sh(storage, command)
         assert status == 0 and out.startswith("Result: Parcel(")
         return parse_imei_parcel(out)
-    ask = "service call iphonesubinfo 4 i32 {} s16 com.android.shell s16 null"
-    assert digits(dual, ask.format(0)) == dual.state.imeis[0]
-    assert digits(dual, ask.format(1)) == dual.state.imeis[1]
-    assert digits(single, ask.format(0)) == single.state.imeis[0]
-    status, out, _ = sh(single, ask.format(1))  # no second phone: a null string
-    assert "00000000 ffffffff" in out
+    ask = "service call iphonesubinfo {} i32 {} s16 com.android.shell"
+    assert digits(dual, ask.format(4, 0)) == dual.state.imeis[0]  # Android 14: 4
+    assert digits(dual, ask.format(4, 1)) == dual.state.imeis[1]
+    assert digits(dual, ask.format(4, 1) + " s16 null") == dual.state.imeis[1]  # with a feature id
+    assert digits(dual, ask.format(3, 1)) is None  # getNaiForSubscriber there: no IMEI
+    assert digits(ten, ask.format(3, 0)) == ten.state.imeis[0]  # Android 10: 3
+    assert digits(ten, ask.format(3, 1)) == ten.state.imeis[1]
+    assert digits(ten, ask.format(4, 1)) is None  # getImeiForSubscriber there
+    assert digits(single, ask.format(4, 0)) == single.state.imeis[0]
+    # no second phone: a phone id past the count is phone 0 (PhoneSubInfoController)
+    assert digits(single, ask.format(4, 1)) == single.state.imeis[0]
+    assert digits(dual, "service call iphonesubinfo 1 s16 com.android.shell") == dual.state.imeis[0]
     assert sh(dual, "getprop persist.radio.multisim.config")[1] == "dsds\n"
+    assert sh(single, "getprop persist.radio.multisim.config")[1] == "ssss\n"
+
+
+def test_only_an_imei_is_recorded_as_one() -> None:
+    assert imei_ok("356938035643809") and imei_ok("490154203237518")
+    assert not imei_ok("356938035643808")  # check digit wrong
+    assert not imei_ok("310260000000000")  # an IMSI's shape: 15 digits, no check digit
+    assert not imei_ok("35693803564380") and not imei_ok("3569380356438090")
+    assert not imei_ok("35693803564380A")
 
 
 # -- through the real adb server ---------------------------------------------------------------
@@ -108,7 +135,8 @@ def adb_phones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     require_binary("adb")
     monkeypatch.setenv("ADB_LIBUSB", os.environ.get("ADB_LIBUSB", "0"))
     plugins = sandbox_plugins(tmp_path)
-    handsets = start_handsets(["rooted", "rooted", "unrooted"], tmp_path / "handsets", plugins)
+    handsets = start_handsets(["rooted", "rooted", "unrooted", str(android_10_dual_sim(tmp_path))],
+                              tmp_path / "handsets", plugins)
     try:
         yield plugins["adb"], handsets
     finally:
@@ -124,8 +152,9 @@ def test_the_adb_client_reads_both_imeis_of_a_dual_sim_phone(adb_phones) -> None
         with adb.open(endpoint) as session:
             seen[handset.serial] = session.identify().imeis
         assert seen[handset.serial] == tuple(handset.storage.state.imeis)
-    assert [len(v) for v in seen.values()] == [2, 2, 1]
-    assert len({i for v in seen.values() for i in v}) == 5  # no two phones share an IMEI
+    assert [len(v) for v in seen.values()] == [2, 2, 1, 2]  # Android 14, 14, 14, 10
+    assert len({i for v in seen.values() for i in v}) == 7  # no two phones share an IMEI
+    assert all(imei_ok(i) for v in seen.values() for i in v)
 
 
 def test_a_phone_erased_in_the_bootloader_is_certified_with_what_android_said(
@@ -141,3 +170,12 @@ def test_a_phone_erased_in_the_bootloader_is_certified_with_what_android_said(
     assert device.model == "Pixel 6a"  # Android's name for it, not the board's codename
     assert record.evidence["model_names"] == {"fastboot": "bluejay", "adb": "Pixel 6a"}
     assert events.count("identified") == 2  # in the bootloader, then in Android
+    assert len(device.imeis) == 2 and all(map(imei_ok, device.imeis))  # both SIM slots
+    from phonewipe.certificates.keys import init_keys
+    from phonewipe.certificates.sign import CertificateSigner
+    init_keys(tmp_path / "keys", "Test Org", "test signing")
+    cert = CertificateSigner(tmp_path / "keys").write_certificate(record, tmp_path / "certs")
+    text = subprocess.run([require_binary("pdftotext"), "-layout", str(cert), "-"],
+                          capture_output=True, text=True).stdout
+    assert all(imei in text for imei in device.imeis), text  # both on the certificate
+    assert "Pixel 6a" in text

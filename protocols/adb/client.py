@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import DeviceCommandFailed, ProtocolError
+from phonewipe.erase.identity import imei_ok
 from phonewipe.erase.mdm import management_evidence, management_finding, mask_email, reactivation_lock_finding
 from phonewipe.erase.model import (
     Category,
@@ -177,20 +178,24 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
         return props
 
     def _imeis(self) -> tuple[str, ...]:
-        """Every IMEI (one per SIM slot of a dual-SIM phone). Android 11-14 answer
-        IPhoneSubInfo transaction 4, getDeviceIdForPhone(phoneId, callingPackage, featureId),
-        for each phone (null past the phone count); older ones only transaction 1,
-        getDeviceId(callingPackage), the first phone's."""
+        """Every IMEI, one per SIM slot: getDeviceIdForPhone(phoneId, callingPackage) for
+        each phone, IPhoneSubInfo transaction 4 on Android 11-14 (SDK 30+) and 3 on 5.1-10
+        (SDK 22-29); older ones only getDeviceId(callingPackage), 1, the default phone's. A
+        phone id past the phone count answers phone 0's IMEI again (kept once). Only what
+        is an IMEI (15 digits, Luhn check digit) is recorded as one."""
+        sdk = int(self.props.get("ro.build.version.sdk", "0") or 0)
         first = "service call iphonesubinfo 1 s16 com.android.shell"
-        if int(self.props.get("ro.build.version.sdk", "0") or 0) < 30:
-            imei = parse_imei_parcel(self.run(first).text)
-            return (imei,) if imei else ()
-        found = [parse_imei_parcel(self.run(f"service call iphonesubinfo 4 i32 {slot} "
-                                            "s16 com.android.shell s16 null").text)
-                 for slot in (0, 1)]  # a single-SIM phone answers null for the second
-        if not found[0]:  # a vendor build that numbers the calls otherwise
-            found[0] = parse_imei_parcel(self.run(first).text)
-        return tuple(dict.fromkeys(i for i in found if i))
+        code = 4 if sdk >= 30 else 3 if sdk >= 22 else None
+        if code is None:
+            found = [parse_imei_parcel(self.run(first).text)]
+        else:
+            slots = 3 if self.props.get("persist.radio.multisim.config") == "tsts" else 2
+            found = [parse_imei_parcel(self.run(f"service call iphonesubinfo {code} i32 {slot} "
+                                                "s16 com.android.shell").text)
+                     for slot in range(slots)]
+            if not found[0]:  # a vendor build that numbers the calls otherwise
+                found[0] = parse_imei_parcel(self.run(first).text)
+        return tuple(dict.fromkeys(i for i in found if i and imei_ok(i)))
 
     def _speaks_shell_v2(self) -> bool:
         try:

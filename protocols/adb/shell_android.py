@@ -225,6 +225,22 @@ def _imeis(storage: Any) -> list[str]:
     return imeis or ([storage.profile.device.imei] if storage.profile.device.imei else [])
 
 
+def _device_id_phone(code: str, args: list[str], sdk: int) -> int | None:
+    """The phone (SIM slot) a `service call iphonesubinfo CODE ARGS` asks the IMEI of, with
+    IPhoneSubInfo's transactions as that Android version numbers them; None when CODE is not
+    a device-ID call there. Everywhere 1 is getDeviceId(callingPackage), the default phone's;
+    getDeviceIdForPhone(phoneId, callingPackage[, callingFeatureId]) is 3 on Android 5.1-10
+    (SDK 22-29, after getNaiForSubscriber) and 4 on Android 11-14 (SDK 30+, after
+    getDeviceIdWithFeature and getNaiForSubscriber); on 5.1-10, 4 is getImeiForSubscriber,
+    and 3 on 11-14 getNaiForSubscriber."""
+    if code == "1":
+        return 0
+    if code != ("4" if sdk >= 30 else "3" if sdk >= 22 else ""):
+        return None
+    asked = args[1] if args[:1] == ["i32"] and args[1:2] else "0"
+    return int(asked) if asked.lstrip("-").isdigit() else 0
+
+
 @applet("service")
 def _service(argv: list[str], io: IO) -> int:
     if len(argv) >= 2 and argv[1] == "list":
@@ -247,17 +263,19 @@ def _service(argv: list[str], io: IO) -> int:
         io.complain(f"service: Service {name} does not exist\n")
         return 255
     imeis = _imeis(io.ctx.storage)
-    # IPhoneSubInfo on Android 11-14: 1 getDeviceId(callingPackage) is the first phone's IMEI,
-    # 4 getDeviceIdForPhone(phoneId, callingPackage, featureId) that of phone ``i32 N``
-    # (null past the phone count, as on a single-SIM phone asked for its second)
-    slot = int(argv[5]) if code == "4" and argv[4:5] == ["i32"] and argv[5:6] \
-        and argv[5].isdigit() else 0
-    if code in ("1", "4") and imeis:
-        imei = imeis[slot] if slot < len(imeis) else None
+    sdk = io.ctx.storage.profile.device.sdk
+    phone = _device_id_phone(code, argv[4:], sdk)
+    if phone is not None and imeis:
+        # a phone id past the phone count is phone 0 (PhoneSubInfoController), so a
+        # single-SIM phone asked for its second answers its one IMEI again
+        imei = imeis[phone] if 0 <= phone < len(imeis) else imeis[0]
         io.say(_parcel_dump(struct.pack("<i", 0) + _parcel_string16(imei)) + "\n")
         return 0
+    if phone is None and code.isdigit() and 1 < int(code) <= 40:  # another getter: no value
+        io.say(_parcel_dump(struct.pack("<i", 0) + _parcel_string16(None)) + "\n")
+        return 0
     message = ("getDeviceId: The user 2000 does not meet the requirements to access device "
-               "identifiers." if code in ("1", "4") else "Unknown transaction code")
+               "identifiers." if phone is not None else "Unknown transaction code")
     io.say(_parcel_dump(struct.pack("<i", -1) + _parcel_string16(message)
                         + struct.pack("<i", 0)) + "\n")
     return 0
