@@ -15,7 +15,9 @@ from .base import DEFAULT_STATION, StationLog, Store
 def open_store(config: Config, out_dir: Path) -> Store:
     if config.store_url:
         from .postgres import PostgresStore
-        return PostgresStore(config.store_url, keep_pdf=config.store_keep_pdf, spool_dir=out_dir)
+        # a station must not stall long on a database that went away: 2 s, then its journal
+        return PostgresStore(config.store_url, keep_pdf=config.store_keep_pdf, spool_dir=out_dir,
+                             timeout=2.0, retry=1.0)
     from .sqlite import SqliteStore
     return SqliteStore(out_dir / "audit.sqlite", station=config.station_name or DEFAULT_STATION,
                        keep_pdf=config.store_keep_pdf)

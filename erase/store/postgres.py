@@ -208,6 +208,7 @@ class PgStationLog:
                 raise OutputError(f"cannot reach the facility database {_redact(self.store.url)}: "
                                   f"{exc}", "start PostgreSQL or fix [store] url; a station "
                                   "starts once with the database to learn its chain") from exc
+        self._replay(force=True)  # what an earlier run left unsent, if the database answers
         last = self.spool.last(self.station)
         checkpoints = self.spool.entries(self.station, "checkpoint")
         return ((last.id, last.hash) if last else (0, GENESIS),
