@@ -22,6 +22,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	rm -rf build/typecheck && mkdir -p build/typecheck/phonewipe
 	ln -s $(CURDIR)/phonewipe/*.py build/typecheck/phonewipe/
+	ln -s $(CURDIR)/phonewipe/serve build/typecheck/phonewipe/serve  # the dashboard, a sub-package
 	for d in erase protocols certificates fixtures; do ln -s $(CURDIR)/$$d build/typecheck/phonewipe/$$d; done
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p phonewipe
 
