@@ -23,7 +23,8 @@ def require_binary(name: str) -> str:
     if path:
         return path
     package = "poppler-utils" if name.startswith("pdf") else \
-        "libimobiledevice-utils" if name.startswith("idevice") else name
+        "libimobiledevice-utils" if name.startswith("idevice") else \
+        "chromium-driver" if name == "chromedriver" else name
     message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the interop tests: {message}")
