@@ -1,0 +1,257 @@
+"""Firehose, the programmer's XML protocol: the host sends one ``<data>`` document per
+command; the programmer answers with ``<log value=".."/>`` lines and one
+``<response value="ACK|NAK" .../>``. Reads and programs have a raw data phase between an
+ACK with ``rawmode="true"`` and the final response.
+
+Device XML is hostile input: it is parsed with defusedxml (no entities, no DTD) and its
+text is cleaned (erase/strings.py) before it reaches a message.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from phonewipe.erase.errors import ProtocolError
+from phonewipe.erase.strings import clean
+
+from .errors import FirehoseNak, ShortRead
+from .sahara import Link
+
+XML_HEAD = b'<?xml version="1.0" encoding="UTF-8" ?>'
+MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
+DEFAULT_PAYLOAD = 1024 * 1024
+MEMORIES = ("ufs", "emmc")
+_DOC_SPLIT = re.compile(rb"<\?xml[^>]*\?>")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One `<response>` and the log lines before it."""
+
+    ack: bool
+    attrs: dict[str, str]
+    logs: tuple[str, ...] = ()
+
+    @property
+    def rawmode(self) -> bool:
+        return self.attrs.get("rawmode", "").lower() == "true"
+
+    def why(self) -> str:
+        """The device's own reason for a NAK: its last log line, cleaned."""
+        return clean(self.logs[-1], 160) if self.logs else "no reason given"
+
+
+def build(tag: str, **attrs: Any) -> bytes:
+    """One command document: ``<?xml ...?><data><TAG a="v" /></data>``."""
+    data = Element("data")
+    SubElement(data, tag, {k: str(v) for k, v in attrs.items()})
+    return XML_HEAD + tostring(data, encoding="unicode").encode()
+
+
+def parse(raw: bytes) -> list[tuple[str, dict[str, str]]]:
+    """The elements inside the ``<data>`` documents of one transfer, in order (a transfer
+    may hold several documents). ProtocolError for anything that is not such XML."""
+    if len(raw) > MAX_XML:
+        raise ProtocolError(f"the programmer sent {len(raw)} bytes of XML at once",
+                            "this is not a Firehose programmer; power-cycle the phone into EDL")
+    out: list[tuple[str, dict[str, str]]] = []
+    for doc in _DOC_SPLIT.split(raw):
+        if not doc.strip(b" \t\r\n\0"):
+            continue
+        try:
+            root = SafeET.fromstring(doc.strip(b"\0"), forbid_dtd=True)
+        except (SafeET.ParseError, DefusedXmlException, ValueError, UnicodeError) as exc:
+            raise ProtocolError(f"the programmer sent malformed XML ({clean(str(exc), 80)})",
+                                "the link is corrupt or this is not a Firehose programmer; "
+                                "power-cycle the phone into EDL and run again") from None
+        if root.tag != "data":
+            raise ProtocolError(f"the programmer sent <{clean(str(root.tag), 40)}> instead of <data>",
+                                "this is not a Firehose programmer")
+        out += [(str(child.tag), {str(k): str(v) for k, v in child.attrib.items()}) for child in root]
+    return out
+
+
+def storage_info(logs: Iterable[str]) -> dict[str, Any]:
+    """The JSON a programmer logs for `getstorageinfo` ({"storage_info": {...}})."""
+    for line in logs:
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            data = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("storage_info"), dict):
+            return data["storage_info"]
+    return {}
+
+
+@dataclass
+class Transcript:
+    commands: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    bytes_read: int = 0
+    naks: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": "qualcomm-edl (sahara + firehose)", "commands": len(self.commands),
+                "last_commands": self.commands[-8:], "bytes_sent": self.bytes_sent,
+                "bytes_read": self.bytes_read, "naks": self.naks}
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    sector_size: int
+    total_sectors: int
+    memory: str
+    raw: dict[str, Any]
+
+
+class FirehoseClient:
+    def __init__(self, link: Link, timeout: float = 10.0) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.transcript = Transcript()
+        self.memory = ""
+        self.max_payload = DEFAULT_PAYLOAD  # host to target, bytes per raw transfer
+        self.last_logs: tuple[str, ...] = ()  # the log lines of the accepted configure
+
+    # -- the exchange ---------------------------------------------------------------------
+    def _send(self, tag: str, **attrs: Any) -> None:
+        self.transcript.commands.append(tag)
+        self.link.write(build(tag, **attrs))
+
+    def _reply(self, timeout: float | None = None) -> Reply:
+        logs: list[str] = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            left = max(0.05, deadline - time.monotonic())
+            for tag, attrs in parse(self.link.read(MAX_XML, left)):
+                if tag == "log":
+                    logs.append(attrs.get("value", ""))
+                elif tag == "response":
+                    ack = attrs.get("value", "").upper() == "ACK"
+                    if not ack:
+                        self.transcript.naks += 1
+                    return Reply(ack, attrs, tuple(logs))
+
+    def command(self, tag: str, **attrs: Any) -> Reply:
+        self._send(tag, **attrs)
+        return self._reply()
+
+    def _checked(self, reply: Reply, what: str) -> Reply:
+        if not reply.ack:
+            raise FirehoseNak(f"the programmer refused {what}: {reply.why()}",
+                              "the erase cannot go on this way; see the audit log for the "
+                              "exchange")
+        return reply
+
+    # -- commands ---------------------------------------------------------------------------
+    def nop(self) -> Reply:
+        return self.command("nop")
+
+    def configure(self, memory: str = "", payload: int = DEFAULT_PAYLOAD) -> str:
+        """Negotiate the memory type (``memory``, else UFS then eMMC) and the largest raw
+        transfer the programmer takes; returns the memory type."""
+        last: Reply | None = None
+        for name in ([memory] if memory else list(MEMORIES)):
+            want = payload
+            for _ in range(3):  # a NAK names the size it supports: ask for that
+                last = self.command("configure", MemoryName=name, Verbose=0, AlwaysValidate=0,
+                                    MaxDigestTableSizeInBytes=8192,
+                                    MaxPayloadSizeToTargetInBytes=want, ZLPAwareHost=1,
+                                    SkipStorageInit=0)
+                supported = _int(last.attrs.get("MaxPayloadSizeToTargetInBytesSupported"))
+                if last.ack:
+                    self.last_logs = last.logs
+                    self.memory, self.max_payload = name, _int(
+                        last.attrs.get("MaxPayloadSizeToTargetInBytes")) or want
+                    return name
+                if supported and supported < want:
+                    want = supported
+                    continue
+                break
+        assert last is not None
+        raise FirehoseNak(f"the programmer refused every storage configuration: {last.why()}",
+                          "the programmer may not match this phone; get the one for its HW id")
+
+    def storage_info(self, lun: int) -> StorageInfo:
+        reply = self._checked(self.command("getstorageinfo", physical_partition_number=lun),
+                              f"getstorageinfo of LUN {lun}")
+        info = storage_info(reply.logs)
+        sector = _int(info.get("block_size")) or (4096 if self.memory == "ufs" else 512)
+        total = _int(info.get("total_blocks"))
+        if not total or sector not in (512, 4096):
+            raise ProtocolError(f"the programmer reported no usable geometry for LUN {lun} "
+                                f"(sectors {total}, sector size {sector})",
+                                "the programmer may not match this phone")
+        return StorageInfo(sector, total, str(info.get("mem_type", self.memory)), info)
+
+    def read(self, lun: int, start: int, count: int, sector: int) -> bytes:
+        want = count * sector
+        reply = self.command("read", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
+                             physical_partition_number=lun, start_sector=start)
+        self._checked(reply, f"reading sectors {start}+{count} of LUN {lun}")
+        data = bytearray()
+        ended = False
+        try:
+            while len(data) < want:
+                piece = self.link.read(want - len(data), self.timeout)
+                if piece.startswith(b"<?xml") and b"<response" in piece:
+                    ended = True  # the programmer ended the data phase early
+                    break
+                data += piece
+        except ProtocolError as exc:
+            raise ShortRead(f"short read: the programmer sent {len(data)} of {want} bytes of "
+                            f"sectors {start}+{count} of LUN {lun} ({exc.message})",
+                            "check the cable; power-cycle the phone into EDL and run again") from exc
+        if len(data) < want:
+            raise ShortRead(f"short read: the programmer sent {len(data)} of {want} bytes of "
+                            f"sectors {start}+{count} of LUN {lun}",
+                            "check the cable; power-cycle the phone into EDL and run again")
+        self.transcript.bytes_read += len(data)
+        if not ended:
+            self._checked(self._reply(), f"reading sectors {start}+{count} of LUN {lun}")
+        return bytes(data)
+
+    def program(self, lun: int, start: int, count: int, sector: int,
+                data: Callable[[int, int], bytes], progress: Callable[[int], None]) -> None:
+        """Write ``count`` sectors from ``start``: ``data(pos, n)`` gives the bytes at ``pos``
+        of the range; ``progress(n)`` after each transfer."""
+        total = count * sector
+        reply = self.command("program", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
+                             physical_partition_number=lun, start_sector=start, filename="")
+        self._checked(reply, f"programming sectors {start}+{count} of LUN {lun}")
+        if not reply.rawmode:
+            raise ProtocolError("the programmer accepted a program without a raw data phase",
+                                "this programmer does not speak Firehose as expected")
+        step = max(sector, self.max_payload // sector * sector)
+        for pos in range(0, total, step):
+            piece = data(pos, min(step, total - pos))
+            self.link.write(piece)
+            self.transcript.bytes_sent += len(piece)
+            progress(len(piece))
+        self._checked(self._reply(), f"programming sectors {start}+{count} of LUN {lun}")
+
+    def erase(self, lun: int, start: int, count: int, sector: int) -> None:
+        self._checked(self.command("erase", SECTOR_SIZE_IN_BYTES=sector,
+                                   num_partition_sectors=count, physical_partition_number=lun,
+                                   start_sector=start),
+                      f"erasing sectors {start}+{count} of LUN {lun}")
+
+    def power(self, value: str = "reset") -> Reply:
+        return self.command("power", value=value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value), 0)
+    except (TypeError, ValueError):
+        return 0
