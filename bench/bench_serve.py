@@ -1,0 +1,140 @@
+"""The dashboard's page time with 10,000 records, side by side with 100 records in one run.
+
+A real station batch (emulated virtual handsets) gives the records' shape; a station log is
+then written with N jobs like them (each: queued, identified, erasing, verifying, record,
+certified, through `AuditLog`, hash chain and all), and `phonewipe serve` serves it. A page's
+time is its HTML and every API call the page makes, over HTTP on loopback, best of ROUNDS.
+`cold` is the first page after the first start, when the store builds its projections of a
+log it never read; `restart` the first page after the next start (the projections are kept
+in the file). BENCH_SERVE_RECORDS changes the 10,000.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from phonewipe.erase.audit import AuditLog
+
+RECORDS = int(os.environ.get("BENCH_SERVE_RECORDS", "10000"))
+SMALL = 100
+ROUNDS = 5
+PAGES = {  # each view's requests, as app.js makes them
+    "live": ["", "static/app.js", "static/plot.js", "static/style.css", "api/overview", "api/jobs"],
+    "batches": ["api/batches", "api/batches/{station}/B-bench-0"],
+    "throughput": ["api/throughput"],
+    "failures": ["api/failures"],
+    "search": ["api/search?q={serial}", "api/verify/{station}/{record_id}"],
+}
+
+
+def templates(tmp: Path) -> tuple[list[dict[str, Any]], str]:
+    """Final records of a real station run (PASS, NOT ERASED, FAIL) and a real certificate."""
+    out = tmp / "template"
+    subprocess.run([sys.executable, "-m", "phonewipe", "station", "--out", str(out), "--emulate",
+                    "virtual", "--emulate", "virtual-frp", "--emulate", "virtual-lying",
+                    "--exit-when-idle", "--idle-seconds", "0.5", "--json-lines"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    db = sqlite3.connect(out / "audit.sqlite")
+    records = [json.loads(p)["record"] for (p,) in db.execute(
+        "SELECT payload FROM events WHERE event = 'record' ORDER BY id")]
+    [cert] = db.execute("SELECT payload FROM events WHERE event = 'certified' LIMIT 1").fetchone()
+    db.close()
+    return records, json.loads(cert)["certificate"]
+
+
+def write_log(out: Path, n: int, records: list[dict[str, Any]], certificate: str) -> None:
+    rng = random.Random(n)
+    out.mkdir(parents=True)
+    start = time.time() - 20 * 3600
+    with AuditLog(out / "audit.sqlite") as log:
+        log._db.execute("PRAGMA synchronous=OFF")  # a fixture, not a station: no fsync per row
+        batch = ""
+        for i in range(n):
+            if i % 500 == 0:
+                batch = f"B-bench-{i // 500}"
+                log.append(f"batch:{batch}", "", "batch-opened", {"batch_id": batch, "manifest": None})
+            record = copy.deepcopy(records[0 if rng.random() < 0.9 else rng.randrange(len(records))])
+            serial = f"PWBENCH{i:06d}"
+            job = str(uuid.uuid4())
+            when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start + i * 72000 / n))
+            record.update(job_id=job, record_id=str(uuid.uuid4()), created_at=when, batch_id=batch)
+            record["device"] = {**record["device"], "serial": serial,
+                                "imeis": [f"35693803{i:07d}"]}
+            log.append(job, serial, "queued", {"batch_id": batch, "asset_tag": f"A-{i}",
+                                               "endpoint": {"address": f"usb:1-{i % 16}"}})
+            log.append(job, serial, "identified", {"identity": record["device"]})
+            log.append(job, serial, "erasing", {"method": "virtual-pattern"})
+            log.append(job, serial, "verifying", {})
+            log.append(job, serial, "record", {"outcome": record["outcome"], "record": record,
+                                               "record_sha256": "0" * 64})
+            log.append(job, serial, "certified", {"certificate": certificate})
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as response:
+        return response.read()
+
+
+def measure(out: Path, n: int, rounds: int = ROUNDS) -> dict[str, float]:
+    proc = subprocess.Popen([sys.executable, "-m", "phonewipe", "serve", "--out", str(out),
+                             "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[1]
+        station = out.name
+        t0 = time.perf_counter()
+        overview = json.loads(get(url + "api/overview"))
+        cold = time.perf_counter() - t0
+        assert overview["stations"][0]["finished"] == n, overview
+        job = json.loads(get(url + "api/jobs"))["jobs"][0]
+        values = {"station": station, "serial": job["serial"], "record_id": job["record_id"]}
+        times = {"cold": cold}
+        for page, paths in PAGES.items():
+            best = float("inf")
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                for path in paths:
+                    get(url + path.format(**values))
+                best = min(best, time.perf_counter() - t0)
+            times[page] = best
+        return times
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="phonewipe-bench-serve-"))
+    records, certificate = templates(tmp)
+    results = {}
+    for n in (SMALL, RECORDS):
+        out = tmp / f"station-{n}"
+        t0 = time.perf_counter()
+        write_log(out, n, records, certificate)
+        print(f"{n} records: log written in {time.perf_counter() - t0:.1f} s", flush=True)
+        results[n] = measure(out, n)
+        results[n]["restart"] = measure(out, n, rounds=1)["cold"]  # projections kept in the file
+    small, large = results[SMALL], results[RECORDS]
+    print(f"{'page':<12}{SMALL:>10} rec{RECORDS:>10} rec{'ratio':>9}")
+    for page in small:
+        print(f"{page:<12}{small[page] * 1000:>10.1f} ms{large[page] * 1000:>10.1f} ms"
+              f"{large[page] / small[page]:>8.1f}x")
+    print(f"the live page with {RECORDS} records: {large['live'] * 1000:.0f} ms; the first page "
+          f"after start: {large['cold']:.2f} s while the store builds its projections of a log "
+          f"it never read, {large['restart']:.2f} s on the next start")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
