@@ -379,3 +379,20 @@ def test_no_answers_ever_make_an_attested_wipe_pass(answers: list[bool]) -> None
     assert record.result_text != "PASS" and record.sanitization is not None
     assert record.sanitization.category == "None"
     assert (record.outcome is Outcome.FAILED) == (not all(answers[:len(entry.steps)]))
+
+
+def test_streams_pyhanko_cannot_decode_compare_by_their_encoded_bytes() -> None:
+    """A photo is placed as a JPEG (DCTDecode), which pyHanko does not decode: `cert verify`
+    compares such a stream by its encoded bytes and filter, so a swapped image under the same
+    name is not taken for the one the record holds."""
+    from pyhanko.pdf_utils import generic
+
+    from phonewipe.certificates.verify import _canon
+
+    def image(data: bytes, kind: str = "/DCTDecode") -> generic.StreamObject:
+        return generic.StreamObject({generic.NameObject("/Filter"): generic.NameObject(kind)},
+                                    encoded_data=data)
+
+    assert _canon(image(b"\xff\xd8one")) == _canon(image(b"\xff\xd8one"))
+    assert _canon(image(b"\xff\xd8one")) != _canon(image(b"\xff\xd8two"))
+    assert _canon(image(b"\xff\xd8one")) != _canon(image(b"\xff\xd8one", "/JPXDecode"))
