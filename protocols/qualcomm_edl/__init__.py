@@ -8,6 +8,7 @@ shared with other plugins, as the fastboot plugin shares it).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
@@ -51,6 +52,13 @@ class EdlPlugin(Plugin):
         memory = str(self.option("memory") or "")
         if memory not in ("", "ufs", "emmc"):
             raise UsageError(f"--edl-memory {memory!r} is not a storage type", "use ufs or emmc")
+
+    @classmethod
+    def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
+        """A private bench (the demo, an emulated station) loads the test programmers its
+        emulated phones accept: bytes named for their HW id and key hash."""
+        from phonewipe.erase.emulation.profiles import FIXTURES_DIR
+        return {"edl_loaders": str(FIXTURES_DIR / "edl-loaders")}
 
     def entered(self, serial: str) -> dict[str, Any]:
         """What the operator entered from the label for the phone of this chip serial

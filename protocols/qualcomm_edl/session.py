@@ -273,6 +273,9 @@ class EdlSession(Session):
     def transcript(self) -> dict[str, Any]:
         out = self.firehose.transcript.to_dict()
         out["sahara"] = self.sahara.sent[-12:]
+        if self.firehose.memory:
+            out["configured"] = {"memory": self.firehose.memory,
+                                 "max_payload": self.firehose.max_payload}
         if self.info is not None:
             out["sahara_info"] = self.info.to_dict()
         if self.loader:

@@ -1,0 +1,218 @@
+"""The EDL plugin in jobs against the emulated phone on the pyusb bus: dead phones end
+PASS only when the read-back shows the pattern; a lying programmer FAILS; a missing or
+rejected programmer, an unreadable partition table, NAKs, short reads, timeouts and an
+unplugged cable end as one clear line in a BLOCKED or FAILED record, never a PASS."""
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.profiles import FIXTURES_DIR, load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.errors import UsageError
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+from phonewipe.erase.plugin import PluginOptions, load_plugins
+from phonewipe.protocols.qualcomm_edl.emulator import EmulatedEdl
+from phonewipe.protocols.qualcomm_edl.profile import load_spec
+
+LOADERS = str(FIXTURES_DIR / "edl-loaders")
+
+
+def surviving(directory: Path) -> list[bytes]:
+    """Planted markers still anywhere on the phone: its partitions and its LUN images."""
+    data = b"".join(p.read_bytes() for p in sorted(directory.glob("*.img")))
+    return [m for m in planted_markers() if m in data]
+
+
+class Run:
+    def __init__(self, record: Any, events: list[str], storage: HandsetStorage, emu: EmulatedEdl) -> None:
+        self.record, self.events, self.storage, self.emu = record, events, storage, emu
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.record.findings]
+
+
+@pytest.fixture
+def job(tmp_path: Path):
+    started: list[EmulatedEdl] = []
+
+    def run(profile: str = "edl-ufs", *, spec: dict[str, Any] | None = None,
+            faults: dict[str, Any] | None = None, method: str | None = None,
+            verify: str = "quick", **options: Any) -> Run:
+        p = load_profile(profile)
+        if faults:
+            p = replace(p, faults=replace(p.faults, **faults))
+        storage = HandsetStorage.create(tmp_path / f"h{len(started)}", p, p.serial(len(started)))
+        plugin = load_plugins(PluginOptions({"edl_loaders": LOADERS, "edl_timeout": 2.0, **options}),
+                              only=["edl"])["edl"]
+        emu = EmulatedEdl(storage, replace(load_spec(profile), **(spec or {})), plugin.usb_bus)
+        started.append(emu)
+        (endpoint,) = [e for e in plugin.discover() if e.address == emu.address]
+        audit_path = tmp_path / f"audit{len(started)}.sqlite"
+        with AuditLog(audit_path) as audit:
+            record = run_job(plugin, endpoint, JobSettings(seed=5, method=method, verify_mode=verify),
+                             audit)
+        with sqlite3.connect(audit_path) as db:
+            events = [e for (e,) in db.execute("SELECT event FROM events ORDER BY id")]
+        return Run(record, events, storage, emu)
+
+    yield run
+    for emu in started:
+        emu.stop()
+        emu.device.storage.close()
+
+
+# -- honest phones ------------------------------------------------------------------------
+def test_boot_looping_emmc_phone_is_overwritten_and_verified(job) -> None:
+    run = job("bootloop")
+    rec = run.record
+    assert rec.outcome is Outcome.ERASED_VERIFIED, rec.reason
+    assert rec.sanitization.method == "edl-raw-pattern" and rec.sanitization.category == "Clear"
+    assert rec.device.serial == run.storage.state.serial == "5EDC0000"
+    assert rec.device.storage_type == "eMMC"
+    # every user-data partition of the eMMC user area, the old cache partition too
+    parts = " ".join(rec.sanitization.details["partitions"])
+    for name in ("userdata", "metadata", "frp", "cache"):
+        assert name in parts
+    assert rec.verification.status == "passed" and rec.verification.samples_read > 4000
+    assert "page cache" in rec.evidence["readback"]["medium"]
+    transcript = rec.evidence["transcript"]
+    assert transcript["sahara_info"]["hwid"] == "0009a0e100724a51"
+    assert transcript["programmer"]["file"].startswith("0009a0e100724a51_")
+    assert surviving(run.storage.directory) == []
+
+
+def test_ufs_phone_with_several_luns(job) -> None:
+    run = job("edl-ufs")
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert run.record.device.storage_type == "UFS"
+    assert run.record.evidence["transcript"]["gpt"] == {"0": "primary", "1": "primary",
+                                                        "2": "primary", "3": "primary"}
+    assert surviving(run.storage.directory) == []
+
+
+def test_only_userdata_leaves_the_other_partitions(job) -> None:
+    run = job("bootloop", edl_only_userdata=True)
+    assert run.record.outcome is Outcome.ERASED_VERIFIED
+    assert [p.split()[0] for p in run.record.sanitization.details["partitions"]] == ["userdata"]
+    assert surviving(run.storage.directory)  # the cache partition kept its old download
+
+
+def test_erase_command_is_verified_as_zeros(job) -> None:
+    run = job("edl-ufs", method="edl-erase")
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert run.record.verification.status == "passed"
+    assert surviving(run.storage.directory) == []
+
+
+def test_programmer_without_erase_offers_no_erase_method(job) -> None:
+    run = job("edl-ufs", method="edl-erase",
+              spec={"functions": ("configure", "program", "read", "nop", "power", "getstorageinfo")})
+    assert run.record.outcome is Outcome.BLOCKED
+    assert "edl-erase" in run.record.reason and "edl-raw-pattern" in run.record.reason
+
+
+def test_payload_size_is_negotiated_down(job) -> None:
+    run = job("edl-ufs", spec={"max_payload": 64 * 1024})
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    # the first configure asked for 1 MiB and was refused, naming what the programmer takes
+    assert run.record.evidence["transcript"]["configured"] == {"memory": "ufs", "max_payload": 65536}
+
+
+def test_damaged_primary_table_uses_the_backup(job) -> None:
+    run = job("edl-gpt-corrupt")
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert "GPT_PRIMARY_DAMAGED" in run.codes
+    assert run.record.evidence["transcript"]["gpt"]["0"] == "backup"
+
+
+def test_both_tables_damaged_blocks_without_the_whole_lun_option(job) -> None:
+    run = job("edl-gpt-corrupt", spec={"gpt": "both-bad"})
+    assert run.record.outcome is Outcome.BLOCKED
+    assert "GPT_UNREADABLE" in run.codes and "--edl-whole-lun" in run.record.reason
+    assert "erasing" not in run.events
+    assert surviving(run.storage.directory)  # untouched
+
+
+def test_both_tables_damaged_whole_lun_overwrites_every_lun(job) -> None:
+    run = job("edl-gpt-corrupt", spec={"gpt": "both-bad"}, edl_whole_lun=True)
+    rec = run.record
+    assert rec.outcome is Outcome.ERASED_VERIFIED, rec.reason
+    assert rec.sanitization.method == "edl-lun-raw-pattern"
+    assert [p.split()[1] for p in rec.sanitization.details["partitions"]] == ["0", "1", "2", "3"]
+    assert surviving(run.storage.directory) == []
+
+
+def test_operator_entered_imei_is_marked(job) -> None:
+    run = job("bootloop", edl_imei=["5EDC0000=866196041234567"], edl_manufacturer="Xiaomi")
+    rec = run.record
+    assert rec.outcome is Outcome.ERASED_VERIFIED
+    assert rec.device.imeis == ("866196041234567",) and rec.device.manufacturer == "Xiaomi"
+    (entered,) = [f for f in rec.findings if f.code == "operator-entered"]
+    assert "866196041234567" in entered.message and "not read from the device" in entered.message
+    assert rec.sanitization.details["operator_entered"]["imeis"] == ["866196041234567"]
+
+
+def test_imei_for_another_phone_is_not_applied(job) -> None:
+    run = job("bootloop", edl_imei=["0BADCAFE=866196041234567"])
+    assert run.record.device.imeis == ()
+
+
+def test_bad_imei_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="not a valid IMEI"):
+        load_plugins(PluginOptions({"edl_imei": ["866196041234568"]}), only=["edl"])
+
+
+# -- liars and bad input --------------------------------------------------------------------
+@pytest.mark.parametrize("verify", ["quick", "nist", "full"])
+def test_lying_programmer_never_passes(job, verify: str) -> None:
+    run = job("edl-lying", verify=verify)
+    assert run.record.outcome is Outcome.FAILED, run.record.reason
+    assert run.record.verification.status == "failed"
+    assert "do not show keyed-pattern" in run.record.reason
+
+
+def test_rejected_programmer_is_not_erased_and_says_what_to_get(job) -> None:
+    run = job("edl-nak-loader")
+    assert run.record.outcome is Outcome.BLOCKED
+    assert "EDL_PROGRAMMER_REJECTED" in run.codes
+    assert "0008b0e100514985" in run.record.reason and "e1d6c045e60cda7e" in run.record.reason
+    assert "erasing" not in run.events and run.events[-1] == "record"
+    assert surviving(run.storage.directory)
+
+
+@pytest.mark.parametrize("loaders", ["", "empty", "missing"])
+def test_missing_programmer_names_the_file_to_get(job, tmp_path: Path, loaders: str) -> None:
+    folder = {"": "", "empty": str(tmp_path), "missing": str(tmp_path / "nope")}[loaders]
+    run = job("edl-ufs", edl_loaders=folder)
+    assert run.record.outcome is Outcome.BLOCKED
+    assert "EDL_NO_PROGRAMMER" in run.codes
+    assert "0008b0e100514985_e1d6c045e60cda7e_fhprg.bin" in run.record.reason
+    assert "\n" not in run.record.reason
+    assert surviving(run.storage.directory)
+
+
+@pytest.mark.parametrize("case,kwargs,words,stage", [
+    ("nak", {"spec": {"quirks": {"program": "nak"}}}, "refused programming", "erasing"),
+    ("timeout", {"spec": {"quirks": {"program": "silent"}}, "edl_timeout": 0.5}, "did not answer",
+     "erasing"),
+    ("short-read", {"spec": {"quirks": {"read": "short"}}}, "short read", "identified"),
+    ("unplugged", {"faults": {"unplug_at": 0.4}}, "disconnected", "erasing"),
+    ("unreadable", {"faults": {"unreadable": ((0.5, 0.51),)}}, "verification failed", "verified"),
+], ids=["nak", "timeout", "short-read", "unplugged", "unreadable"])
+def test_device_failures_end_as_failed_records(job, case, kwargs, words, stage) -> None:
+    run = job(**kwargs)
+    assert run.record.outcome is Outcome.FAILED, run.record.reason
+    assert words in run.record.reason and "\n" not in run.record.reason
+    assert stage in run.events and run.events[-1] == "record"
+    if case == "unplugged":
+        assert re.search(r"during erasing, \d+\.\d of 33\.5 MiB sent", run.record.reason), run.record.reason
