@@ -210,3 +210,66 @@ def test_bad_input_is_one_line_and_exit_2(station: Path, tmp_path: Path, args: l
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.stderr
+
+
+def _tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(name: str, key: Any, issuer: Any, issuer_key: Any, ca: bool,
+             san: list[Any] | None = None) -> Any:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def write(name: str, data: bytes) -> None:
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_bytes(data)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "facility test CA")])
+    ca = cert("facility test CA", ca_key, ca_name, ca_key, True)
+    pem = serialization.Encoding.PEM
+    key_pem = {"encoding": pem, "format": serialization.PrivateFormat.PKCS8,
+               "encryption_algorithm": serialization.NoEncryption()}
+    write("ca", ca.public_bytes(pem))
+    for who, san in (("server", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                     ("client", None)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write(who, cert(who, key, ca_name, ca_key, False, san).public_bytes(pem))
+        write(f"{who}-key", key.private_bytes(**key_pem))
+    return files
+
+
+def test_mtls_lets_only_a_client_with_a_certificate_in(station: Path, tmp_path: Path) -> None:
+    import ssl
+    import urllib.request
+    files = _tls_files(tmp_path)
+    with Server("--out", str(station), "--host", "0.0.0.0", "--tls-cert", str(files["server"]),
+                "--tls-key", str(files["server-key"]), "--tls-client-ca", str(files["ca"])) as s:
+        assert s.url.startswith("https://")
+        url = s.url.replace("0.0.0.0", "127.0.0.1") + "api/overview"
+        context = ssl.create_default_context(cafile=str(files["ca"]))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            urllib.request.urlopen(url, context=context, timeout=10).read()
+        context.load_cert_chain(str(files["client"]), str(files["client-key"]))
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["stations"][0]["name"] == "bench-1"
