@@ -164,7 +164,7 @@ class Attestation:
         done = self.confirmations[-1] if self.confirmations and outcome is not Outcome.FAILED \
             else None
         post = {"screen": p.steps[-1].do.removeprefix("Check the screen: "),
-                "reset_observed": f"by the operator at {done.at}" if done else "no"}
+                "done_screen_confirmed": f"by {done.by} at {done.at}" if done else "no"}
         return Record(
             record_id=str(uuid.uuid4()), job_id=self.job_id, created_at=now_iso(),
             outcome=outcome, device=self.identity,
