@@ -35,7 +35,8 @@ test: $(STAMP) lint typecheck
 FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastboot_parsers.py \
 	tests/test_adb_emulator.py::test_the_fast_lexer_reads_plain_lines_as_the_general_one_does \
 	tests/test_attest.py::test_the_catalogue_parser_never_fails_otherwise \
-	tests/test_attest.py::test_the_photo_checker_never_fails_otherwise
+	tests/test_attest.py::test_the_photo_checker_never_fails_otherwise \
+	tests/test_edl_parsers.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:xdist -m "not interop" \
 		--hypothesis-show-statistics $(FUZZ_TESTS) | grep -E "passing,|^tests/|passed|failed"
