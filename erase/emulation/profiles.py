@@ -77,6 +77,7 @@ class HandsetProfile:
     userdata_bytes: int
     seed: int
     expect: str  # the outcome an honest tool reaches on this handset with default settings
+    path: str = ""  # the file it was read from: a plugin reads its own table there ([ios])
 
     def serial(self, index: int = 0) -> str:
         return f"{self.device.serial_prefix}{index:04X}"
@@ -166,4 +167,5 @@ def load_profile(name: str, directory: Path = PROFILES_DIR) -> HandsetProfile:
         userdata_bytes=int(storage.get("userdata_mib", 32)) * 1024 * 1024,
         seed=int(data.get("seed", 1)),
         expect=str(data.get("expect", "ERASED_VERIFIED")),
+        path=str(path),
     )
