@@ -32,7 +32,9 @@ def _free_port() -> int:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous commits as a production server has them (the
+        benchmark); the tests' cluster runs without them."""
         bindir = _bindir()
         if bindir is None:
             message = "PostgreSQL's server is not installed (Debian: apt-get install postgresql)"
@@ -50,8 +52,9 @@ class Cluster:
                   "-E", "UTF8")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{self.root}'\nfsync = off\n"
-                       "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
+                       f"unix_socket_directories = '{self.root}'\nmax_connections = 200\n")
+            if not durable:
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:

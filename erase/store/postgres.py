@@ -38,7 +38,7 @@ from ..model import canonical_json
 from ..strings import clean
 from . import schema
 from .base import StationLog, Store, StoredEvent
-from .projection import project, set_head
+from .projection import project
 from .reading import SqlReader
 from .spool import Spool, Spooled
 
@@ -82,7 +82,7 @@ class PostgresStore(SqlReader, Store):
         self.spool_dir = spool_dir
         self.retry = retry
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=timeout,
-                                   open=False, check=ConnectionPool.check_connection,
+                                   open=False,
                                    kwargs={"connect_timeout": max(1, int(timeout))},
                                    name="phonewipe-store")
         self.pool.open(wait=False)
@@ -193,6 +193,8 @@ class PgStationLog:
         self._next_try = 0.0
         self.replayed = 0  # entries written to the database after waiting in the spool
         self.spooled = 0  # entries that had to wait in the spool
+        last = journal.last_n(station)
+        self._suspect = last  # entries up to this one may be in the database already
         self._head, self._checkpointed = self._start()
 
     def _start(self) -> tuple[tuple[int, str], int]:
@@ -304,11 +306,9 @@ class PgStationLog:
 
     def _write(self, entries: list[Spooled]) -> None:
         """Journal first (the station's record, whatever the database does), then send."""
+        waiting = self.spool.has_pending(self.station)
         self.spool.add(entries)
-        waiting = self.spool.count(self.station) > len(entries)
-        if not self._replay():
-            self.spooled += len(entries)
-        elif waiting:
+        if not self._replay() or waiting:
             self.spooled += len(entries)
 
     def _replay(self, force: bool = False) -> bool:
@@ -316,49 +316,59 @@ class PgStationLog:
         After a failure the database is tried again `retry` seconds later at the earliest."""
         if not force and time.monotonic() < self._next_try:
             return False
+        tried = 0
         try:
             while batch := self.spool.pending(self.station):
+                tried = batch[-1].n
                 with self.store._transaction() as tx:
                     for entry in batch:
                         self._apply(tx, entry)
-                # the commit may have landed and its answer been lost: the keys settle that
                 self.spool.mark_sent(batch[-1].n, self.station)
                 self.replayed += len(batch)
         except _db_errors():
+            # the commit may have landed and its answer been lost: the keys settle that
+            self._suspect = max(self._suspect, tried)
             self._next_try = time.monotonic() + self.store.retry
+            self.spool.durable(True)  # the journal is now the only copy: fsync each entry
             return False
+        self.spool.durable(False)  # the database holds a durable copy of what was sent
         return True
 
     def _apply(self, tx: Any, e: Spooled) -> None:
-        """One spooled entry, unless the database already holds it (by its key)."""
+        """One journaled entry, unless the database already holds it (by its key: asked only
+        of entries an earlier attempt may have committed)."""
         table = "events" if e.kind == "event" else "checkpoints"
-        held = tx.run(f"SELECT {'hash' if e.kind == 'event' else 'head'} FROM {table}"
-                      " WHERE idem = %(i)s", {"i": e.idem})
-        if held:
-            if held[0][0] != e.hash:
-                raise AuditBroken(f"station {self.station}: entry {e.idem} is in the database "
-                                  "with another hash", "two stations write under one name")
-            return
+        if e.n <= self._suspect:
+            held = tx.run(f"SELECT {'hash' if e.kind == 'event' else 'head'} FROM {table}"
+                          " WHERE idem = %(i)s", {"i": e.idem})
+            if held:
+                if held[0][0] != e.hash:
+                    raise AuditBroken(f"station {self.station}: entry {e.idem} is in the database"
+                                      " with another hash", "two stations write under one name")
+                return
+        args = {"s": self.station, "id": e.id, "ts": e.ts, "j": e.job_id, "serial": e.serial,
+                "ev": e.event, "p": e.payload, "prev": e.prev_hash, "h": e.hash, "i": e.idem,
+                "before": e.id - 1, "why": e.reason, "c": e.certificate, "sig": e.signature}
         if e.kind == "checkpoint":
             tx.run("INSERT INTO checkpoints (station, ts, row, head, reason, certificate, signature,"
-                   " idem) VALUES (%(s)s, %(ts)s, %(r)s, %(h)s, %(why)s, %(c)s, %(sig)s, %(i)s)",
-                   {"s": self.station, "ts": e.ts, "r": e.id, "h": e.hash, "why": e.reason,
-                    "c": e.certificate, "sig": e.signature, "i": e.idem})
+                   " idem) VALUES (%(s)s, %(ts)s, %(id)s, %(h)s, %(why)s, %(c)s, %(sig)s, %(i)s)",
+                   args)
             return
-        tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head, last_event)"
-               " VALUES (%(s)s, %(ts)s, %(ts)s, 0, %(g)s, '') ON CONFLICT (station) DO NOTHING",
-               {"s": self.station, "ts": e.ts, "g": GENESIS})
-        at = tx.run("SELECT events, head FROM store_stations WHERE station = %(s)s FOR UPDATE",
-                    {"s": self.station})
-        if (int(at[0][0]), at[0][1]) != (e.id - 1, e.prev_hash):
+        # the chain moves one row, from exactly the row this station continues (locks it)
+        moved = tx.run("UPDATE store_stations SET events = %(id)s, head = %(h)s, last_seen = %(ts)s,"
+                       " last_event = %(ev)s WHERE station = %(s)s AND events = %(before)s"
+                       " AND head = %(prev)s RETURNING 1", args)
+        if not moved and e.id == 1 and e.prev_hash == GENESIS:
+            moved = tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head,"
+                           " last_event) VALUES (%(s)s, %(ts)s, %(ts)s, 1, %(h)s, %(ev)s)"
+                           " ON CONFLICT (station) DO NOTHING RETURNING 1", args)
+        if not moved:
+            at = tx.run("SELECT events FROM store_stations WHERE station = %(s)s", args)
             raise AuditBroken(f"station {self.station}: its chain in the database is at row "
-                              f"{at[0][0]}, but this station continues row {e.id - 1}",
+                              f"{at[0][0] if at else 0}, but this station continues row {e.id - 1}",
                               "two stations write under one name: give each its own [station] name")
         tx.run("INSERT INTO events (station, id, ts, job_id, serial, event, payload, prev_hash, hash,"
                " idem) VALUES (%(s)s, %(id)s, %(ts)s, %(j)s, %(serial)s, %(ev)s, %(p)s, %(prev)s,"
-               " %(h)s, %(i)s)",
-               {"s": self.station, "id": e.id, "ts": e.ts, "j": e.job_id, "serial": e.serial,
-                "ev": e.event, "p": e.payload, "prev": e.prev_hash, "h": e.hash, "i": e.idem})
+               " %(h)s, %(i)s)", args)
         project(tx, self.station, Event(e.id, e.ts, e.job_id, e.serial, e.event, e.payload),
-                self.store.keep_pdf)
-        set_head(tx, self.station, e.id, e.hash)
+                self.store.keep_pdf, station_row=False)

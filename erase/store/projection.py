@@ -46,23 +46,21 @@ def file_sha256(path: str) -> tuple[str, bytes | None]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-def project(tx: Tx, station: str, e: Event, keep_pdf: bool = False) -> None:
-    """Fold event `e` of `station`'s chain into the projections."""
+def project(tx: Tx, station: str, e: Event, keep_pdf: bool = False, head: str = "",
+            station_row: bool = True) -> None:
+    """Fold event `e` of `station`'s chain (its hash `head`) into the projections;
+    `station_row=False` when the writer has already moved the station's row."""
     payload = _json(e.payload)
-    tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head, last_event)"
-           " VALUES (%(s)s, %(ts)s, %(ts)s, %(id)s, '', %(ev)s) ON CONFLICT (station) DO UPDATE"
-           " SET last_seen = %(ts)s, events = %(id)s, last_event = %(ev)s"
-           " WHERE store_stations.events < %(id)s",
-           {"s": station, "ts": e.ts, "id": e.id, "ev": e.event})
+    if station_row:
+        tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head,"
+               " last_event) VALUES (%(s)s, %(ts)s, %(ts)s, %(id)s, %(h)s, %(ev)s)"
+               " ON CONFLICT (station) DO UPDATE SET last_seen = %(ts)s, events = %(id)s,"
+               " head = %(h)s, last_event = %(ev)s WHERE store_stations.events < %(id)s",
+               {"s": station, "ts": e.ts, "id": e.id, "ev": e.event, "h": head})
     if e.job_id.startswith(BATCH_PREFIX):
         _batch_event(tx, station, e, payload)
         return
     _job_event(tx, station, e, payload, keep_pdf)
-
-
-def set_head(tx: Tx, station: str, row: int, head: str) -> None:
-    tx.run("UPDATE store_stations SET head = %(h)s WHERE station = %(s)s AND events = %(r)s",
-           {"h": head, "s": station, "r": row})
 
 
 def _batch_event(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
@@ -95,11 +93,13 @@ def _batch_station(tx: Tx, batch_id: str, station: str) -> None:
 
 
 def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf: bool) -> None:
-    stage = e.event if e.event not in NO_STAGE else "queued"
+    staged = e.event not in NO_STAGE  # the job's stage is its latest event but these
     tx.run("INSERT INTO store_jobs (job_id, station, serial, stage, started_at, updated_at)"
            " VALUES (%(j)s, %(s)s, %(serial)s, %(stage)s, %(ts)s, %(ts)s)"
-           " ON CONFLICT (job_id) DO NOTHING",
-           {"j": e.job_id, "s": station, "serial": e.serial, "stage": stage, "ts": e.ts})
+           " ON CONFLICT (job_id) DO UPDATE SET stage = %(stage)s, updated_at = %(ts)s"
+           " WHERE %(staged)s",
+           {"j": e.job_id, "s": station, "serial": e.serial, "ts": e.ts, "staged": staged,
+            "stage": e.event if staged else "queued"})
     args: dict[str, Any] = {"j": e.job_id, "ts": e.ts}
     if e.event == "queued":
         endpoint = payload.get("endpoint") or {}
@@ -117,9 +117,6 @@ def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf
     elif e.event == "second-look" and payload.get("selected", True):
         tx.run("UPDATE store_jobs SET second_look = %(l)s WHERE job_id = %(j)s",
                {"j": e.job_id, "l": json.dumps(payload)})
-    if e.event not in NO_STAGE:
-        tx.run("UPDATE store_jobs SET stage = %(st)s, updated_at = %(ts)s WHERE job_id = %(j)s",
-               {**args, "st": e.event})
 
 
 def _identity(tx: Tx, job_id: str, ident: dict[str, Any]) -> None:

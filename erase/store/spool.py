@@ -24,12 +24,14 @@ CREATE TABLE IF NOT EXISTS spool (
     ts TEXT NOT NULL,
     job_id TEXT NOT NULL, serial TEXT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL,     -- a checkpoint: '' and its head
-    reason TEXT NOT NULL, certificate TEXT NOT NULL, signature TEXT NOT NULL,
-    sent INTEGER NOT NULL DEFAULT 0
+    reason TEXT NOT NULL, certificate TEXT NOT NULL, signature TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS spool_unsent ON spool(station, sent, n);
 CREATE INDEX IF NOT EXISTS spool_job ON spool(station, job_id);
+-- entries up to `upto` are in the database. Written every SENT_EVERY entries, not each
+-- time: an entry sent again after a crash is skipped by its key.
+CREATE TABLE IF NOT EXISTS sent (station TEXT PRIMARY KEY, upto INTEGER NOT NULL);
 """
+SENT_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,16 @@ class Spooled:
     reason: str = ""
     certificate: str = ""
     signature: str = ""
-    sent: int = 0
 
 
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._upto: dict[str, int] = {}  # station -> last entry the database has
+        self._saved: dict[str, int] = {}  # station -> `upto` as last written to the file
+        self._last: dict[str, int] = {}  # station -> last entry journaled
+        self._durable = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -66,40 +71,90 @@ class Spool:
             raise OutputError(f"cannot open the station's spool {self.path}: {exc}",
                               "free disk space or choose another --out directory") from exc
 
+    def _load(self, station: str) -> None:
+        if station not in self._last:
+            row = self._db.execute("SELECT upto FROM sent WHERE station = ?", (station,)).fetchone()
+            self._upto[station] = self._saved[station] = int(row[0]) if row else 0
+            last = self._db.execute("SELECT MAX(n) FROM spool WHERE station = ?",
+                                    (station,)).fetchone()[0]
+            self._last[station] = int(last or 0)
+
+    def _save(self, station: str) -> None:
+        self._db.execute("INSERT INTO sent (station, upto) VALUES (?, ?) ON CONFLICT (station)"
+                         " DO UPDATE SET upto = excluded.upto", (station, self._upto[station]))
+        self._saved[station] = self._upto[station]
+
     def add(self, entries: list[Spooled], sent: bool = False) -> list[Spooled]:
-        """Journal `entries` in one transaction; returns them with their journal numbers."""
+        """Journal `entries` in one transaction (`sent`: the database has them already);
+        returns them with their journal numbers."""
         out = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for e in entries:
+                    self._load(e.station)
                     cur = self._db.execute(
                         "INSERT INTO spool (station, kind, idem, id, ts, job_id, serial, event,"
-                        " payload, prev_hash, hash, reason, certificate, signature, sent)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " payload, prev_hash, hash, reason, certificate, signature)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (e.station, e.kind, e.idem, e.id, e.ts, e.job_id, e.serial, e.event,
-                         e.payload, e.prev_hash, e.hash, e.reason, e.certificate, e.signature,
-                         int(sent)))
-                    out.append(replace(e, n=int(cur.lastrowid or 0), sent=int(sent)))
+                         e.payload, e.prev_hash, e.hash, e.reason, e.certificate, e.signature))
+                    out.append(replace(e, n=int(cur.lastrowid or 0)))
+                    self._last[e.station] = out[-1].n
+                    if sent:
+                        self._upto[e.station] = out[-1].n
+                        self._save(e.station)
                 self._db.execute("COMMIT")
                 return out
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._last.clear()  # read again from the file
                 raise OutputError(f"cannot write the station's spool {self.path}: {exc}",
                                   "free disk space; the database is out of reach") from exc
+
+    def last_n(self, station: str) -> int:
+        with self._lock:
+            self._load(station)
+            return self._last[station]
+
+    def durable(self, on: bool) -> None:
+        """Sync every entry to disk (`on`: the database is away, the journal is the only
+        copy), or leave it to the WAL's checkpoints (the database commits each entry). Turning
+        it on syncs what was journaled before."""
+        if on == self._durable:
+            return
+        with self._lock:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if on else 'NORMAL'}")
+            if on:
+                self._db.execute("BEGIN IMMEDIATE")
+                for station in self._upto:
+                    self._save(station)
+                self._db.execute("COMMIT")
+            self._durable = on
+
+    def has_pending(self, station: str) -> bool:
+        with self._lock:
+            self._load(station)
+            return self._last[station] > self._upto[station]
 
     def pending(self, station: str, limit: int = 500) -> list[Spooled]:
         """The entries the database does not have yet, oldest first."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM spool WHERE station = ? AND sent = 0"
-                                    " ORDER BY n LIMIT ?", (station, limit)).fetchall()
+            self._load(station)
+            if self._last[station] <= self._upto[station]:
+                return []
+            rows = self._db.execute("SELECT * FROM spool WHERE station = ? AND n > ?"
+                                    " ORDER BY n LIMIT ?",
+                                    (station, self._upto[station], limit)).fetchall()
         return [Spooled(*r) for r in rows]
 
     def count(self, station: str) -> int:
+        """How many entries wait for the database."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM spool WHERE station = ? AND sent = 0",
-                                        (station,)).fetchone()[0])
+            self._load(station)
+            return int(self._db.execute("SELECT COUNT(*) FROM spool WHERE station = ? AND n > ?",
+                                        (station, self._upto[station])).fetchone()[0])
 
     def entries(self, station: str, kind: str = "event", job_id: str | None = None,
                 after: int = 0) -> list[Spooled]:
@@ -123,9 +178,14 @@ class Spool:
     def mark_sent(self, upto: int, station: str) -> None:
         """The database committed the entries up to `upto`."""
         with self._lock:
-            self._db.execute("UPDATE spool SET sent = 1 WHERE station = ? AND sent = 0 AND n <= ?",
-                             (station, upto))
+            self._load(station)
+            self._upto[station] = max(upto, self._upto[station])
+            if self._upto[station] - self._saved[station] >= SENT_EVERY:
+                self._save(station)
 
     def close(self) -> None:
         with self._lock:
+            for station in self._upto:
+                if self._upto[station] != self._saved[station]:
+                    self._save(station)
             self._db.close()

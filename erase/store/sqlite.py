@@ -16,7 +16,7 @@ from ..audit import AuditLog, Event
 from ..errors import OutputError
 from . import schema
 from .base import DEFAULT_STATION, StationLog, Store, StoredEvent
-from .projection import project, set_head
+from .projection import project
 from .reading import SqlReader
 
 _PARAM = re.compile(r"%\((\w+)\)s")
@@ -118,9 +118,8 @@ class SqliteStore(SqlReader, Store):
                 rows = tx.run("SELECT id, ts, job_id, serial, event, payload, hash FROM events"
                               f" WHERE id > %(i)s ORDER BY id LIMIT {_CATCH_UP_ROWS}", {"i": since})
                 for r in rows:
-                    project(tx, self.station, Event(*r[:6]), self.keep_pdf)
+                    project(tx, self.station, Event(*r[:6]), self.keep_pdf, head=r[6])
                 if rows:
-                    set_head(tx, self.station, rows[-1][0], rows[-1][6])
                     tx.run("INSERT INTO store_meta (key, value) VALUES ('projected', %(v)s)"
                            " ON CONFLICT (key) DO UPDATE SET value = %(v)s", {"v": str(rows[-1][0])})
             done += len(rows)
