@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from phonewipe.erase.emulation.profiles import PROFILES_DIR, HandsetProfile, load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.ports import free_port
 from phonewipe.protocols.adb import shell, shell_syntax, wire
 from phonewipe.protocols.adb.emulator import EmulatedAdbd
 
@@ -46,9 +47,7 @@ def require_binary(name: str) -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # outside the ephemeral range: no connection takes it meanwhile
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0,

@@ -20,6 +20,8 @@ import pytest
 from conftest import require_binary
 from test_end_to_end import PHONEWIPE, Bench, phonewipe
 
+from phonewipe.erase.ports import free_port
+
 pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,10 +335,7 @@ def test_emulate_disconnects_its_phones_and_removes_its_images(tmp_path: Path, h
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp_path)}
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     subprocess.run([adb, "-P", str(port), "start-server"], env=env, capture_output=True, timeout=30)
     try:  # the user's own server: it is left running, with nothing of ours in its list
         proc = subprocess.Popen([*PHONEWIPE, "emulate", "rooted", "unrooted", "--json",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from phonewipe.erase.emulation.fleet import EmulatedHandset, start_handsets, stop_handsets
 from phonewipe.erase.plugin import Registry
+from phonewipe.erase.ports import free_port
 
 ACME = Path(__file__).parent / "thirdparty" / "acme_phone"
 PROFILES = ACME / "src" / "acme_phone" / "profiles"
@@ -41,12 +41,6 @@ def acme_dist(root: Path) -> Path:
         lines += [f"{name} = {target}" for name, target in entries.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from phonewipe.certificates.keys import _write_material, describe, init_keys, ma
 from phonewipe.certificates.sign import CertificateSigner, TimestampUnavailable
 from phonewipe.certificates.trust import TrustStore
 from phonewipe.certificates.verify import verify_bytes, verify_certificate
+from phonewipe.erase.ports import free_port
 
 PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
@@ -233,10 +234,7 @@ def test_tsa_url_from_the_config_reaches_the_signer(tsa: LoopbackTSA, keys: Path
 
 
 def test_an_unreachable_tsa_stops_before_signing(keys: Path) -> None:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = free_port()  # nothing listens here (and no connection can talk to itself through it)
     with pytest.raises(TimestampUnavailable) as e:
         CertificateSigner(keys, tsa_url=f"http://127.0.0.1:{port}/tsa", tsa_timeout=2)
     assert e.value.exit_code == 5 and "tsa_url" in e.value.advice

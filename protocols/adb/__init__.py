@@ -5,7 +5,6 @@ speaking the real wire protocol over loopback TCP, reached by the same server.
 """
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import adbutils
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
+from phonewipe.erase.ports import free_port
 
 from .server import DEFAULT_PORT, AdbServer
 
@@ -47,10 +47,7 @@ class AdbPlugin(Plugin):
     @classmethod
     def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
         """A private adb server: a free port, keys under ``workdir``."""
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        return {"adb_port": port, "adb_home": workdir / ".adb-home", "adb_reboot_wait": 20.0}
+        return {"adb_port": free_port(), "adb_home": workdir / ".adb-home", "adb_reboot_wait": 20.0}
 
     def close(self) -> None:
         if self.options.get("adb_home") is not None:  # a private server: ours to stop
