@@ -4,6 +4,7 @@ phone's page cache (dropped with root, O_DIRECT, or phonewipe-pwread pushed for 
 fill), or the reader refuses to vouch."""
 from __future__ import annotations
 
+import collections
 import hashlib
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -15,6 +16,7 @@ from .client_channel import _LINK_ERRORS, ShellResult
 
 BLOCK = 4096
 READ_BATCH = 256  # samples per shell command (about 20 KB of command line)
+READ_AHEAD = 1  # batches started beyond the one being checked
 HELPER_BUILDS = Path(__file__).parent / "helper" / "bin"  # make helpers
 HELPER_ON_PHONE = "/data/local/tmp/phonewipe-pwread"
 
@@ -102,22 +104,23 @@ class _DdReader:
         return pieces
 
     def read_many(self, extents: Sequence[Extent]) -> Iterator[bytes | None]:
-        """Batch k+1 is already running on the phone while the caller checks batch k: one
-        command ahead, no extra thread."""
+        """Up to AHEAD batches run on the phone while the caller checks the oldest one: the
+        host's checking and the round trips through the adb server overlap the phone's
+        reading, with no extra thread."""
         batches = [list(extents[i:i + READ_BATCH]) for i in range(0, len(extents), READ_BATCH)]
-        ahead: tuple[list[Extent], str, list[int], Any] | None = None
+        running: collections.deque[tuple[list[Extent], str, list[int], Any]] = collections.deque()
         try:
-            for i, batch in enumerate(batches):
-                current = ahead or self._start(batch)
-                ahead = self._start(batches[i + 1]) if i + 1 < len(batches) else None
-                pending, command, lengths, conn = current
+            for i in range(len(batches)):
+                while len(running) <= READ_AHEAD and i + len(running) < len(batches):
+                    running.append(self._start(batches[i + len(running)]))
+                pending, command, lengths, conn = running.popleft()
                 samples, rest = self._parse(self.session.collect_command(command, conn), pending, lengths)
                 yield from samples
                 if rest:
                     yield from self._read_batch(rest)
         finally:
-            if ahead is not None:  # the caller stopped early, or a read failed
-                ahead[3].conn.close()
+            for started in running:  # the caller stopped early, or a read failed
+                started[3].conn.close()
 
     def _read_batch(self, batch: Sequence[Extent]) -> list[bytes | None]:
         samples: list[bytes | None] = []

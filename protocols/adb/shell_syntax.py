@@ -2,6 +2,7 @@
 ``$VAR`` and ``$(...)`` substitution, redirections, pipelines, ``&&``/``||`` lists)."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -97,12 +98,18 @@ def _lex_plain(src: str) -> list:
     tokens: list = []
     for fd_text, redir_op, op, word in _PLAIN_TOKEN_RE.findall(src):
         if word:
-            tokens.append(("word", (Seg("lit", word, False),)))
+            tokens.append(_plain_word(word))
         elif op:
             tokens.append(("op", ";" if op == "\n" else op))
         else:
             tokens.append(_redir_token(fd_text, redir_op))
     return tokens
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_word(text: str) -> tuple[str, Word]:
+    """A plain word's token (immutable, so shared): a batch repeats the same few words."""
+    return ("word", (Seg("lit", text, False),))
 
 
 def _redir_token(fd_text: str, op: str) -> tuple[str, int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
 import posixpath
 import re
@@ -113,6 +114,18 @@ class _StreamSource(Source):
 
     def read(self, n: int) -> bytes | bytearray | memoryview:
         return self._reader.read(n)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalized(path: str) -> str:
+    """An absolute path without '.', '..', doubled slashes or the /sdcard aliases."""
+    path = posixpath.normpath(path)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    for alias, real in _ALIASES:
+        if path == alias or path.startswith(alias + "/"):
+            path = real + path[len(alias):]
+    return path
 
 
 class _PartitionSource(Source):
@@ -294,13 +307,7 @@ class Vfs:
     def norm(self, path: str) -> str:
         if not path.startswith("/"):
             path = posixpath.join(self.ctx.cwd, path)
-        path = posixpath.normpath(path)
-        if path.startswith("//"):
-            path = "/" + path.lstrip("/")
-        for alias, real in _ALIASES:
-            if path == alias or path.startswith(alias + "/"):
-                path = real + path[len(alias):]
-        return path
+        return _normalized(path)
 
     def block_partition(self, path: str) -> str | None:
         if path.startswith("/dev/block/by-name/"):
