@@ -46,10 +46,10 @@ class Answers:
         if self.how == "interactive":
             while True:
                 reply = click.prompt(f"{step.confirm} [y/n]", default="", show_default=False,
-                                     prompt_suffix=" ").strip().lower()
+                                     prompt_suffix=" ", err=True).strip().lower()
                 if reply in YES or reply in NO:
                     return reply in YES
-                click.echo("answer y (done) or n (not done)")
+                click.echo("answer y (done) or n (not done)", err=True)
         assert self.source is not None
         line = self.source.readline()
         if not line:
@@ -115,6 +115,7 @@ def register(cli: click.Group) -> None:
     from phonewipe.common import (
         config_of,
         console,
+        err_console,
         expected_errors,
         job_settings,
         load_signer,
@@ -160,9 +161,9 @@ def register(cli: click.Group) -> None:
         check_output_dir(out_dir)
         signer = load_signer(keys_dir or config.keys_dir)
 
-        def say(text: str) -> None:
-            if not as_json:
-                console.print(escape(text), highlight=False, soft_wrap=True)
+        def say(text: str) -> None:  # with --json, stdout is the JSON alone
+            (err_console if as_json else console).print(escape(text), highlight=False,
+                                                        soft_wrap=True)
 
         with AuditLog(out_dir / "audit.sqlite", signer=signer) as audit:
             attestation = Attestation(entry, identity, settings, audit)

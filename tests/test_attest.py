@@ -396,3 +396,38 @@ def test_streams_pyhanko_cannot_decode_compare_by_their_encoded_bytes() -> None:
     assert _canon(image(b"\xff\xd8one")) == _canon(image(b"\xff\xd8one"))
     assert _canon(image(b"\xff\xd8one")) != _canon(image(b"\xff\xd8two"))
     assert _canon(image(b"\xff\xd8one")) != _canon(image(b"\xff\xd8one", "/JPXDecode"))
+
+
+def test_on_a_terminal_it_asks_each_step_and_asks_again_until_yes_or_no(
+        tmp_path: Path, keys: Path) -> None:
+    """Interactive: stdin is a terminal (a pty); an answer that is not yes or no is asked
+    again, and the record says the answers were given interactively."""
+    import pty
+    import select
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "HOME": str(SCRATCH_HOME)}
+    proc = subprocess.Popen([sys.executable, "-m", "phonewipe", "attest", "--platform",
+                             "blackberry-os", *DEVICE, *OPERATOR, "--keys", str(keys), "--out",
+                             str(tmp_path / "out"), "--json"],
+                            stdin=secondary, stdout=subprocess.PIPE, stderr=secondary, env=env)
+    os.close(secondary)
+    os.write(primary, b"y\nmaybe\ny\nyes\nY\ny\n")
+    shown = b""
+    while proc.poll() is None:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                shown += os.read(primary, 65536)
+            except OSError:
+                break
+    proc.wait(timeout=60)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    os.close(primary)
+    assert proc.returncode == 10, shown.decode(errors="replace") + out
+    prompts = shown.decode(errors="replace")  # the questions go to the terminal (stderr)
+    assert "answer y (done) or n (not done)" in prompts and prompts.count("[y/n]") == 6
+    assert "step 1 of 5 (backup)" in prompts
+    cert = json.loads(out.splitlines()[-1])["certificate"]
+    record = json.loads(phonewipe("cert", "show", "--json", cert).stdout)
+    steps = record["evidence"]["attestation"]["steps"]
+    assert len(steps) == 5 and {c["how"] for c in steps} == {"interactive"}
