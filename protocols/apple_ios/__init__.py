@@ -145,7 +145,7 @@ class IosPlugin(Plugin):
         from .profile import load_spec
 
         mux = self._emulated_mux()
-        device = EmulatedIphone(storage, load_spec(profile.name))
+        device = EmulatedIphone(storage, load_spec(profile.path or profile.name))
         mux.attach(device)
         handle = EmulatedIphoneHandle(mux, device)
         if self.options.get(PUBLISH_KEY) and mux.tcp_address:

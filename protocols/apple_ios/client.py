@@ -121,16 +121,16 @@ class IosClient:
         assert self.lockdown is not None
         return self.run(self.lockdown.get_value(domain, key))
 
-    def mc_install(self, request: str) -> dict[str, Any]:
-        """One MCInstall request: GetCloudConfiguration, GetProfileList."""
+    def management(self) -> tuple[dict[str, Any], list[str]]:
+        """(cloud configuration, installed profile identifiers) over one MCInstall connection."""
         assert self.lockdown is not None
         lockdown = self.lockdown
 
-        async def ask() -> dict[str, Any]:
+        async def ask() -> tuple[dict[str, Any], list[str]]:
             async with MobileConfigService(lockdown) as mc:
-                if request == "GetCloudConfiguration":
-                    return {"CloudConfiguration": await mc.get_cloud_configuration() or {}}
-                return await mc.get_profile_list()
+                cloud = await mc.get_cloud_configuration() or {}
+                profiles = (await mc.get_profile_list()).get("OrderedIdentifiers") or []
+            return cloud, [str(p) for p in profiles]
         return self.run(ask())
 
     def erase_device(self) -> None:

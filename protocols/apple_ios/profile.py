@@ -43,10 +43,11 @@ def _profile_path(name: str, directory: Path) -> Path:
 
 
 def load_spec(profile_name: str, directory: Path = PROFILES_DIR) -> IosSpec:
-    """The ``[ios]`` table of a profile (its ``extends`` base's merged under it)."""
+    """The ``[ios]`` table of a profile, by name or path (its ``extends`` base's merged under
+    it)."""
     path = _profile_path(profile_name, directory)
     data = _read_toml(path)
-    if "extends" in data:
+    if "extends" in data:  # a base among the shipped profiles, as the core reads it
         data = _merged(_read_toml(directory / f"{data['extends']}.toml"), data)
     values: dict[str, Any] = dict(data.get("ios", {}))
     known = {f.name for f in fields(IosSpec)}

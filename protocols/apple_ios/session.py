@@ -170,15 +170,14 @@ class IosSession(Session):
 
     def _management(self) -> dict[str, Any]:
         try:
-            cloud = self.client.mc_install("GetCloudConfiguration").get("CloudConfiguration") or {}
-            profiles = self.client.mc_install("GetProfileList").get("OrderedIdentifiers") or []
+            cloud, profiles = self.client.management()
         except PyMobileDevice3Exception as exc:
             return {"unknown": f"MCInstall did not answer ({type(exc).__name__})"}
         out: dict[str, Any] = {}
         if cloud.get("IsSupervised"):
             out["supervised_by"] = str(cloud.get("OrganizationName") or "an organisation")
         if profiles:
-            out["profiles"] = [str(p) for p in profiles]
+            out["profiles"] = profiles
         return out
 
     def methods(self) -> list[EraseMethod]:
