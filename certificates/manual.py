@@ -134,8 +134,11 @@ def _destruction_rows(record: Record, rows: tuple[tuple[str, str], ...]) -> tupl
            ("Witness", _text(d.get("witness")) + (f" ({d['witness_title']})"
                                                   if d.get("witness_title") else ""))]
     out += [(k, v) for k, v in rows if k in ("Justification", "Standard", "Tool")]
+    destroyed = s is not None and s.category == "Destruct"
     out += [("Post-sanitization classification", record.media.post_classification.strip()
-             or "none: the media no longer exists"),
+             or ("none: the media no longer exists" if destroyed else
+                 "not applicable: no category is claimed, the media keeps the classification "
+                 "of its data")),
             ("Notes", record.media.notes.strip() or "none")]
     return tuple(out)
 
