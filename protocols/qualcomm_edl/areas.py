@@ -11,7 +11,7 @@ from phonewipe.erase.plugin import Extent
 from .errors import FirehoseNak
 from .firehose import FirehoseClient
 
-MERGE_GAP = 64 * 1024  # read a small gap between samples rather than send another command
+MERGE_GAP = 64 * 1024  # about one command's round trip at USB 2.0 speed: read the gap instead
 MAX_READ = 1024 * 1024
 
 

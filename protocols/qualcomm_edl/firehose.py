@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
-from xml.etree.ElementTree import Element, SubElement, tostring
+from xml.sax.saxutils import quoteattr
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -28,6 +30,8 @@ XML_HEAD = b'<?xml version="1.0" encoding="UTF-8" ?>'
 MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
 DEFAULT_PAYLOAD = 1024 * 1024
 MEMORIES = ("ufs", "emmc")
+AHEAD = 2  # pieces of a program made ahead of the one being sent
+_ESCAPES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # kept through attribute normalisation
 _DOC_SPLIT = re.compile(rb"<\?xml[^>]*\?>")
 
 
@@ -49,10 +53,10 @@ class Reply:
 
 
 def build(tag: str, **attrs: Any) -> bytes:
-    """One command document: ``<?xml ...?><data><TAG a="v" /></data>``."""
-    data = Element("data")
-    SubElement(data, tag, {k: str(v) for k, v in attrs.items()})
-    return XML_HEAD + tostring(data, encoding="unicode").encode()
+    """One command document: ``<?xml ...?><data><TAG a="v" /></data>`` (attribute values
+    quoted and escaped by the standard library; tags and names are ours)."""
+    fields = "".join(f" {name}={quoteattr(str(value), _ESCAPES)}" for name, value in attrs.items())
+    return XML_HEAD + f"<data><{tag}{fields} /></data>".encode()
 
 
 def parse(raw: bytes) -> list[tuple[str, dict[str, str]]]:
@@ -224,7 +228,8 @@ class FirehoseClient:
     def program(self, lun: int, start: int, count: int, sector: int,
                 data: Callable[[int, int], bytes], progress: Callable[[int], None]) -> None:
         """Write ``count`` sectors from ``start``: ``data(pos, n)`` gives the bytes at ``pos``
-        of the range; ``progress(n)`` after each transfer."""
+        of the range, called in order of ``pos`` from one worker thread; ``progress(n)``
+        after each transfer."""
         total = count * sector
         reply = self.command("program", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
                              physical_partition_number=lun, start_sector=start, filename="")
@@ -233,11 +238,19 @@ class FirehoseClient:
             raise ProtocolError("the programmer accepted a program without a raw data phase",
                                 "this programmer does not speak Firehose as expected")
         step = max(sector, self.max_payload // sector * sector)
-        for pos in range(0, total, step):
-            piece = data(pos, min(step, total - pos))
-            self.link.write(piece)
-            self.transcript.bytes_sent += len(piece)
-            progress(len(piece))
+        positions = range(0, total, step)
+        # the next pieces are made in another thread while this one is on the wire (the
+        # pattern's AES runs without the GIL): the transfer waits for neither
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = deque(pool.submit(data, pos, min(step, total - pos)) for pos in positions[:AHEAD])
+            for i in range(len(positions)):
+                piece = ahead.popleft().result()
+                if i + AHEAD < len(positions):
+                    pos = positions[i + AHEAD]
+                    ahead.append(pool.submit(data, pos, min(step, total - pos)))
+                self.link.write(piece)
+                self.transcript.bytes_sent += len(piece)
+                progress(len(piece))
         self._checked(self._reply(), f"programming sectors {start}+{count} of LUN {lun}")
 
     def erase(self, lun: int, start: int, count: int, sector: int) -> None:

@@ -18,7 +18,7 @@ from phonewipe.erase.model import (
     Severity,
     Technique,
 )
-from phonewipe.erase.pattern import pattern_bytes
+from phonewipe.erase.pattern import PatternStream, pattern_bytes
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
 from phonewipe.erase.strings import clean
 
@@ -293,9 +293,17 @@ class EdlSession(Session):
 
 
 def _pattern(key: bytes, base: int) -> Callable[[int, int], bytes]:
-    """The keyed pattern of an area that starts at ``base`` of the address space."""
+    """The keyed pattern of an area that starts at ``base`` of the address space, asked for
+    in order (one keystream, not a cipher per piece)."""
+    stream = PatternStream(key, base)
+    expected = 0
+
     def data(pos: int, n: int) -> bytes:
-        return pattern_bytes(key, base + pos, n)
+        nonlocal expected
+        if pos != expected:  # out of order: the random-access form
+            return pattern_bytes(key, base + pos, n)
+        expected = pos + n
+        return stream.next(n)
     return data
 
 

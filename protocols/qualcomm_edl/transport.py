@@ -7,7 +7,6 @@ The same code opens a real phone (libusb backend) and an emulated one (the core'
 """
 from __future__ import annotations
 
-import array
 import errno
 import re
 from typing import Any, Iterator
@@ -88,8 +87,10 @@ class UsbLink:
         view = memoryview(data)
         try:
             for pos in range(0, len(view), WRITE_CHUNK):
-                # an array('B') goes to the backend as is; pyusb copies anything else byte by byte
-                self.ep_out.write(array.array("B", view[pos:pos + WRITE_CHUNK].tobytes()), 10_000)
+                # bytes reach pyusb's array in one copy; a memoryview would be copied byte by byte
+                piece = data if isinstance(data, bytes) and len(data) <= WRITE_CHUNK \
+                    else view[pos:pos + WRITE_CHUNK].tobytes()
+                self.ep_out.write(piece, 10_000)
             if not len(view):
                 self.ep_out.write(b"", 10_000)
         except usb.core.USBError as exc:

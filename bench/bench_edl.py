@@ -1,0 +1,101 @@
+"""EDL raw program throughput: our stack (Firehose `program` of the keyed pattern over the
+user-data partitions, pattern generated on the fly, through pyusb) vs the emulated
+transport's own limit (the same `program` of the same sectors, the bytes prepared
+beforehand and written straight to the bulk endpoint), side by side in one run, on one
+emulated UFS phone; and the `quick` verification (C = 0.99, p = 0.001) as a share of the
+erase. Goal: ours >= 0.9 of the limit.
+
+The emulated USB bus lives in this process, so the phone shares the interpreter with both
+sides alike. BENCH_EDL_MIB changes the userdata size (default 512).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+USERDATA_MIB = int(os.environ.get("BENCH_EDL_MIB", "512"))
+ROUNDS = 3
+
+
+def main() -> int:
+    from phonewipe.erase.emulation.profiles import FIXTURES_DIR, load_profile
+    from phonewipe.erase.emulation.storage import HandsetStorage
+    from phonewipe.erase.model import Expectation
+    from phonewipe.erase.pattern import new_key, pattern_bytes
+    from phonewipe.erase.plugin import EraseContext, PluginOptions, load_plugins
+    from phonewipe.erase.verify import make_plan, sample_and_check
+    from phonewipe.protocols.qualcomm_edl.session import RAW_PATTERN
+
+    tmp = Path(tempfile.mkdtemp(prefix="phonewipe-bench-edl-"))
+    try:
+        profile = replace(load_profile("edl-ufs"), userdata_bytes=USERDATA_MIB << 20)
+        storage = HandsetStorage.create(tmp / "handset", profile, profile.serial())
+        plugin = load_plugins(PluginOptions({"edl_loaders": str(FIXTURES_DIR / "edl-loaders")}),
+                              only=["edl"])["edl"]
+        emulator = plugin.start_emulator(storage, profile)
+        (endpoint,) = plugin.discover()
+        session = plugin.open(endpoint)
+        session.identify()
+        assert not [f for f in session.preflight() if f.severity.value == "blocker"]
+        size = sum(a.size for a in session._partitions())
+        client, link = session.firehose, session.link
+        step = client.max_payload
+        userdata = next(a for a in session._partitions() if a.name == "userdata")
+        ready = [pattern_bytes(b"\1" * 32, pos, min(step, userdata.size - pos))
+                 for pos in range(0, userdata.size, step)]
+
+        def ours() -> None:
+            session.erase(RAW_PATTERN, EraseContext(new_key()), lambda done, total: None)
+
+        def limit() -> None:  # only userdata: the same bytes per second, measured on most of them
+            client._send("program", SECTOR_SIZE_IN_BYTES=userdata.sector,
+                         num_partition_sectors=userdata.sectors,
+                         physical_partition_number=userdata.lun, start_sector=userdata.first)
+            assert client._reply().rawmode
+            for piece in ready:
+                link.ep_out.write(piece, 10_000)
+            assert client._reply().ack
+
+        rates: dict[str, list[float]] = {"ours": [], "limit": []}
+        for _ in range(ROUNDS):  # interleaved, so load from elsewhere hits both alike
+            for name, fn, nbytes in (("limit", limit, userdata.size), ("ours", ours, size)):
+                t0 = time.perf_counter()
+                fn()
+                rates[name].append(nbytes / (time.perf_counter() - t0))
+        best = {k: max(v) for k, v in rates.items()}
+
+        key = new_key()
+        t0 = time.perf_counter()
+        report = session.erase(RAW_PATTERN, EraseContext(key), lambda done, total: None)
+        erase_s = time.perf_counter() - t0
+        reader = session.reader()
+        assert reader is not None
+        plan = make_plan("quick", reader.size, reader.block_size, 7)
+        t0 = time.perf_counter()
+        result = sample_and_check(reader, plan, Expectation.PATTERN, key, report.scope,
+                                  lambda done, total: None)
+        verify_s = time.perf_counter() - t0
+        session.close()
+        emulator.stop()
+        storage.close()
+
+        mib = 2**20
+        print(f"user-data partitions {size / mib:.0f} MiB (userdata {userdata.size / mib:.0f} MiB) "
+              f"over the emulated USB bus, best of {ROUNDS}")
+        print(f"  transport limit (prepared bytes) : {best['limit'] / mib:7.0f} MiB/s")
+        print(f"  our stack (pattern on the fly)   : {best['ours'] / mib:7.0f} MiB/s")
+        print(f"  ratio ours/limit: {best['ours'] / best['limit']:.2f} (goal >= 0.9)")
+        print(f"  quick verification: {result.result.samples_read} samples in {verify_s:.2f} s, "
+              f"{verify_s / erase_s:.1%} of the {erase_s:.2f} s erase ({result.result.status})")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
