@@ -112,6 +112,8 @@ def test_the_lying_iphone_fails_and_says_why(bench: IosBench) -> None:
     assert "still Activated" in record.reason and "old pair record" in record.reason
     assert "destruction" in record.reason
     assert handset.storage.state.resets == 0
+    assert record.sanitization is not None and record.sanitization.method == "ios-erase-all"
+    assert record.sanitization.category == "None"  # what was attempted, nothing claimed
 
 
 def test_the_iphone_that_never_returns_fails_with_what_to_do(bench: IosBench) -> None:

@@ -84,6 +84,7 @@ class IosSession(Session):
         self.values: dict[str, Any] = {}
         self.post: dict[str, Any] = {}
         self.log: list[str] = []
+        self._before: tuple[dict[str, Any] | None, Any, float] = (None, None, 0.0)
 
     # -- who it is -----------------------------------------------------------------------
     def _connect(self) -> None:
@@ -185,18 +186,27 @@ class IosSession(Session):
 
     # -- the erase ------------------------------------------------------------------------------
     def erase(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
+        """Ask for Erase All Content and Settings; `finish` follows the phone's reboot."""
         if method != ERASE_ALL or self.client.lockdown is None:
             raise PhonewipeError(f"method {method.name} is not an iPhone method",
                                  "choose ios-erase-all")
         lockdown = self.client.lockdown
-        old_record, old_key = lockdown.pair_record, self.values.get("DevicePublicKey")
-        asked = time.monotonic()
+        self._before = (lockdown.pair_record, self.values.get("DevicePublicKey"), time.monotonic())
         try:
             self.client.erase_device()
         except PasswordRequiredError as exc:
             raise PhonewipeError("the iPhone refused the erase while locked", PASSCODE_ADVICE) from exc
         self.log.append("EraseDevice acknowledged")
         self.client.close_lockdown()
+        capacity = self._identity.capacity_bytes if self._identity else None
+        size = f", {capacity / 2**30:.2f} GiB" if capacity else ""
+        return EraseReport(0, None, f"all user data (the phone's encrypted storage{size})",
+                           {"protocol": "lockdown com.apple.mobile.MCInstall EraseDevice"})
+
+    def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
+        """Follow the phone through its reboot by UDID and check the state it came back in:
+        the erase's only evidence. Anything short of it FAILs the job."""
+        old_record, old_key, asked = self._before
         left = self.client.wait_listed(False, timeout=min(60.0, self.plugin.reboot_timeout))
         back = self.client.wait_listed(True, timeout=self.plugin.reboot_timeout)
         if back is None:
@@ -204,11 +214,7 @@ class IosSession(Session):
                 f"the iPhone acknowledged Erase All Content and Settings but did not come back "
                 f"within {self.plugin.reboot_timeout:g} s", RETURN_ADVICE)
         self.post = self._post_check(old_record, old_key, time.monotonic() - asked, left)
-        capacity = self._identity.capacity_bytes if self._identity else None
-        size = f", {capacity / 2**30:.2f} GiB" if capacity else ""
-        return EraseReport(0, None, f"all user data (the phone's encrypted storage{size})",
-                           {"protocol": "lockdown com.apple.mobile.MCInstall EraseDevice",
-                            "post_state": self.post})
+        return {"post_state": self.post}
 
     def _post_check(self, old_record: dict[str, Any] | None, old_key: Any, elapsed: float,
                     left: float | None) -> dict[str, Any]:
