@@ -9,14 +9,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import adbutils
-
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 from phonewipe.erase.ports import free_port
 
-from .server import DEFAULT_PORT, AdbServer
+from .server import DEFAULT_PORT, AdbServer, link_errors
 
 STATE_TO_MODE = {"device": "adb", "unauthorized": "adb", "offline": "adb",
                  "recovery": "recovery", "sideload": "recovery", "rescue": "recovery"}
@@ -56,7 +54,7 @@ class AdbPlugin(Plugin):
     def discover(self) -> list[Endpoint]:
         try:
             devices = self.server.client().list()
-        except (adbutils.AdbError, OSError) as exc:
+        except link_errors() as exc:
             raise PhonewipeError(f"the adb server on port {self.server.port} does not answer: {exc}",
                                  "restart it with `adb kill-server`") from exc
         return [Endpoint(plugin=self.name, mode=STATE_TO_MODE.get(d.state, "adb"),
@@ -68,7 +66,7 @@ class AdbPlugin(Plugin):
 
         try:
             states = {d.serial: d.state for d in self.server.client().list()}
-        except (adbutils.AdbError, OSError) as exc:
+        except link_errors() as exc:
             raise PhonewipeError(f"the adb server on port {self.server.port} does not answer: {exc}",
                                  "restart it with `adb kill-server`, then run again") from exc
         if endpoint.address not in states:

@@ -8,12 +8,27 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import adbutils
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 
+if TYPE_CHECKING:
+    import adbutils
+
 DEFAULT_PORT = 5037
+
+
+def adbutils_module() -> ModuleType:
+    """adbutils, imported when first needed: it brings Pillow and requests along, about
+    0.15 s of CPU that every command line would pay when the plugins load."""
+    import adbutils
+    return adbutils
+
+
+def link_errors() -> tuple[type[BaseException], ...]:
+    """What a request to the adb server raises when the server or the link fails."""
+    return (adbutils_module().AdbError, OSError)
 
 
 def find_adb(explicit: str | None = None) -> str:
@@ -25,6 +40,7 @@ def find_adb(explicit: str | None = None) -> str:
     system_adb = shutil.which("adb")  # the distribution's adb server, as a user runs it
     if system_adb:
         return system_adb
+    adbutils = adbutils_module()
     try:
         return adbutils.adb_path()
     except adbutils.AdbError as exc:
@@ -67,6 +83,7 @@ class AdbServer:
     def running(self) -> bool:
         """An adb server answers on the port (something else there, or nothing, is False; a
         service that accepts and never answers times out instead of hanging the tool)."""
+        adbutils = adbutils_module()
         try:
             adbutils.AdbClient(host="127.0.0.1", port=self.port, socket_timeout=5).server_version()
             return True
@@ -85,7 +102,7 @@ class AdbServer:
 
     def client(self) -> adbutils.AdbClient:
         self.ensure_started()
-        return adbutils.AdbClient(host="127.0.0.1", port=self.port, socket_timeout=30)
+        return adbutils_module().AdbClient(host="127.0.0.1", port=self.port, socket_timeout=30)
 
     def connect(self, address: str, timeout: float = 10.0) -> str:
         """`adb connect ADDRESS`, then wait until the device is listed. Returns its serial."""
