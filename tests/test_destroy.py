@@ -210,6 +210,8 @@ def test_a_station_offers_the_twice_failed_phone_and_counts_it_once_destroyed(
     liar = json.loads(phonewipe("cert", "show", "--json", str(
         next((st / "destroyed").glob("*/certificates/PWLIE10000-*.pdf")))).stdout)
     assert [e["result"] for e in liar["evidence"]["earlier_records"]] == ["FAIL", "FAIL"]
+    liar_pdf = next((st / "destroyed").glob("*/certificates/PWLIE10000-*.pdf"))
+    assert "Why destroyed" in pdf_text(liar_pdf) and "Earlier record 2" in pdf_text(liar_pdf)
     assert done["certificates"][0]["serial"] == "PWDEAD0000"
     for batch, expected in (("B1", ["PWDEAD0000", "PWLIE10000"]), ("B2", ["PWLIE10000"])):
         report = phonewipe("report", batch, "--out", str(st), "--json")
@@ -220,3 +222,14 @@ def test_a_station_offers_the_twice_failed_phone_and_counts_it_once_destroyed(
         summary_pdf = st / "batches" / batch / "summary.pdf"
         assert "Destroyed (Destruct records)" in pdf_text(summary_pdf)
         assert verify_json(summary_pdf, station_keys)["verdict"] == "trusted"
+
+
+def test_a_second_person_validates_a_destruction_certificate(tmp_path: Path, keys: Path) -> None:
+    out = outcome(destroy(tmp_path / "out", keys, "--method", "pulverize", "--particle-mm",
+                          "0.5", *WITNESSED, *DEAD_PHONE))
+    cert = Path(out["certificates"][0]["certificate"])
+    result = phonewipe("cert", "validate", str(cert), "--by", "Grace Hopper", "--keys", str(keys))
+    assert result.returncode == 0, result.stderr
+    addendum = cert.parent / f"{cert.stem}-validation.pdf"
+    report = verify_json(addendum, keys)
+    assert report["kind"] == "addendum" and report["verdict"] == "trusted", report
