@@ -35,7 +35,7 @@ from phonewipe.destroy import register as register_destroy
 from phonewipe.erase import __version__
 from phonewipe.erase.audit import AuditLog, parse_expected_head, verify_audit
 from phonewipe.erase.config import DEFAULT_KEYS_DIR, load_config
-from phonewipe.erase.errors import DeviceNotFound, PhonewipeError, UsageError
+from phonewipe.erase.errors import ConfigError, DeviceNotFound, PhonewipeError, UsageError
 from phonewipe.erase.plugin import PluginOptions
 from phonewipe.erase.runner import exit_code
 from phonewipe.erase.strings import for_terminal
@@ -106,17 +106,26 @@ def devices(ctx: click.Context, as_json: bool) -> None:
 @click.option("--via", type=click.Choice(REGISTRY.via_modes()),
               help="reboot the phone into this mode and erase it there (the checks of the "
                    "mode it is found in still run there first)")
+@click.option("--second-look", "second_look_share", type=click.FloatRange(0, 1),
+              help="share of PASSed phones re-read by a second reader before their reset, at "
+                   "least one per run when above 0 (default 0.05, or [station] second_look)")
+@click.option("--second-look-by", help="who does the second look (default: [station] "
+              "second_look_by, else the operator)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
 @operator_options
 @click.pass_context
 @expected_errors
 def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_dir: Path,
-          method: str | None, via: str | None, as_json: bool, keys_dir: Path | None,
-          **kw: Any) -> None:
+          method: str | None, via: str | None, second_look_share: float | None,
+          second_look_by: str | None, as_json: bool, keys_dir: Path | None, **kw: Any) -> None:
     """Erase, verify and certify phones: SERIAL... or --all."""
     if bool(serials) == all_devices:
         raise UsageError("name the devices to erase, or pass --all", "see `phonewipe devices`")
     config = config_of(ctx)
+    share = config.second_look_share if second_look_share is None else second_look_share
+    if not 0 <= share <= 1:
+        raise ConfigError(f"[station] second_look must be a share between 0 and 1, not {share}",
+                          "fix the config file (e.g. 0.05)")
     settings = replace(job_settings(config, kw, method), via=via)  # checked before any phone
     require_operator(settings.operator)
     found = discover(plugins_of(ctx))
@@ -133,7 +142,8 @@ def erase(ctx: click.Context, serials: tuple[str, ...], all_devices: bool, out_d
         targets = list({(t[1].plugin, t[1].address): t for t in targets}.values())
     aborted = threading.Event()  # set by a second Ctrl-C
     results = run_erase(targets, settings, out_dir, keys_dir or config.keys_dir, as_json,
-                        abort=aborted)
+                        abort=aborted, second_look_share=share,
+                        second_look_by=second_look_by or config.second_look_by)
     sys.exit(130 if aborted.is_set() else exit_code(results))
 
 

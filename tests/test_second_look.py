@@ -438,3 +438,41 @@ def test_a_single_erase_without_a_share_looks_at_nobody(virtual_run, tmp_path: P
     assert not any(r.second_look for r in results)
     with sqlite3.connect(tmp_path / "out" / "audit.sqlite") as db:
         assert not db.execute("SELECT 1 FROM events WHERE event='rechecking'").fetchall()
+
+
+def test_phonewipe_erase_takes_the_look_through_the_command_line(tmp_path: Path) -> None:
+    """A rooted phone over the real adb server: `erase` re-reads it before its reset, by the
+    person named; `--second-look 0` looks at nobody."""
+    from test_end_to_end import Bench as AdbBench
+    more = []  # a fresh rooted phone for each run: after its reset a phone is offline
+    for name in ("rooted-b", "rooted-c"):
+        (tmp_path / f"{name}.toml").write_text(
+            f'extends = "rooted"\ndescription = "{name}"\n[device]\nserial_prefix = '
+            f'"PW{name[-1].upper()}RTD"\n')
+        more.append(str(tmp_path / f"{name}.toml"))
+    bench = AdbBench(tmp_path / "bench", ["rooted", "unrooted", *more])
+    try:
+        looked = bench.run("erase", *(bench.handsets[p]["endpoints"]["adb"] for p in
+                                      ("rooted", "unrooted")),
+                           "--out", str(tmp_path / "out"), "--keys", str(bench.keys),
+                           "--second-look-by", "Second Person", "--json")
+        assert looked.returncode == 0, looked.stdout + looked.stderr
+        by_serial = {r["serial"]: r["second_look"] for r in json.loads(looked.stdout)}
+        rooted, unrooted = by_serial["PWROOT0000"], by_serial["PWUNRT0000"]
+        assert rooted["status"] == "passed" and rooted["by"] == "Second Person"
+        assert rooted["samples"] > 0 and rooted["pick"]["among"] == ["PWROOT0000"]
+        assert unrooted["status"] == "passed-on" and "fill files" in unrooted["reason"]
+        with sqlite3.connect(tmp_path / "out" / "audit.sqlite") as db:
+            trail = [e for (e,) in db.execute(
+                "SELECT event FROM events WHERE serial='PWROOT0000' ORDER BY id")]
+        assert trail.index("verified") < trail.index("rechecking") < trail.index("finishing")
+        plain = bench.run("erase", bench.handsets["rooted-b"]["endpoints"]["adb"], "--out",
+                          str(tmp_path / "out2"), "--keys", str(bench.keys))
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert "second look" in plain.stdout and "Test Operator" in plain.stdout
+        nobody = bench.run("erase", bench.handsets["rooted-c"]["endpoints"]["adb"], "--out",
+                           str(tmp_path / "out3"), "--keys", str(bench.keys), "--second-look", "0",
+                           "--json")
+        assert nobody.returncode == 0 and json.loads(nobody.stdout)[0]["second_look"] is None
+    finally:
+        bench.close()
