@@ -34,6 +34,14 @@ def demo_path_commands() -> list[str]:
     return commands
 
 
+def section_commands(title: str) -> list[str]:
+    """The shell lines of the code blocks of the README section headed ``title``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n{title}\n", 1)[1].split("\n#", 1)[0]
+    return [line.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+            for line in block.splitlines() if line.strip()]
+
+
 def make_recipe(target: str) -> str:
     """What `make TARGET` runs (the Makefile's recipe line), with $(BIN) as .venv/bin."""
     makefile = (ROOT / "Makefile").read_text()
@@ -51,6 +59,9 @@ def test_the_readme_demo_path_runs_as_documented(tmp_path: Path) -> None:
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     commands = demo_path_commands()
     assert commands[:2] == ["make demo", "make test"], commands
+    validation = section_commands("### A second person's validation")  # on the demo's output
+    assert any("cert validate" in c for c in validation), validation
+    commands += validation
     ran = []
     for command in commands:
         if command == "make test":
@@ -76,3 +87,22 @@ def test_the_readme_demo_path_runs_as_documented(tmp_path: Path) -> None:
             assert pdfs and result.stdout.count("Signature is Valid") == len(pdfs), result.stdout
     assert any("cert verify" in c for c in ran) and any("audit verify" in c for c in ran)
     assert any(c.startswith("phonewipe station") for c in ran)
+    [addendum] = (tmp_path / "demo-output" / "certificates").glob("*-validation.pdf")
+    assert addendum.name.startswith("PWROOT0000-")
+
+
+def test_the_readme_configuration_is_a_config_phonewipe_accepts(tmp_path: Path) -> None:
+    """The Configuration section's TOML, as printed: every table and key exists, every value
+    is valid, and [media] and [fleet] mean what the README says."""
+    from phonewipe.erase.config import load_config
+    from phonewipe.erase.mdm import is_own
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    [toml] = re.findall(r"```toml\n(.*?)```", section, re.S)
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    config = load_config(path)
+    assert config.media.classification == "Confidential" and config.media.esim == "not present"
+    assert config.media.sim_removed is True and config.media.microsd_removed is True
+    assert config.fleet_mdm == "Intune" and is_own("com.microsoft.intune", config.fleet_mdm)
+    assert config.second_look_share == 0.05
