@@ -47,6 +47,13 @@ class PatternStream:
             self._zeros = bytes(length)
         return self._enc.update(self._zeros)
 
+    def next_into(self, out: memoryview, length: int) -> None:
+        """The next ``length`` bytes written into ``out`` (no copy: a direct-I/O buffer);
+        ``out`` must hold ``length + 15`` bytes (the cipher's requirement)."""
+        if len(self._zeros) != length:
+            self._zeros = bytes(length)
+        self._enc.update_into(self._zeros, out)
+
 
 def xor_keystream(key: bytes, offset: int, data: bytes) -> bytes:
     """data XOR pattern at offset (used by emulators to model encryption under a key)."""

@@ -8,7 +8,8 @@ import errno
 import fcntl
 import mmap
 import os
-from typing import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 from phonewipe.erase.plugin import ProgressFn
 
@@ -55,25 +56,42 @@ class AlignedBuffer:
         self.map.close()
 
 
-def write_stream(fd: int, size: int, chunks: Iterator[bytes], block: int,
-                 progress: ProgressFn) -> int:
-    """Write ``size`` bytes from ``chunks`` (each at most CHUNK) from offset 0; returns the
-    bytes the kernel acknowledged. A tail shorter than a logical block cannot be written
-    directly and is refused earlier (sizes are whole blocks)."""
-    buf = AlignedBuffer(CHUNK)
+def _write_all(fd: int, view: memoryview, offset: int) -> int:
+    written = 0
+    while written < len(view):
+        written += os.pwrite(fd, view[written:], offset + written)
+    return written
+
+
+Fill = Callable[[memoryview, int], None]
+"""fill(buffer, n): put the next n bytes to write into the buffer's first n bytes."""
+
+
+def write_stream(fd: int, size: int, fill: Fill, progress: ProgressFn) -> int:
+    """Write ``size`` bytes made by ``fill`` (CHUNK at a time, whole logical blocks) from
+    offset 0; returns the bytes the kernel acknowledged. Two buffers: the next chunk is made
+    (the keyed pattern, straight into its buffer) while the kernel writes the last one
+    (pwrite releases the GIL), so the pattern costs little of the device's speed."""
+    buffers = [AlignedBuffer(CHUNK + mmap.PAGESIZE), AlignedBuffer(CHUNK + mmap.PAGESIZE)]
     done = 0
+    pending: Future[int] | None = None
     try:
-        for data in chunks:
-            n = len(data)
-            buf.view[:n] = data
-            written = 0
-            while written < n:
-                written += os.pwrite(fd, buf.view[written:n], done + written)
-            done += n
-            progress(done, size)
+        with ThreadPoolExecutor(1, thread_name_prefix="block-write") as pool:
+            for i, offset in enumerate(range(0, size, CHUNK)):
+                buf = buffers[i % 2]  # its last write (two chunks ago) has completed
+                n = min(CHUNK, size - offset)
+                fill(buf.view, n)
+                if pending is not None:
+                    done += pending.result()
+                    progress(done, size)
+                pending = pool.submit(_write_all, fd, buf.view[:n], offset)
+            if pending is not None:
+                done += pending.result()
+                progress(done, size)
         return done
     finally:
-        buf.close()
+        for buf in buffers:
+            buf.close()
 
 
 def read_extent(fd: int, offset: int, length: int, buf: AlignedBuffer) -> bytes | None:

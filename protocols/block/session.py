@@ -217,8 +217,8 @@ class BlockSession(Session):
             if size != self.disk.size:
                 raise PhonewipeError(f"{self.disk.node} reports {size:,} bytes when opened, not "
                                      f"{self.disk.size:,}: nothing was written", GONE_ADVICE)
-            written = directio.write_stream(fd, size, self._chunks(method, context, size),
-                                            self.disk.logical_block, self._counted(progress))
+            written = directio.write_stream(fd, size, self._filler(method, context),
+                                            self._counted(progress))
             directio.flush(fd)
         except OSError as exc:
             raise self.gone_or_failing(exc, "write") from exc
@@ -239,12 +239,12 @@ class BlockSession(Session):
         return report
 
     @staticmethod
-    def _chunks(method: EraseMethod, context: EraseContext, size: int) -> Iterator[bytes]:
-        stream = PatternStream(context.pattern_key) if method is PATTERN else None
+    def _filler(method: EraseMethod, context: EraseContext) -> directio.Fill:
+        if method is PATTERN:
+            stream = PatternStream(context.pattern_key)
+            return lambda buf, n: stream.next_into(buf, n)
         zeros = bytes(directio.CHUNK)
-        for offset in range(0, size, directio.CHUNK):
-            n = min(directio.CHUNK, size - offset)
-            yield stream.next(n) if stream is not None else zeros[:n]
+        return lambda buf, n: buf.__setitem__(slice(0, n), zeros[:n])
 
     def reader(self) -> BlockReader | None:
         return BlockReaderDirect(self)
