@@ -16,7 +16,11 @@ from phonewipe.erase.model import Destination, Endpoint, Operator
 from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 from phonewipe.erase.runner import check_output_dir
 
-DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked"]
+DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked",
+                    "n900", "lumia-mass-storage"]
+# handsets whose emulator needs what not every machine has (a loop device needs root): when
+# one cannot start, the demo says why on one line and goes on without it
+OPTIONAL_PROFILES = {"lumia-mass-storage"}
 DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
                          organization="phonewipe demo", location="loopback bench")
 
@@ -51,6 +55,24 @@ def demo_targets(plugins: dict[str, Plugin],
     return targets
 
 
+def start_demo_handsets(names: list[str], workdir: Path, plugins: dict[str, Plugin],
+                        err_console: Console) -> list[EmulatedHandset]:
+    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    required = [n for n in names if n not in OPTIONAL_PROFILES]
+    handsets = start_handsets(required, workdir, plugins)
+    try:
+        for name in (n for n in names if n in OPTIONAL_PROFILES):
+            try:
+                handsets += start_handsets([name], workdir, plugins)
+            except PhonewipeError as exc:
+                err_console.print(f"skipped {name}: {exc.message}", highlight=False,
+                                  soft_wrap=True)
+    except BaseException:
+        stop_handsets(handsets)
+        raise
+    return handsets
+
+
 def check_command(out_dir: Path) -> str:
     """The command that checks the demo's certificates, trusting the demo's own key."""
     import shlex
@@ -61,7 +83,7 @@ def check_command(out_dir: Path) -> str:
 
 def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: Console,
              err_console: Console) -> int:
-    from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
+    from phonewipe.erase.emulation.fleet import stop_handsets
     from phonewipe.erasing import run_erase
 
     out_dir = check_output_dir(out_dir)
@@ -72,7 +94,8 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     try:
         err_console.print("starting emulated handsets on loopback, with private servers ...",
                           highlight=False)
-        handsets = start_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets", plugins)
+        handsets = start_demo_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets",
+                                       plugins, err_console)
         targets = demo_targets(plugins, handsets)
         settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"))
         results = run_erase(targets, settings, out_dir, keys_dir, as_json)
@@ -81,6 +104,9 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
         close_plugins(plugins)
     # keyed as a record's serial is typed (str | None): every emulated handset has one
     by_serial: dict[str | None, EmulatedHandset] = {h.serial: h for h in handsets}
+    # a phone that shows no serial of its own is known by its IMEI (the N900)
+    by_serial.update({imei: h for h in handsets for imei in h.storage.state.imeis
+                      if imei not in by_serial})
     unexpected = [(r, by_serial[r.record.device.serial]) for r in results
                   if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]
     if not as_json:  # paths and commands on lines of their own, never wrapped: copied as is

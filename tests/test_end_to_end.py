@@ -64,8 +64,9 @@ def shown(path: Path) -> dict:
 
 def test_demo_certifies_each_handset_with_the_honest_outcome(demo: Path) -> None:
     certs = certificates(demo)
-    assert set(certs) == {"PWROOT0000", "PWUNRT0000", "PWFRPL0000", "PWLIE10000", "PWFBUN0000"}
-    outcomes = {serial: shown(path)["outcome"] for serial, path in certs.items()}
+    android = {"PWROOT0000", "PWUNRT0000", "PWFRPL0000", "PWLIE10000", "PWFBUN0000"}
+    assert android <= set(certs)  # the other platforms' handsets: their own tests
+    outcomes = {serial: shown(path)["outcome"] for serial, path in certs.items() if serial in android}
     assert outcomes == {"PWROOT0000": "ERASED_VERIFIED", "PWUNRT0000": "ERASED_VERIFIED",
                         "PWFRPL0000": "BLOCKED", "PWLIE10000": "FAILED",
                         "PWFBUN0000": "ERASED_VERIFIED"}
@@ -109,12 +110,13 @@ def test_cert_verify_accepts_the_demo_certificates(demo: Path) -> None:
     trust = str(demo / "keys" / "signing-cert.pem")  # the demo's key, as its owner publishes it
     result = phonewipe("cert", "verify", "--trust", trust, *map(str, certificates(demo).values()))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("valid") == len(certificates(demo)) == 5
-    assert result.stdout.count("TRUSTED") == 5 and "NOT TRUSTED" not in result.stdout
+    count = len(certificates(demo))
+    assert result.stdout.count("valid") == count >= 5
+    assert result.stdout.count("TRUSTED") == count and "NOT TRUSTED" not in result.stdout
     # nobody trusted: intact, but NOT TRUSTED (exit 9), each line naming the fingerprint
     result = phonewipe("cert", "verify", *map(str, certificates(demo).values()))
     assert result.returncode == 9, result.stdout + result.stderr
-    assert result.stdout.count("signature intact, signer NOT TRUSTED (fingerprint ") == 5
+    assert result.stdout.count("signature intact, signer NOT TRUSTED (fingerprint ") == count
 
 
 def test_cert_verify_rejects_one_changed_byte(demo: Path, tmp_path: Path) -> None:
