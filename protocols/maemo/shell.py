@@ -12,7 +12,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
-DEVICE = "/dev/mmcblk0"
+from .shell_dd import run_dd
+
 USER_UID = 29999  # Maemo's "user"
 BLOCK = 4096
 
@@ -169,7 +170,6 @@ class Shell:
         return await Shell(self.phone, self.channel, root=True).run_script()
 
     async def _cmd_dd(self, args: list[str], out: Callable, err: Callable) -> int:
-        from .shell_dd import run_dd
         return await run_dd(self, args, out, err)
 
 

@@ -4,14 +4,32 @@ through the kernel (its page cache keeps them), reads are buffered; the record c
 standard error as BusyBox prints them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
-from .shell import DEVICE
-
-if TYPE_CHECKING:
-    from .shell import Shell
-
+DEVICE = "/dev/mmcblk0"
 CHUNK = 1 << 20
+
+
+class _Input(Protocol):
+    def read(self, n: int) -> Awaitable[bytes]: ...
+
+
+class _Phone(Protocol):
+    @property
+    def storage(self) -> Any: ...
+
+
+class Shell(Protocol):
+    """What dd needs of the shell that runs it."""
+
+    @property
+    def phone(self) -> _Phone: ...
+
+    @property
+    def channel(self) -> _Input: ...
+
+    @property
+    def root(self) -> bool: ...
 
 
 def _number(text: str) -> int:
@@ -19,7 +37,7 @@ def _number(text: str) -> int:
     return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text)
 
 
-async def run_dd(shell: "Shell", args: list[str], out: Callable[[bytes], None],
+async def run_dd(shell: Shell, args: list[str], out: Callable[[bytes], None],
                  err: Callable[[bytes], None]) -> int:
     try:
         opts = dict(a.split("=", 1) for a in args)
@@ -44,7 +62,7 @@ async def run_dd(shell: "Shell", args: list[str], out: Callable[[bytes], None],
     return 1
 
 
-async def _write(shell: "Shell", bs: int, seek: int, err: Callable[[bytes], None]) -> int:
+async def _write(shell: Shell, bs: int, seek: int, err: Callable[[bytes], None]) -> int:
     """Standard input to EOF, each read written where the last one ended (as dd without
     ``count`` does over a pipe)."""
     storage = shell.phone.storage
@@ -66,7 +84,7 @@ async def _write(shell: "Shell", bs: int, seek: int, err: Callable[[bytes], None
     return 0
 
 
-def _read(shell: "Shell", bs: int, skip: int, count: int | None, noerror: bool,
+def _read(shell: Shell, bs: int, skip: int, count: int | None, noerror: bool,
           out: Callable[[bytes], None], err: Callable[[bytes], None]) -> int:
     storage = shell.phone.storage
     size = storage.size
