@@ -135,6 +135,19 @@ def test_damaged_primary_table_uses_the_backup(job) -> None:
     assert run.record.evidence["transcript"]["gpt"]["0"] == "backup"
 
 
+def test_sizes_are_confirmed_by_the_backup_table(job) -> None:
+    run = job("edl-ufs")
+    capacity = run.record.verification.capacity
+    assert capacity["status"] == "consistent" and "backup GPT" in capacity["evidence"]
+
+
+def test_primary_table_hiding_part_of_userdata_never_passes(job) -> None:
+    run = job("edl-ufs", spec={"gpt": "primary-hides"})
+    assert run.record.outcome is Outcome.FAILED, run.record.reason
+    assert "capacity" in run.record.reason and "backup GPT" in run.record.reason
+    assert surviving(run.storage.directory)  # the hidden half still holds the owner's data
+
+
 def test_both_tables_damaged_blocks_without_the_whole_lun_option(job) -> None:
     run = job("edl-gpt-corrupt", spec={"gpt": "both-bad"})
     assert run.record.outcome is Outcome.BLOCKED

@@ -55,8 +55,11 @@ class Lun:
         return self.total * self.sector
 
     def write_table(self, damage: str = "ok") -> None:
-        primary, backup = gpt.build([(r.name, r.first, r.end - 1) for r in self.regions],
-                                    self.sector, self.total)
+        parts = [(r.name, r.first, r.end - 1) for r in self.regions]
+        primary, backup = gpt.build(parts, self.sector, self.total)
+        if damage == "primary-hides":  # a valid primary that leaves half of userdata out
+            primary = gpt.build([(n, a, a + (b - a) // 2 if n == "userdata" else b)
+                                 for n, a, b in parts], self.sector, self.total)[0]
         if damage in ("primary-bad", "both-bad"):
             primary = primary[:self.sector] + b"\xff" * 16 + primary[self.sector + 16:]
         if damage == "both-bad":

@@ -44,6 +44,7 @@ class Table:
     partitions: tuple[Partition, ...]
     source: str  # "primary" or "backup"
     problems: tuple[str, ...] = ()  # what was wrong with the other copy
+    backup: tuple[Partition, ...] | None = None  # the backup's partitions, when both are valid
 
     def find(self, name: str) -> Partition | None:
         return next((p for p in self.partitions if p.name == name), None)
@@ -97,16 +98,22 @@ def _copy(read: ReadSectors, sector: int, total: int, lba: int) -> tuple[Partiti
 
 
 def read_table(read: ReadSectors, sector: int, total: int) -> Table:
-    """The primary table, else the backup (naming what was wrong with the primary);
-    GptError naming both problems when neither copy is valid."""
+    """The primary table (with the backup's partitions when that copy is valid too, to
+    compare), else the backup (naming what was wrong with the primary); GptError naming
+    both problems when neither copy is valid."""
     try:
-        return Table(_copy(read, sector, total, 1), "primary")
+        primary_parts = _copy(read, sector, total, 1)
     except GptError as primary:
         try:
             return Table(_copy(read, sector, total, total - 1), "backup",
                          (f"primary table: {primary}",))
         except GptError as backup:
             raise GptError(f"primary table: {primary}; backup table: {backup}") from None
+    try:
+        backup_parts: tuple[Partition, ...] | None = _copy(read, sector, total, total - 1)
+    except GptError as exc:
+        return Table(primary_parts, "primary", (f"backup table: {exc}",))
+    return Table(primary_parts, "primary", (), backup_parts)
 
 
 def user_data(table: Table, only_userdata: bool = False) -> list[Partition]:

@@ -23,7 +23,7 @@ class EdlSpec:
     sbl_version: int = 0x00000001
     functions: tuple[str, ...] = ("configure", "program", "read", "nop", "power", "erase",
                                   "getstorageinfo", "patch")
-    gpt: str = "ok"  # ok | primary-bad | both-bad (LUN 0's tables)
+    gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides (LUN 0's tables)
     loader: str = "accept"  # accept | reject (the boot ROM refuses any programmer)
     max_payload: int = 1024 * 1024  # bytes per raw transfer the programmer takes
     quirks: dict[str, str] = field(default_factory=dict)  # Firehose tag -> silent | nak | short
@@ -60,7 +60,8 @@ def load_spec(profile_name: str, directory: Path = PROFILES_DIR) -> EdlSpec:
     if "functions" in table:
         table["functions"] = tuple(table["functions"])
     spec = EdlSpec(**table)
-    if spec.memory not in ("ufs", "emmc") or spec.gpt not in ("ok", "primary-bad", "both-bad"):
+    if spec.memory not in ("ufs", "emmc") or spec.gpt not in ("ok", "primary-bad", "both-bad",
+                                                                  "primary-hides"):
         raise ConfigError(f"profile {profile_name}: [edl] memory or gpt is invalid",
-                          "memory = ufs|emmc, gpt = ok|primary-bad|both-bad")
+                          "memory = ufs|emmc, gpt = ok|primary-bad|both-bad|primary-hides")
     return spec

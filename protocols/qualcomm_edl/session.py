@@ -164,6 +164,11 @@ class EdlSession(Session):
                 self.lost_tables[lun] = str(exc)
                 continue
             self.tables[lun] = table
+            if table.source == "primary" and table.problems:
+                findings.append(Finding(Severity.WARNING, "GPT_BACKUP_DAMAGED",
+                                        f"LUN {lun}: the backup partition table is damaged "
+                                        f"({table.problems[0].removeprefix('backup table: ')}); "
+                                        "the primary table was used."))
             if table.source == "backup":
                 findings.append(Finding(Severity.WARNING, "GPT_PRIMARY_DAMAGED",
                                         f"LUN {lun}: the primary partition table is damaged "
@@ -223,7 +228,8 @@ class EdlSession(Session):
                 self.firehose.erase(area.lun, area.first, area.sectors, area.sector)
                 self.written = True
             progress(areas.size, areas.size)
-            return EraseReport(0, Expectation.ZEROS, self._scope(areas, "erased"), details)
+            return EraseReport(0, Expectation.ZEROS, self._scope(areas, "erased"), details,
+                               self._backup_sizes())
         if method not in (RAW_PATTERN, WHOLE_LUN):
             raise PhonewipeError(f"method {method.name} is not an EDL method",
                                  "choose one listed by the device")
@@ -238,7 +244,21 @@ class EdlSession(Session):
             self.firehose.program(area.lun, area.first, area.sectors, area.sector,
                                   _pattern(key, base), advance)
         return EraseReport(areas.size, Expectation.PATTERN, self._scope(areas, "overwritten"),
-                           {**details, "pattern": "AES-256-CTR keystream, key kept on the host"})
+                           {**details, "pattern": "AES-256-CTR keystream, key kept on the host"},
+                           {} if method is WHOLE_LUN else self._backup_sizes())
+
+    def _backup_sizes(self) -> dict[str, int]:
+        """The same partitions' size by the backup tables: a second source of the size the
+        erase covered (a phone whose two tables disagree may hide an area). Empty when a
+        LUN's backup is not valid."""
+        only = bool(self.plugin.option("only_userdata"))
+        total = 0
+        for lun, table in self.tables.items():
+            if table.backup is None:
+                return {}
+            backup = gpt.Table(table.backup, "backup")
+            total += sum(p.sectors for p in gpt.user_data(backup, only)) * self.geometry[lun].sector_size
+        return {"backup GPT": total}
 
     def _scope(self, areas: AreaMap, verb: str) -> str:
         what = ", ".join(a.name for a in areas.areas)
