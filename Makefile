@@ -34,6 +34,8 @@ test: $(STAMP) lint typecheck
 # every wire parser's property tests with 10,000 examples each; the statistics say how many ran
 FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastboot_parsers.py \
 	tests/test_adb_emulator.py::test_the_fast_lexer_reads_plain_lines_as_the_general_one_does \
+	tests/test_n900.py::test_stderr_parser_never_raises tests/test_n900.py::test_partitions_parser_never_raises \
+	tests/test_n900.py::test_imei_parser_finds_only_digits \
 	tests/test_attest.py::test_the_catalogue_parser_never_fails_otherwise \
 	tests/test_attest.py::test_the_photo_checker_never_fails_otherwise \
 	tests/test_edl_parsers.py
