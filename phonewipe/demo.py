@@ -17,7 +17,7 @@ from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 from phonewipe.erase.runner import check_output_dir
 
 DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked",
-                    "n900", "lumia-mass-storage"]
+                    "n900", "lumia-mass-storage", "bootloop"]  # bootloop: a dead phone over EDL
 # handsets whose emulator needs what not every machine has (a loop device needs root): when
 # one cannot start, the demo says why on one line and goes on without it
 OPTIONAL_PROFILES = {"lumia-mass-storage"}
