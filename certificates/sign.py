@@ -11,6 +11,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ class CertificateSigner:
         material = load_signing_material(Path(key_dir))
         self.material = material
         self._signer = _simple_signer(material)
+        self._sign_lock = threading.Lock()
         self.tsa_url = tsa_url or None
         self._timestamper = _timestamper(tsa_url, tsa_timeout) if tsa_url else None
         self._tsa_timeout = tsa_timeout
@@ -246,11 +248,14 @@ class CertificateSigner:
     def sign_pdf(self, pdf: bytes, record_json: bytes, created: dt.datetime | None = None,
                  attachment: tuple[str, str] = (ATTACHMENT_NAME, ATTACHMENT_DESCRIPTION)) -> bytes:
         """Attach `record_json` to `pdf` (as `attachment` = (file name, description)) and
-        sign, in one incremental update."""
-        try:
-            return self._sign_once(pdf, record_json, created, self._bytes_reserved, attachment)
-        except SigningError:  # pragma: no cover - reservation too small for an unusual key
-            return self._sign_once(pdf, record_json, created, None, attachment)
+        sign, in one incremental update. One signature at a time: the signer's asn1crypto
+        objects are shared and parsed lazily, and two station jobs signing at once failed
+        with "can't concat NoneType to bytes while constructing CMSAttributes"."""
+        with self._sign_lock:
+            try:
+                return self._sign_once(pdf, record_json, created, self._bytes_reserved, attachment)
+            except SigningError:  # pragma: no cover - reservation too small for an unusual key
+                return self._sign_once(pdf, record_json, created, None, attachment)
 
     def _sign_once(self, pdf: bytes, record_json: bytes, created: dt.datetime | None,
                    bytes_reserved: int | None,
