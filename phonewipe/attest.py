@@ -152,6 +152,8 @@ def register(cli: click.Group) -> None:
         out_dir = require_out(out_dir)
         entry = _platform(platform, steps_file)
         identity = entered_identity(entry.platform, kw)
+        if not identity.manufacturer and entry.manufacturer:  # the catalogue's, when not typed
+            identity = replace(identity, manufacturer=entry.manufacturer)
         config = config_of(ctx)
         settings = job_settings(config, kw)
         require_operator(settings.operator)
