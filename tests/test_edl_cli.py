@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import require_binary
 
 import phonewipe.cli as cli_module
 from phonewipe.certificates.keys import init_keys
@@ -142,3 +143,18 @@ def test_unplugged_phone_fails_with_a_certificate(bench: Bench) -> None:
     found = entry(result)
     assert found["outcome"] == "FAILED" and "disconnected" in found["reason"]
     assert found["certificate"]
+
+
+def test_demo_erases_the_dead_phone_over_edl(tmp_path: Path) -> None:
+    """`make demo`'s dead phone, alone: the demo's own sandbox finds the test programmers."""
+    import subprocess
+    import sys
+
+    require_binary("adb")  # the demo starts its private adb server whatever the handsets
+    result = subprocess.run([sys.executable, "-m", "phonewipe", "demo", "--out", str(tmp_path),
+                             "--profile", "bootloop", "--json"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (found,) = json.loads(result.stdout)
+    assert found["serial"] == "5EDC0000" and found["outcome"] == "ERASED_VERIFIED"
+    assert found["method"] == "edl-raw-pattern" and Path(found["certificate"]).is_file()
