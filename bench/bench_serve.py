@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from phonewipe.erase import audit
 from phonewipe.erase.audit import AuditLog
 
 RECORDS = int(os.environ.get("BENCH_SERVE_RECORDS", "10000"))
@@ -55,30 +56,44 @@ def templates(tmp: Path) -> tuple[list[dict[str, Any]], str]:
 
 def write_log(out: Path, n: int, records: list[dict[str, Any]], certificate: str) -> None:
     rng = random.Random(n)
+    real_clock = audit.now_iso
     out.mkdir(parents=True)
     start = time.time() - 20 * 3600
-    with AuditLog(out / "audit.sqlite") as log:
-        log._db.execute("PRAGMA synchronous=OFF")  # a fixture, not a station: no fsync per row
-        batch = ""
-        for i in range(n):
-            if i % 500 == 0:
-                batch = f"B-bench-{i // 500}"
-                log.append(f"batch:{batch}", "", "batch-opened", {"batch_id": batch, "manifest": None})
-            record = copy.deepcopy(records[0 if rng.random() < 0.9 else rng.randrange(len(records))])
-            serial = f"PWBENCH{i:06d}"
-            job = str(uuid.uuid4())
-            when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start + i * 72000 / n))
-            record.update(job_id=job, record_id=str(uuid.uuid4()), created_at=when, batch_id=batch)
-            record["device"] = {**record["device"], "serial": serial,
-                                "imeis": [f"35693803{i:07d}"]}
-            log.append(job, serial, "queued", {"batch_id": batch, "asset_tag": f"A-{i}",
-                                               "endpoint": {"address": f"usb:1-{i % 16}"}})
-            log.append(job, serial, "identified", {"identity": record["device"]})
-            log.append(job, serial, "erasing", {"method": "virtual-pattern"})
-            log.append(job, serial, "verifying", {})
-            log.append(job, serial, "record", {"outcome": record["outcome"], "record": record,
-                                               "record_sha256": "0" * 64})
-            log.append(job, serial, "certified", {"certificate": certificate})
+    clock = [""]
+    audit.now_iso = lambda: clock[0]  # the records' own times, spread over the last 20 hours
+    try:
+        with AuditLog(out / "audit.sqlite") as log:
+            log._db.execute("PRAGMA synchronous=OFF")  # a fixture, not a station: no fsync per row
+            batch = ""
+            passed = [r for r in records if r["outcome"] == "ERASED_VERIFIED"] or records
+            offsets = sorted(rng.uniform(0, 72000) for _ in range(n))  # uneven, as a shift is
+            for i in range(n):
+                if i % 500 == 0:
+                    clock[0] = clock[0] or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start))
+                    if batch:
+                        log.append(f"batch:{batch}", "", "batch-closed", {"how": "idle"})
+                    batch = f"B-bench-{i // 500}"
+                    log.append(f"batch:{batch}", "", "batch-opened", {"batch_id": batch, "manifest": None})
+                template = rng.choice(passed) if rng.random() < 0.85 else rng.choice(records)
+                record = copy.deepcopy(template)
+                serial = f"PWBENCH{i:06d}"
+                job = str(uuid.uuid4())
+                when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start + offsets[i]))
+                clock[0] = when
+                record.update(job_id=job, record_id=str(uuid.uuid4()), created_at=when, batch_id=batch)
+                record["device"] = {**record["device"], "serial": serial,
+                                    "imeis": [f"35693803{i:07d}"]}
+                log.append(job, serial, "queued", {"batch_id": batch, "asset_tag": f"A-{i}",
+                                                   "endpoint": {"address": f"usb:1-{i % 16}"}})
+                log.append(job, serial, "identified", {"identity": record["device"]})
+                log.append(job, serial, "erasing", {"method": "virtual-pattern"})
+                log.append(job, serial, "verifying", {})
+                log.append(job, serial, "record", {"outcome": record["outcome"], "record": record,
+                                                   "record_sha256": "0" * 64})
+                log.append(job, serial, "certified", {"certificate": certificate})
+            log.append(f"batch:{batch}", "", "batch-closed", {"how": "idle"})
+    finally:
+        audit.now_iso = real_clock
 
 
 def get(url: str) -> bytes:

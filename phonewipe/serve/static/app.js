@@ -50,9 +50,11 @@ function outcomes(counts) {
 // -- live ------------------------------------------------------------------------------
 function jobRow(job) {
   return el("tr", { "data-job": job.job_id, class: job.running ? "running" : "" },
-    el("td", {}, job.station), el("td", {}, job.batch_id), el("td", { class: "mono" }, job.serial),
-    el("td", {}, job.model), el("td", { class: "mono" }, job.imeis.join(", ")),
-    el("td", {}, job.asset_tag), el("td", { class: "stage nowrap" }, job.running ? job.stage : "done"),
+    el("td", { class: "nowrap" }, job.station), el("td", { class: "nowrap" }, job.batch_id),
+    el("td", { class: "mono" }, job.serial),
+    el("td", { class: "text" }, job.model),
+    el("td", { class: "mono nowrap" }, job.imeis.map((imei) => el("div", {}, imei))),
+    el("td", { class: "nowrap" }, job.asset_tag), el("td", { class: "stage nowrap" }, job.running ? job.stage : "done"),
     el("td", { class: "result" }, badge(job.result)), el("td", { class: "nowrap" }, time(job.updated)));
 }
 
