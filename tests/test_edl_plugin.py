@@ -229,3 +229,37 @@ def test_device_failures_end_as_failed_records(job, case, kwargs, words, stage) 
     assert stage in run.events and run.events[-1] == "record"
     if case == "unplugged":
         assert re.search(r"during erasing, \d+\.\d of 33\.5 MiB sent", run.record.reason), run.record.reason
+
+
+def test_programmer_text_in_a_nak_is_shown_escaped(job) -> None:
+    hostile = "[red]boom[/] \u202eevil\r\nsecond line"  # bidi override, line break: valid XML
+    run = job(spec={"quirks": {"program": "nak:" + hostile}})
+    reason = run.record.reason
+    assert run.record.outcome is Outcome.FAILED
+    assert "boom" in reason and "\\u202e" in reason
+    assert "\u202e" not in reason and "\n" not in reason and "\r" not in reason
+    # a control character is not even XML: the reply is malformed, still one line
+    run = job(spec={"quirks": {"program": "nak:\x1b[2J"}})
+    assert run.record.outcome is Outcome.FAILED and "malformed XML" in run.record.reason
+    assert "\x1b" not in run.record.reason and "\n" not in run.record.reason
+
+
+def test_phone_already_running_a_programmer_says_to_power_cycle_it(tmp_path: Path) -> None:
+    p = load_profile("edl-ufs")
+    storage = HandsetStorage.create(tmp_path / "h", p, p.serial())
+    plugin = load_plugins(PluginOptions({"edl_loaders": LOADERS, "edl_timeout": 0.5}),
+                          only=["edl"])["edl"]
+    emu = plugin.start_emulator(storage, p)
+    try:
+        (endpoint,) = plugin.discover()
+        with plugin.open(endpoint) as session:  # loads the programmer, then the host goes away
+            session.identify()
+            session.preflight()
+        with AuditLog(tmp_path / "a.sqlite") as audit:
+            record = run_job(plugin, endpoint, JobSettings(seed=5), audit)
+        assert record.outcome is Outcome.FAILED
+        assert "already running a programmer" in record.reason and "power" in record.reason
+        assert surviving(storage.directory)
+    finally:
+        emu.stop()
+        storage.close()

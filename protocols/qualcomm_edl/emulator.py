@@ -163,8 +163,8 @@ class EdlDevice:
             quirk = self.spec.quirks.get(tag)
             if quirk == "silent":
                 continue
-            if quirk == "nak":
-                self._reply(False, f"ERROR: {tag} failed")
+            if quirk and quirk.startswith("nak"):  # "nak" or "nak:what the programmer logs"
+                self._reply(False, quirk[4:] or f"ERROR: {tag} failed")
                 continue
             handler = getattr(self, f"_fh_{tag}", None)
             if handler is None or (tag not in self.spec.functions and tag != "configure"):

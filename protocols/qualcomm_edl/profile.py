@@ -26,7 +26,7 @@ class EdlSpec:
     gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides (LUN 0's tables)
     loader: str = "accept"  # accept | reject (the boot ROM refuses any programmer)
     max_payload: int = 1024 * 1024  # bytes per raw transfer the programmer takes
-    quirks: dict[str, str] = field(default_factory=dict)  # Firehose tag -> silent | nak | short
+    quirks: dict[str, str] = field(default_factory=dict)  # Firehose tag -> silent | nak[:log] | short
 
     @property
     def sector(self) -> int:
