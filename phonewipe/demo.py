@@ -3,6 +3,7 @@ verified, certified. Needs no phone; exits 0 when every handset ends as its prof
 an honest tool must end it (including the BLOCKED and FAILED ones)."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 from pathlib import Path
@@ -18,6 +19,8 @@ from phonewipe.erase.runner import check_output_dir
 
 DEFAULT_PROFILES = ["rooted", "unrooted", "frp-locked", "lying-1pct", "bootloader-unlocked",
                     "n900", "lumia-mass-storage", "bootloop"]  # bootloop: a dead phone over EDL
+# an iPhone (erased, not verified) when the ios extra (pymobiledevice3) is installed
+DEFAULT_PROFILES += ["iphone"] if importlib.util.find_spec("pymobiledevice3") else []
 # handsets whose emulator needs what not every machine has (a loop device needs root): when
 # one cannot start, the demo says why on one line and goes on without it
 OPTIONAL_PROFILES = {"lumia-mass-storage"}
