@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import plistlib
 import struct
-import xml.parsers.expat
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +63,9 @@ def parse_plist(data: bytes, what: str) -> dict[str, Any]:
     """A dictionary-rooted plist (XML or binary)."""
     try:
         value = plistlib.loads(data)
-    except (plistlib.InvalidFileException, xml.parsers.expat.ExpatError, ValueError, TypeError,
-            KeyError, IndexError, OverflowError, RecursionError, struct.error,
-            UnicodeDecodeError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - plistlib's failures are a zoo (LookupError for
+        # an XML declaration naming an unknown encoding, ExpatError, struct.error, ...):
+        # whatever it raises on bytes from the wire is one WireError line
         raise WireError(f"{what} is not a valid plist ({type(exc).__name__})") from None
     if not isinstance(value, dict):
         raise WireError(f"{what} is a plist {type(value).__name__}, expected a dictionary")
