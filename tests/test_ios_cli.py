@@ -87,3 +87,14 @@ def test_a_station_batch_of_iphones_and_android_phones(tmp_path: Path) -> None:
     assert len(list((batch / "certificates").glob("*.pdf"))) == len(profiles)
     assert (batch / "records.csv").read_text().count("iPhone 13 Pro") == 3
     assert run(env, "audit", "verify", str(out / "audit.sqlite")).returncode == 0
+
+
+def test_the_demo_includes_an_iphone_that_ends_erased_not_verified(tmp_path: Path) -> None:
+    from phonewipe.demo import DEFAULT_PROFILES
+    assert "iphone" in DEFAULT_PROFILES  # the ios extra is installed here
+    env = {**os.environ, "HOME": str(tmp_path), "COLUMNS": "200"}
+    result = run(env, "demo", "--out", str(tmp_path / "demo"), "--profile", "iphone", "--profile",
+                 "iphone-lies")
+    assert result.returncode == 0, result.stdout + result.stderr  # each ended as expected
+    assert {p.name.split("-")[0] for p in (tmp_path / "demo" / "certificates").glob("*.pdf")} == \
+        {"PWIPH0000", "PWIPL0000"}
