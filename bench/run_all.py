@@ -8,7 +8,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_adb_throughput.py", "bench_signing.py", "bench_station.py", "bench_verify.py",
            "bench_fill.py",
-           "bench_fastboot.py", "bench_store.py", "bench_block.py", "bench_edl.py", "bench_serve.py"]
+           "bench_fastboot.py", "bench_store.py", "bench_block.py", "bench_edl.py", "bench_serve.py",
+           "bench_ios.py"]
 
 
 def main() -> int:
