@@ -7,6 +7,7 @@ import importlib.util
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -105,6 +106,7 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     finally:
         stop_handsets(handsets)
         close_plugins(plugins)
+    manual = _manual(out_dir, keys_dir)  # a BlackBerry attested, a dead phone destroyed (#19)
     # keyed as a record's serial is typed (str | None): every emulated handset has one
     by_serial: dict[str | None, EmulatedHandset] = {h.serial: h for h in handsets}
     # a phone that shows no serial of its own is known by its IMEI (the N900)
@@ -113,14 +115,29 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
     unexpected = [(r, by_serial[r.record.device.serial]) for r in results
                   if r.record.outcome.value != by_serial[r.record.device.serial].profile.expect]
     if not as_json:  # paths and commands on lines of their own, never wrapped: copied as is
+        for m in manual:
+            console.print(m.line, highlight=False, soft_wrap=True, markup=False)
         console.print(f"\nsigned certificates in {out_dir / 'certificates'}:", highlight=False,
                       soft_wrap=True)
         for r in results:
             console.print(f"  {r.certificate}", highlight=False, soft_wrap=True)
+        for m in manual:
+            console.print(f"  {m.certificate}", highlight=False, soft_wrap=True)
         console.print("check them with:", highlight=False)
         console.print(f"  {check_command(out_dir)}", highlight=False, soft_wrap=True, markup=False)
     for r, h in unexpected:
         err_console.print(f"[red]unexpected:[/] {h.profile.name} ended {r.record.outcome.value}, "
                           f"expected {h.profile.expect}: {r.record.reason}", highlight=False)
+    for m in manual:
+        if not m.as_expected:
+            err_console.print(f"[red]unexpected:[/] {m.record.device.serial} ended "
+                              f"{m.record.outcome.value}, expected {m.expected.value}",
+                              highlight=False)
     missing = [r for r in results if r.certificate is None]
-    return 1 if unexpected or missing else 0
+    return 1 if unexpected or missing or not all(m.as_expected for m in manual) else 0
+
+
+def _manual(out_dir: Path, keys_dir: Path) -> list[Any]:
+    from phonewipe.certificates.sign import CertificateSigner
+    from phonewipe.demo_manual import run_manual_demo
+    return run_manual_demo(out_dir, CertificateSigner(keys_dir), DEMO_OPERATOR)

@@ -25,6 +25,15 @@ class ManualResult:
     def as_expected(self) -> bool:
         return self.record.outcome is self.expected
 
+    @property
+    def line(self) -> str:
+        """One line for the demo's console: result, serial, what was done."""
+        d, s = self.record.device, self.record.sanitization
+        what = s.title if s is not None else ""
+        if s is not None and s.category not in ("", "None"):
+            what += f" ({s.category})"
+        return f"{self.record.result_text}  {d.serial}  {d.manufacturer} {d.model}: {what}"
+
 
 def _setup_screen(path: Path) -> Path:
     """A picture of the Z10's setup wizard, as an operator's photo would show it."""
