@@ -20,7 +20,7 @@ from .capacity import MISMATCH, CapacityCheck
 from .errors import MediumUnreachable, UsageError
 from .evidence import sample_digest, samples_block
 from .model import Expectation, SampleFailure, VerificationResult
-from .pattern import pattern_bytes
+from .pattern_samples import SamplePattern
 from .plaintext import entropy_bits_per_byte, fs_magic, known_plaintext
 from .plugin import BlockReader, Extent
 
@@ -205,13 +205,17 @@ def make_plan(mode: str, size: int, block_size: int = 4096, seed: int | None = N
                             residual=residual if quick else None)
 
 
+PatternKey = bytes | SamplePattern | None
+
+
 def check_sample(data: bytes, offset: int, expectation: Expectation,
-                 pattern_key: bytes | None) -> str | None:
+                 pattern_key: PatternKey) -> str | None:
     """None when the sample shows what the technique promises, else what was found."""
     if expectation is Expectation.PATTERN:
         if pattern_key is None:
             raise ValueError("a keyed-pattern check needs the pattern key")
-        if data == pattern_bytes(pattern_key, offset, len(data)):
+        pattern = pattern_key if isinstance(pattern_key, SamplePattern) else SamplePattern(pattern_key)
+        if data == pattern.at(offset, len(data)):
             return None
         return _describe_mismatch(data, offset, "the keyed pattern")
     if expectation is Expectation.ZEROS:
@@ -300,6 +304,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     if before is not None and len(before) != len(extents):
         raise ValueError("before-erase digests do not match the plan")
     medium = reach_medium(reader)
+    pattern = SamplePattern(pattern_key) if pattern_key is not None else None  # this thread's
     total = sum(length for _, length in extents)
     digest = hashlib.sha256()
     digests: list[bytes | None] = []
@@ -317,7 +322,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
             problem = f"short read ({len(data)} of {length} bytes)"
         else:
             digest.update(data)
-            problem = check_extent(data, offset, plan.block_size, expectation, pattern_key)
+            problem = check_extent(data, offset, plan.block_size, expectation, pattern)
             if before is not None and before[len(digests) - 1] == digests[-1]:
                 unchanged += 1
                 problem = problem or "unchanged by the erase (same content before and after)"
@@ -355,7 +360,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
 
 
 def check_extent(data: bytes, offset: int, block_size: int, expectation: Expectation,
-                  pattern_key: bytes | None) -> str | None:
+                  pattern_key: PatternKey) -> str | None:
     """Whole extents are compared at once; a failing one is described by its first bad
     block (entropy is judged per block anyway)."""
     if len(data) <= block_size:
