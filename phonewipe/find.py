@@ -22,6 +22,7 @@ from phonewipe.erase.destination import same_device
 from phonewipe.erase.errors import DeviceNotFound, UsageError
 from phonewipe.erase.model import Outcome
 from phonewipe.erase.station.manifest import normalise
+from phonewipe.erase.store.base import RecordHit, StoreReader
 from phonewipe.erase.strings import for_terminal
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # as phonewipe/reports.py names a batch's folder
@@ -162,6 +163,27 @@ def find_device(query: str, outs: list[Path]) -> FindResult:
         logs.append(str(path))
         station = path.parent
         everything += [(station, r) for r in logged_records(path)]
+    return _found(query, logs, everything)
+
+
+def find_in_store(query: str, store: StoreReader, where: str) -> FindResult:
+    """`find_device` across a facility's store (`where` names it): the records the query
+    matches, and every record that shares an identifier with them (for the duplicates)."""
+    if not query.strip():
+        raise UsageError("nothing to find", "give an IMEI, a serial number or an asset tag")
+    related: dict[str, RecordHit] = {h.job_id: h for h in store.search(query)}
+    for hit in list(related.values()):
+        device = hit.record.get("device") or {}
+        for key in [device.get("serial"), *(device.get("imeis") or ()), hit.record.get("asset_tag")]:
+            if key:
+                related.update({h.job_id: h for h in store.search(str(key))})
+    everything = [(Path(h.station), LoggedRecord(
+        Path(h.station), h.row, h.job_id, h.record, h.record_sha256,
+        h.certificate.path if h.certificate else None, h.second_look)) for h in related.values()]
+    return _found(query, [where], everything)
+
+
+def _found(query: str, logs: list[str], everything: list[tuple[Path, LoggedRecord]]) -> FindResult:
     result = FindResult(query, logs)
     hits = [(station, r, how) for station, r in everything if (how := _matches(query, r.record))]
     if not hits:
@@ -271,15 +293,30 @@ def register(group: click.Group) -> None:
 
     @group.command("find")
     @click.argument("query", metavar="IMEI|SERIAL|TAG")
-    @click.option("--out", "outs", type=click.Path(path_type=Path), multiple=True, required=True,
-                  help="station (or erase) directory holding audit.sqlite; repeat for several")
+    @click.option("--out", "outs", type=click.Path(path_type=Path), multiple=True,
+                  help="station (or erase) directory holding audit.sqlite; repeat for several "
+                       "(default: the facility's store, [store] url in the config)")
     @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
+    @click.pass_context
     @expected_errors
-    def find(query: str, outs: tuple[Path, ...], as_json: bool) -> None:
+    def find(ctx: click.Context, query: str, outs: tuple[Path, ...], as_json: bool) -> None:
         """Every record of one phone across batches, newest first, by IMEI, serial or asset
         tag: certificate, verification, "superseded by" when it was done again, and
         identifiers that several phones share (exit 3 when nothing is found)."""
-        result = find_device(query, list(outs))
+        config = ctx.obj.get("config") if isinstance(ctx.obj, dict) else None
+        if outs:
+            result = find_device(query, list(outs))
+        elif config is not None and config.store_url:
+            from phonewipe.erase.store.postgres import PostgresStore
+            store = PostgresStore(config.store_url)
+            try:
+                result = find_in_store(query, store, f"the facility store ({store.where})")
+            finally:
+                store.close()
+        else:
+            raise UsageError("no station directory and no facility store to search",
+                             "give --out DIR (a station directory), or set [store] url in the "
+                             "config to search the whole facility")
         if as_json:
             click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, ensure_ascii=False))
         else:

@@ -6,6 +6,7 @@ and signed checkpoints verify in the database, and rows written while the databa
 down reached it from the stations' journals."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -140,3 +141,38 @@ def test_rows_written_while_the_database_was_down_were_replayed(facility: dict[s
     during = rows(facility["url"], "SELECT COUNT(*) FROM events WHERE ts > %s AND ts < %s",
                   (facility["down"], facility["up"]))
     assert during[0][0] > 0
+
+
+def test_find_searches_the_whole_facility(facility: dict[str, Any]) -> None:
+    tmp = facility["tmp"]
+
+    def find(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "phonewipe", "--config", str(tmp / "c1.toml"),
+                               "find", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=120)
+    found = find("PWF30007", "--json")  # written by bench-3, asked from bench-1's config
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    [record] = result["records"]
+    assert record["station"] == "bench-3" and record["result"] == "PASS"
+    assert record["certificate"].endswith(".pdf") and record["batch_id"] == "FAC"
+    again = json.loads(find("pwf3 0007", "--json").stdout)  # compared as find compares
+    assert [r["record_id"] for r in again["records"]] == [record["record_id"]]
+    missing = find("PWNOBODY")
+    assert missing.returncode == 3 and "Traceback" not in missing.stderr
+
+
+def test_report_rebuilds_a_stations_outputs_and_reconciles_the_facility(
+        facility: dict[str, Any]) -> None:
+    tmp = facility["tmp"]
+    done = subprocess.run([sys.executable, "-m", "phonewipe", "--config", str(tmp / "c2.toml"),
+                           "report", "FAC", "--out", str(tmp / "bench-2"), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["device_count"] == HANDSETS  # this station's own outputs
+    facility_view = summary["facility"]
+    assert facility_view["stations"] == [f"bench-{n}" for n in range(1, STATIONS + 1)]
+    assert facility_view["closed"] is True
+    assert facility_view["reconciliation_counts"]["erased"] == STATIONS * HANDSETS
+    assert facility_view["reconciliation_counts"]["duplicates"] == 0

@@ -13,6 +13,7 @@ once, as soon as it answers again (tried at most every `retry` seconds)."""
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 import uuid
@@ -77,6 +78,10 @@ class PostgresStore(SqlReader, Store):
                  timeout: float = 5.0, migrate: bool = True, spool_dir: Path | None = None,
                  retry: float = 1.0) -> None:
         from psycopg_pool import ConnectionPool
+        # the pool logs each failed reconnection as a warning on stderr; the journal handles it
+        pool_log = logging.getLogger("psycopg.pool")
+        if not pool_log.handlers:
+            pool_log.addHandler(logging.NullHandler())
         self.url = url
         self.keep_pdf = keep_pdf
         self.spool_dir = spool_dir
@@ -93,6 +98,11 @@ class PostgresStore(SqlReader, Store):
                 self.pool.close()
                 raise OutputError(f"cannot reach the facility database {_redact(url)}: {exc}",
                                   "start PostgreSQL or fix [store] url in the config") from exc
+
+    @property
+    def where(self) -> str:
+        """The database, for messages (no password)."""
+        return _redact(self.url)
 
     # -- connections ----------------------------------------------------------------------------
     def _transaction(self) -> Any:
