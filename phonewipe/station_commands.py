@@ -219,22 +219,51 @@ def register(group: click.Group) -> None:
                as_json: bool) -> None:
         """Rebuild a batch's signed summary PDF, CSV and JSON from the audit log alone."""
         from phonewipe.erase.audit import AuditLog
+        from phonewipe.erase.store.open import station_log
         from phonewipe.reports import write_reports
-        audit_path = out_dir / "audit.sqlite"
+        config = config_of(ctx)
+        # a facility's station: its journal (the chain it wrote to the database) is here
+        audit_path = out_dir / ("spool.sqlite" if config.store_url else "audit.sqlite")
         if not audit_path.is_file():
             raise ConfigError(f"no audit log at {audit_path}", "give the --out directory the station used")
         if keys_dir is None and (out_dir / "keys" / "signing-key.pem").is_file():
             keys_dir = out_dir / "keys"  # the key an emulated station made for itself
-        signer = load_signer(keys_dir or config_of(ctx).keys_dir)
-        with AuditLog(audit_path, signer=signer) as audit:
-            outputs = write_reports(audit, batch_id, out_dir, signer)
+        signer = load_signer(keys_dir or config.keys_dir)
+        with station_log(config, out_dir, signer) as log:
+            outputs = write_reports(cast(AuditLog, log), batch_id, out_dir, signer)
+        facility = _facility_batch(config, batch_id) if config.store_url else None
         if as_json:
-            click.echo(json.dumps(outputs.summary, indent=2, sort_keys=True))
+            click.echo(json.dumps({**outputs.summary, **({"facility": facility} if facility else {})},
+                                  indent=2, sort_keys=True))
         else:
             _print_outputs(console, outputs)
+            if facility:
+                counts = ", ".join(f"{k.replace('_', ' ')}: {v}"
+                                   for k, v in facility["reconciliation_counts"].items() if v)
+                console.print(f"facility: batch {escape(for_terminal(batch_id))} on "
+                              f"{len(facility['stations'])} station(s) "
+                              f"({escape(for_terminal(', '.join(facility['stations'])))}), "
+                              f"{'closed' if facility['closed'] else 'open'}; {counts or 'no records'}",
+                              highlight=False, soft_wrap=True)
 
     from phonewipe.find import register as register_find  # `phonewipe find`: across batches
     register_find(group)
+
+
+def _facility_batch(config: Any, batch_id: str) -> dict[str, Any] | None:
+    """The batch across every station of the facility's store: its stations, whether the
+    last of them closed it, and its reconciliation (every station's records)."""
+    from phonewipe.erase.store.postgres import PostgresStore
+    store = PostgresStore(config.store_url)
+    try:
+        batch = store.batch(batch_id)
+        if batch is None:
+            return None
+        rec = store.reconciliation(batch_id)
+        return {"stations": list(batch.stations), "closed": batch.closed, "totals": batch.totals,
+                "reconciliation": rec.to_dict(), "reconciliation_counts": rec.counts()}
+    finally:
+        store.close()
 
 
 def _print_outputs(console: Any, outputs: Any) -> None:
