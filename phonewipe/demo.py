@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from phonewipe.erase import ports
 from phonewipe.erase.emulation.fleet import EmulatedHandset
 from phonewipe.erase.errors import PhonewipeError
 from phonewipe.erase.job import JobSettings
@@ -30,9 +30,9 @@ DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a server started later, outside the ephemeral range
+    (`phonewipe.erase.ports`)."""
+    return ports.free_port()
 
 
 def ensure_demo_keys(keys_dir: Path) -> Path:
