@@ -20,6 +20,7 @@ from phonewipe.erase.plugin import Plugin
 from phonewipe.erase.runner import JobResult, check_output_dir, erase_devices
 from phonewipe.erase.second_look import LookPicker
 from phonewipe.erase.strings import clean, escape_controls, for_terminal
+from phonewipe.reports import _verify_command
 
 
 class _ProgressView:
@@ -91,6 +92,8 @@ def _result_lines(r: JobResult) -> list[tuple[str, str, bool]]:
         lines.append(("reason", rec.reason, True))
     if r.second_look:
         lines.append(("second look", look_line(r.second_look), True))
+        if pending_command(r):  # copied as is: never wrapped or cut
+            lines.append(("run", pending_command(r), False))
     if r.certificate:
         lines.append(("certificate", str(r.certificate), False))
     else:
@@ -110,6 +113,14 @@ def look_line(look: dict[str, Any]) -> str:
     how = (look.get("pick") or {}).get("how", "")
     return (f"{said} (by {look.get('by')}, fresh seed{samples}, before the reset){why}"
             + (f"; picked {how}" if how else ""))
+
+
+def pending_command(r: JobResult) -> str:
+    """The command that finishes a second look the phone could not ("" when none is owed)."""
+    look = r.second_look or {}
+    if look.get("status") != "pending":
+        return ""
+    return _verify_command(str(r.certificate) if r.certificate else None, str(look.get("by", "")))
 
 
 def looks_owed(looks: LookPicker | None) -> str:
@@ -195,7 +206,7 @@ def result_dict(r: JobResult) -> dict[str, Any]:
             "verification": rec.verification.status if rec.verification else None,
             "certificate": str(r.certificate) if r.certificate else None,
             "certificate_error": r.error or None, "record_sha256": rec.sha256(),
-            "second_look": r.second_look}
+            "second_look": r.second_look, "second_look_command": pending_command(r) or None}
 
 
 def match_serial(targets: list[tuple[Plugin, Endpoint]], serial: str) -> list[tuple[Plugin, Endpoint]]:

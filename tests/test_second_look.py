@@ -476,3 +476,19 @@ def test_phonewipe_erase_takes_the_look_through_the_command_line(tmp_path: Path)
         assert nobody.returncode == 0 and json.loads(nobody.stdout)[0]["second_look"] is None
     finally:
         bench.close()
+
+
+def test_a_look_an_erase_run_could_not_finish_gives_its_command(
+        virtual_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from phonewipe.erasing import result_dict
+    from phonewipe.protocols.virtual.session import VirtualSession
+    monkeypatch.setattr(VirtualSession, "readback", lambda self: BrokenReader(self))
+    results = virtual_run(second_look_share=1.0, second_look_by="Ann O'Brien")
+    assert all(r.second_look["status"] == "pending" and "I/O error" in r.second_look["reason"]
+               for r in results)
+    assert all(r.record.outcome.value == "ERASED_VERIFIED" for r in results)  # it stands
+    command = result_dict(results[0])["second_look_command"]
+    assert command == (f"phonewipe verify --plan-from {results[0].certificate} --fresh-seed "
+                       "--operator 'Ann O'\"'\"'Brien'")
+    out = capsys.readouterr().out
+    assert "PENDING" in out and command in out  # whole, on its own line
