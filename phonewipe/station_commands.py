@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -279,12 +280,13 @@ def _print_outputs(console: Any, outputs: Any) -> None:
         console.print(f"second look: {escape(for_terminal(note))}", highlight=False, soft_wrap=True)
     if rec.get("destroyed") and not rec["has_manifest"]:
         console.print(f"destroyed (Destruct records): {len(rec['destroyed'])}", highlight=False)
+    station = shlex.quote(str(Path(outputs.directory).parent.parent))
     for e in rec.get("offered_for_destruction", []):  # FAILED twice (R2v3)
         who = e.get("serial") or ", ".join(e.get("imeis", [])) or "?"
+        command = str(e.get("command", "")).replace("STATION_DIR", station)
         console.print(f"offered for destruction: {escape(for_terminal(who))} failed "
                       f"{e.get('failures', 2)} times; record it with: "
-                      f"{escape(for_terminal(e.get('command', '')))}", highlight=False,
-                      soft_wrap=True)
+                      f"{escape(for_terminal(command))}", highlight=False, soft_wrap=True)
     for p in (outputs.summary_pdf, outputs.records_csv, outputs.records_json, outputs.assets_csv):
         if p is not None:
             console.print(f"  {p}", highlight=False, soft_wrap=True)
