@@ -150,3 +150,14 @@ def test_partitions_parser_never_raises(text: str) -> None:
 def test_imei_parser_finds_only_digits(text: str) -> None:
     imei = maemo_client.parse_imei(text)
     assert imei == "" or imei.isdigit()
+
+
+def test_discovery_finds_an_ssh_server_by_its_banner(bench: Any) -> None:
+    """A configured address is listed when an SSH server answers there (no login yet)."""
+    from phonewipe.erase.plugin import PluginOptions
+    from phonewipe.protocols.maemo import MaemoPlugin, answers_ssh
+    plugin, _ = bench("n900")
+    [endpoint] = plugin.discover()
+    other = MaemoPlugin(PluginOptions({"maemo_host": [endpoint.address, "127.0.0.1:1"]}))
+    assert [e.address for e in other.discover()] == [endpoint.address]
+    assert answers_ssh(endpoint.address, 3) and not answers_ssh("127.0.0.1:1", 1)

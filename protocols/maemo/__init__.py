@@ -12,6 +12,7 @@ The emulator (emulator.py) is a real SSH server on loopback (asyncssh) whose she
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +61,17 @@ class MaemoPlugin(Plugin):
         return MaemoClient(host, int(port), user, password, timeout or float(self.option("timeout")))
 
     def discover(self) -> list[Endpoint]:
+        """Emulated N900s, and each configured address where an SSH server answers (its
+        banner only: logging in is `open`'s). The default address is probed only while a
+        USB network interface is up, so a bench without an N900 waits for nothing."""
         found = [Endpoint(self.name, MODE, address, "N900") for address in self.emulated]
-        for host in self.option("host") or []:
+        hosts = list(self.option("host") or [])
+        if hosts == [DEFAULT_HOST] and not usb_network_up():
+            return found
+        for host in hosts:
             address = host if ":" in host else f"{host}:22"
-            if address in self.emulated:
-                continue
-            try:
-                self.connect(address).close()
-            except Exception:  # noqa: BLE001 - nothing answers there: no N900 plugged in
-                continue
-            found.append(Endpoint(self.name, MODE, address, "N900"))
+            if address not in self.emulated and answers_ssh(address, float(self.option("timeout"))):
+                found.append(Endpoint(self.name, MODE, address, "N900"))
         return found
 
     def open(self, endpoint: Endpoint) -> Session:
@@ -91,6 +93,30 @@ class MaemoPlugin(Plugin):
         address = emulator.endpoints[MODE]
         self.emulated[address] = (maemo.user, maemo.password)
         return _Registered(emulator, self.emulated, address)
+
+
+USB_NET_DRIVERS = {"cdc_ether", "rndis_host", "cdc_eem", "cdc_subset"}
+
+
+def usb_network_up(sysfs: Path = Path("/sys/class/net")) -> bool:
+    """A host-side USB network interface exists (the N900's g_ether appears as one)."""
+    for driver in sysfs.glob("*/device/driver"):
+        try:
+            if driver.resolve().name in USB_NET_DRIVERS:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def answers_ssh(address: str, timeout: float) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(8).startswith(b"SSH-")
+    except (OSError, ValueError):
+        return False
 
 
 class _Registered:
