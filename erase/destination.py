@@ -17,7 +17,7 @@ from .model import Destination, Outcome, Record
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
                       "physical destruction (R2v3)")
-DESTROY = "physically destroy it and record the destruction"
+DESTROY = "physically destroy it and record the destruction (`phonewipe destroy`)"
 QUARANTINE = "quarantine"
 QUARANTINE_DETAILS = "not for resale until erased"
 # failures that say nothing about the device: the operator or the station stopped the erase
