@@ -58,8 +58,9 @@ WALKED = {0: "erase (PASS), cert verify --trust, audit verify, keys import",
           7: "audit verify of an edited row",
           8: "erase --out that cannot be written; a certificate that cannot be written; a full disk",
           9: "cert verify without --trust",
-          10: "erase of a phone without read-back", 11: "erase of an FRP-locked phone",
-          12: "erase of a lying phone; a station with a FAIL phone"}
+          10: "erase of a phone without read-back; attest, every step confirmed",
+          11: "erase of an FRP-locked phone",
+          12: "erase of a lying phone; a station with a FAIL phone; attest, a step answered no"}
 
 
 class Walk:
@@ -378,3 +379,24 @@ def test_global_options_work_after_the_subcommand() -> None:
                                    ["cert", "verify", "--", "--config"])[-1] == "--config"
     result = CliRunner().invoke(cli, ["audit", "verify", "/nonexistent", "--config", "/nope.toml"])
     assert result.exit_code == 2 and "nope.toml" in result.output
+
+
+# -- attest and destroy (#19): 10, 12, 2, 0 ---------------------------------------------------
+def test_attest_and_destroy_codes(walk: Walk, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    walk.expect(0, phonewipe("keys", "init", "--dir", str(keys), "--organization", "ACME"),
+                "keys init")
+    common = ["--serial", "BB10A1", "--operator", "Jane", "--organization", "ACME", "--keys",
+              str(keys), "--out", str(tmp_path / "out")]
+
+    def attest(*extra: str, answers: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([*PHONEWIPE, "attest", "--platform", "blackberry-10", *common,
+                               *extra], input=answers, capture_output=True, text=True,
+                              timeout=120)
+
+    walk.expect(10, attest("--answers", "-", answers="y\n" * 5), "attest, every step confirmed")
+    walk.expect(12, attest("--answers", "-", answers="y\nn\n"), "attest, a step answered no")
+    walk.expect(2, attest(), "attest with neither a terminal nor answers")
+    shred = ["destroy", "--method", "shred", "--facility", "ACME Leeds", "--witness", "John"]
+    walk.expect(0, phonewipe(*shred, "--particle-mm", "2", *common), "destroy")
+    walk.expect(2, phonewipe(*shred, *common), "destroy without a particle size")
