@@ -163,3 +163,24 @@ def test_any_header_with_a_valid_crc_is_checked_field_by_field(raw: bytes) -> No
         gpt.read_table(reader(bytes(image)), SECTOR, TOTAL)
     except gpt.GptError:
         pass
+
+
+simple_docs = st.builds(
+    lambda tag, attrs, space: (firehose.XML_HEAD.decode() + f"<data><{tag}" + "".join(
+        f' {k}="{v}"' for k, v in attrs) + (" " if space else "") + "/></data>").encode(),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
+    st.lists(st.tuples(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+                       st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=20)),
+             max_size=4),
+    st.booleans())
+
+
+@given(simple_docs)
+def test_the_fast_reader_agrees_with_defusedxml(raw: bytes) -> None:
+    try:
+        full = firehose.parse_xml(raw)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            firehose.parse(raw)
+        return
+    assert firehose.parse(raw) == full
