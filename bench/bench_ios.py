@@ -52,8 +52,15 @@ def start_phones(n: int, tmp: Path) -> list[subprocess.Popen]:
     return procs
 
 
-def run_batch(n: int, tmp: Path) -> tuple[float, int, float]:
-    """(wall seconds, phones ERASED_UNVERIFIED, host CPU seconds) for n iPhones at once."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_batch(n: int, tmp: Path) -> tuple[float, int, float, float]:
+    """(wall seconds, phones ERASED_UNVERIFIED, host CPU seconds, phones' CPU seconds) for
+    n iPhones at once."""
     tmp.mkdir(parents=True)
     procs = start_phones(n, tmp)
     try:
@@ -65,18 +72,20 @@ def run_batch(n: int, tmp: Path) -> tuple[float, int, float]:
         endpoints = plugin.discover()
         assert len(endpoints) == n, f"{len(endpoints)} of {n} iPhones listed"
         with AuditLog(tmp / "audit.sqlite") as audit:
+            phones_cpu = sum(cpu_seconds(p.pid) for p in procs)
             cpu = resource.getrusage(resource.RUSAGE_SELF)
             start = time.monotonic()
             with ThreadPoolExecutor(max_workers=n) as pool:
                 records = list(pool.map(lambda e: run_job(plugin, e, JobSettings(), audit), endpoints))
             wall = time.monotonic() - start
             after = resource.getrusage(resource.RUSAGE_SELF)
+            phones_cpu = sum(cpu_seconds(p.pid) for p in procs) - phones_cpu
         host_cpu = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
         erased = sum(r.outcome is Outcome.ERASED_UNVERIFIED for r in records)
         for r in records:
             if r.outcome is not Outcome.ERASED_UNVERIFIED:
                 print(f"  unexpected {r.outcome.value}: {r.reason}", file=sys.stderr)
-        return wall, erased, host_cpu
+        return wall, erased, host_cpu, phones_cpu
     finally:
         for proc in procs:
             proc.terminate()
@@ -88,10 +97,11 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-ios-") as tmp:
         for n in COUNTS:
-            wall, erased, cpu = run_batch(n, Path(tmp) / f"n{n}")
+            wall, erased, cpu, phones = run_batch(n, Path(tmp) / f"n{n}")
             results[n] = wall
             print(f"{n:3d} iPhones at once: {wall:6.2f} s wall, {erased}/{n} erased (not verified), "
-                  f"host CPU {cpu:5.2f} s ({cpu / n:.2f} s per phone), emulated reboot {REBOOT:g} s")
+                  f"CPU {cpu / n:.2f} s per phone on the host and {phones / n:.2f} s in the emulated "
+                  f"phone, emulated reboot {REBOOT:g} s; load average {os.getloadavg()[0]:.1f}")
     ok = True
     if 1 in results and max(COUNTS) > 1:
         n = max(COUNTS)

@@ -10,6 +10,7 @@ pymobiledevice3 is imported only when a phone is reached: the emulator needs onl
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,18 @@ class IosPlugin(Plugin):
             raise ConfigError(f"ios supervised must be block or warn, not {self.supervised!r}",
                               "use --ios-supervised block or --ios-supervised warn")
         self._owns_mux = False
+        self._lock = threading.Lock()
+        self._host_key: Any = None
+
+    def host_key(self) -> Any:
+        """This computer's RSA key for the pair records it makes (one per host, as
+        libimobiledevice keeps one): made once, not once per phone."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        with self._lock:
+            if self._host_key is None:
+                self._host_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return self._host_key
 
     @classmethod
     def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
@@ -123,7 +136,8 @@ class IosPlugin(Plugin):
             raise DeviceNotFound(f"usbmuxd does not list the iPhone {endpoint.address}",
                                  "check the cable, unlock the phone, and run `phonewipe devices`")
         records = str(self.option("pair_records"))
-        client = IosClient(found[endpoint.address], endpoint.address, Path(records) if records else None)
+        client = IosClient(found[endpoint.address], endpoint.address,
+                           Path(records) if records else None, self.host_key())
         return IosSession(self, endpoint, client)
 
     def management_finding(self, managed: dict[str, Any]) -> Finding:

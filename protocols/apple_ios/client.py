@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pymobiledevice3 import usbmux
 from pymobiledevice3.exceptions import (
     ConnectionFailedError,
@@ -68,10 +69,12 @@ def list_devices(address: str | None) -> list[MuxEntry]:
 
 
 class IosClient:
-    def __init__(self, address: str | None, udid: str, pair_records: Path | None) -> None:
+    def __init__(self, address: str | None, udid: str, pair_records: Path | None,
+                 host_key: RSAPrivateKey | None = None) -> None:
         self.address = mux_address(address)
         self.udid = udid
         self.pair_records = pair_records
+        self.host_key = host_key  # this computer's key in the pair records it makes
         self.runner = asyncio.Runner()
         self.lockdown: UsbmuxLockdownClient | None = None
 
@@ -90,7 +93,8 @@ class IosClient:
             lockdown = await UsbmuxLockdownClient.create(
                 service, identifier=self.udid, system_buid=buid, autopair=autopair,
                 pair_timeout=pair_timeout, pair_record=pair_record,
-                pairing_records_cache_folder=self.pair_records, usbmux_address=self.address)
+                pairing_records_cache_folder=self.pair_records, usbmux_address=self.address,
+                private_key=self.host_key)
         except BaseException:
             await service.close()
             raise
@@ -144,21 +148,35 @@ class IosClient:
         self.run(erase())
 
     # -- following the reboot -----------------------------------------------------------------
-    def listed(self) -> MuxEntry | None:
-        try:
-            found = self.run(_list(self.address), timeout=10)
-        except GONE:
-            return None
-        return next((e for e in found if e.udid.replace("-", "") == self.udid.replace("-", "")), None)
-
-    def wait_listed(self, present: bool, timeout: float, poll: float = 0.1) -> float | None:
-        """Seconds until the phone is (or is no longer) listed, None after ``timeout``."""
+    def wait_listed(self, present: bool, timeout: float) -> float | None:
+        """Seconds until the phone is (or is no longer) listed, None after ``timeout``:
+        usbmuxd's Listen reports each Attached/Detached, nothing is polled."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if (self.listed() is not None) == present:
+        try:
+            return self.run(self._wait(present, start, timeout), timeout=timeout + 5)
+        except (asyncio.TimeoutError, *GONE):
+            return None
+
+    async def _wait(self, present: bool, start: float, timeout: float) -> float | None:
+        mux = await usbmux.create_mux(usbmux_address=self.address)
+        try:
+            await mux.listen()  # first, so that no change after the look below is missed
+            if (self._mine(await _list(self.address)) is not None) == present:
                 return time.monotonic() - start
-            time.sleep(poll)
-        return None
+            while (left := start + timeout - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(mux.receive_device_state_update(), left)
+                except asyncio.TimeoutError:
+                    return None
+                devices = [MuxEntry(d.serial, d.devid, d.connection_type) for d in mux.devices]
+                if (self._mine(devices) is not None) == present:
+                    return time.monotonic() - start
+            return None
+        finally:
+            await mux.close()
+
+    def _mine(self, entries: list[MuxEntry]) -> MuxEntry | None:
+        return next((e for e in entries if e.udid.replace("-", "") == self.udid.replace("-", "")), None)
 
     def close_lockdown(self) -> None:
         if self.lockdown is not None:
