@@ -127,7 +127,10 @@ def load_platform_file(path: Path) -> ManualPlatform:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(path, "", "is not UTF-8 text") from None
-    return parse_platform(path, text)
+    import hashlib
+    from dataclasses import replace
+    own = f"{clean(path.name, 120)} (own steps file, SHA-256 {hashlib.sha256(raw).hexdigest()})"
+    return replace(parse_platform(path, text), source=own)  # not the built-in catalogue
 
 
 def catalogue() -> dict[str, ManualPlatform]:

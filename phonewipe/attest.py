@@ -154,6 +154,10 @@ def register(cli: click.Group) -> None:
         identity = entered_identity(entry.platform, kw)
         if not identity.manufacturer and entry.manufacturer:  # the catalogue's, when not typed
             identity = replace(identity, manufacturer=entry.manufacturer)
+        if not entry.manufacturer and not (identity.manufacturer and identity.model):
+            raise UsageError(f"{entry.name}: the phone's make and model are not named",
+                             "pass --manufacturer and --model: the certificate says whose "
+                             "reset ran on which model")
         config = config_of(ctx)
         settings = job_settings(config, kw)
         require_operator(settings.operator)

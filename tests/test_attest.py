@@ -141,6 +141,11 @@ def test_your_own_steps_file_is_checked_like_the_catalogue(tmp_path: Path, keys:
     result = phonewipe("attest", "--steps", str(steps), *DEVICE, *OPERATOR, "--keys", str(keys),
                        "--out", str(tmp_path / "out"), "--answers", "-", stdin="y\nyes\n")
     assert result.returncode == 10, result.stderr
+    cert = next((tmp_path / "out" / "certificates").glob("*.pdf"))
+    record = json.loads(phonewipe("cert", "show", "--json", str(cert)).stdout)
+    import hashlib
+    assert record["sanitization"]["details"]["catalogue"] == \
+        f"mine.toml (own steps file, SHA-256 {hashlib.sha256(steps.read_bytes()).hexdigest()})"
     steps.write_text("schema = 1\n")
     result = phonewipe("attest", "--steps", str(steps), *DEVICE, *OPERATOR, "--keys", str(keys),
                        "--out", str(tmp_path / "out"), "--answers", "-", stdin="y\n")
@@ -250,6 +255,7 @@ def test_answers_that_run_out_are_logged_and_give_no_certificate(tmp_path: Path,
     (["--platform", "blackbery-10"], ("did you mean 'blackberry-10'",)),
     (["--platform", "blackberry-10", "--imei", "490154203237519"], ("check digit",)),
     (["--platform", "generic"], ()),  # no serial, no IMEI: refused below
+    (["--platform", "generic", "--manufacturer", "Nokia"], ("make and model",)),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, keys: Path, args: list[str],
                                words: tuple[str, ...]) -> None:
