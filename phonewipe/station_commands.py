@@ -249,6 +249,8 @@ def register(group: click.Group) -> None:
 
     from phonewipe.find import register as register_find  # `phonewipe find`: across batches
     register_find(group)
+    from phonewipe.store_commands import register as register_store  # a facility's store
+    register_store(group)
 
 
 def _facility_batch(config: Any, batch_id: str) -> dict[str, Any] | None:
