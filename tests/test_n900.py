@@ -122,10 +122,11 @@ def test_a_wrong_password_is_refused(bench: Any) -> None:
     plugin, _ = bench("n900")
     [endpoint] = plugin.discover()
     plugin.emulated[endpoint.address] = ("user", "wrong")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(maemo_client.LoginRefused) as caught:
         plugin.open(endpoint)
-    assert "no N900 answers SSH" in str(caught.value)
-    assert isinstance(caught.value.__cause__, (asyncssh.Error, Exception))
+    assert "refused the login of 'user'" in caught.value.line()
+    assert "--maemo-password" in caught.value.line()
+    assert isinstance(caught.value.__cause__, asyncssh.PermissionDenied)
 
 
 # -- parsers --------------------------------------------------------------------------------------

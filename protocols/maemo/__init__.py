@@ -20,7 +20,7 @@ from phonewipe.erase.errors import DeviceNotFound
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
-from .client import MaemoClient
+from .client import LoginRefused, MaemoClient
 from .session import PATTERN, MaemoSession
 
 MODE = "maemo"
@@ -77,6 +77,8 @@ class MaemoPlugin(Plugin):
     def open(self, endpoint: Endpoint) -> Session:
         try:
             client = self.connect(endpoint.address, 60.0)
+        except LoginRefused:
+            raise
         except Exception as exc:
             raise DeviceNotFound(f"no N900 answers SSH at {endpoint.address} ({exc})",
                                  "enable USB networking on the phone and check the password "

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import asyncssh
 
-from phonewipe.erase.errors import DeviceGone, ProtocolError
+from phonewipe.erase.errors import DeviceGone, PhonewipeError, ProtocolError
 
 DEVICE = "/dev/mmcblk0"
 READY = b"pw-ready"
@@ -40,6 +40,10 @@ class Result:
 GONE_ADVICE = "check the USB cable and that USB networking is up (192.168.2.15), then run again"
 
 
+class LoginRefused(PhonewipeError):
+    """The phone answered SSH but refused the user and password."""
+
+
 class MaemoClient:
     def __init__(self, host: str, port: int, user: str, password: str,
                  timeout: float = TIMEOUT) -> None:
@@ -51,9 +55,14 @@ class MaemoClient:
         self.host_key = ""
         self.commands = 0
         async def connect() -> asyncssh.SSHClientConnection:
-            return await asyncssh.connect(
-                host, port, username=user, password=password, known_hosts=None,
-                client_keys=None, agent_path=None, connect_timeout=min(timeout, 10))
+            try:
+                return await asyncssh.connect(
+                    host, port, username=user, password=password, known_hosts=None,
+                    client_keys=None, agent_path=None, connect_timeout=min(timeout, 10))
+            except asyncssh.PermissionDenied as exc:
+                raise LoginRefused(f"the N900 at {self.address} refused the login of {user!r}",
+                                   "give that user's password with --maemo-password (and the "
+                                   "user with --maemo-user)") from exc
         try:
             self.conn = self._wait(connect())
         except BaseException:
