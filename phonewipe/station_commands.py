@@ -151,7 +151,8 @@ def register(group: click.Group) -> None:
         out = console
         try:
             # signs checkpoints; the facility's database with [store] url, else audit.sqlite
-            with station_log(config, out_dir, signer) as log:
+            with station_log(config, out_dir, signer, notify=lambda text: err_console.print(
+                    for_terminal(text), highlight=False, soft_wrap=True)) as log:
                 audit = cast(AuditLog, log)
                 batch_id = batch_id or open_batch(audit) or new_batch_id(batch_ids(audit))
                 cert_dir = check_output_dir(batch_dir(out_dir, batch_id) / "certificates")
