@@ -16,7 +16,9 @@ from store_backends import pg_cluster  # noqa: F401  (the fixture)
 
 from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
+from phonewipe.erase.config import load_config
 from phonewipe.erase.store import schema
+from phonewipe.erase.store.open import station_log
 from phonewipe.erase.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,17 +96,17 @@ def test_store_sync_sends_a_journal_after_the_database_was_away(
         facility: tuple[str, Path], pg_cluster: Cluster, tmp_path: Path) -> None:  # noqa: F811
     url, config = facility
     station = tmp_path / "station"
-    store = PostgresStore(url, spool_dir=station, retry=0.2, timeout=1)
-    log = store.station_log("bench-1")
-    log.append("job", "S", "queued", {})
-    pg_cluster.stop()
+    told: list[str] = []
     try:
-        for i in range(3):
-            log.append("job", "S", "step", {"i": i})
-        log.close()  # the database is away: three rows stay in the journal
-        store.close()
-    finally:
+        with station_log(load_config(config), station, None, notify=told.append) as log:
+            log.append("job", "S", "queued", {})
+            pg_cluster.stop()
+            for i in range(3):
+                log.append("job", "S", "step", {"i": i})
+    finally:  # the database was away when the station stopped: three rows in the journal
         pg_cluster.start()
+    [notice] = told
+    assert notice.startswith("3 audit row(s) wait in") and "phonewipe store sync" in notice
     with psycopg.connect(url) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
     done = phonewipe(config, "store", "sync", "--out", str(station))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..config import Config
 from ..errors import ConfigError
@@ -31,9 +31,11 @@ def station_name(config: Config) -> str:
 
 
 @contextmanager
-def station_log(config: Config, out_dir: Path, signer: Any) -> Iterator[StationLog]:
+def station_log(config: Config, out_dir: Path, signer: Any,
+                notify: Callable[[str], None] | None = None) -> Iterator[StationLog]:
     """The audit log this station writes (closed, with its last checkpoint, on the way out).
-    Without `[store] url`, exactly today's `AuditLog(out_dir / "audit.sqlite")`."""
+    Without `[store] url`, exactly today's `AuditLog(out_dir / "audit.sqlite")`. `notify`
+    is told when rows are left in the journal for want of the database."""
     name = station_name(config)
     if not config.store_url:
         from ..audit import AuditLog
@@ -47,5 +49,10 @@ def station_log(config: Config, out_dir: Path, signer: Any) -> Iterator[StationL
             yield log
         finally:
             log.close()
+            left = int(getattr(log, "left", 0))
+            if left and notify:
+                notify(f"{left} audit row(s) wait in {out_dir / 'spool.sqlite'}: the facility "
+                       "database was out of reach. They are sent when this station next starts, "
+                       f"or now with `phonewipe store sync --out {out_dir}`")
     finally:
         store.close()

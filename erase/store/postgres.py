@@ -203,6 +203,7 @@ class PgStationLog:
         self._next_try = 0.0
         self.replayed = 0  # entries written to the database after waiting in the spool
         self.spooled = 0  # entries that had to wait in the spool
+        self.left = 0  # entries the database still lacked when the log was closed
         last = journal.last_n(station)
         self._suspect = last  # entries up to this one may be in the database already
         self._head, self._checkpointed = self._start()
@@ -282,6 +283,7 @@ class PgStationLog:
             self.checkpoint("closed")
         with self._lock:
             self._replay(force=True)
+            self.left = self.spool.count(self.station)  # rows the database still lacks
         self.spool.close()
 
     def __enter__(self) -> "PgStationLog":
