@@ -252,14 +252,47 @@ def test_phone_already_running_a_programmer_says_to_power_cycle_it(tmp_path: Pat
     emu = plugin.start_emulator(storage, p)
     try:
         (endpoint,) = plugin.discover()
-        with plugin.open(endpoint) as session:  # loads the programmer, then the host goes away
-            session.identify()
-            session.preflight()
+        session = plugin.open(endpoint)  # loads the programmer, then the host crashes
+        session.identify()
+        session.preflight()
+        session.link.close()
         with AuditLog(tmp_path / "a.sqlite") as audit:
             record = run_job(plugin, endpoint, JobSettings(seed=5), audit)
         assert record.outcome is Outcome.FAILED
         assert "already running a programmer" in record.reason and "power" in record.reason
         assert surviving(storage.directory)
+    finally:
+        emu.stop()
+        storage.close()
+
+
+@pytest.mark.parametrize("profile,options", [("bootloop", {}), ("edl-gpt-corrupt", {"gpt": "both-bad"})],
+                         ids=["partitions", "whole-lun"])
+def test_certified_phone_is_re_verified_over_edl(tmp_path: Path, profile: str,
+                                                 options: dict[str, Any]) -> None:
+    """After the erase the programmer resets the phone, which falls back into EDL: a
+    re-verification loads the programmer again and samples the same areas."""
+    from phonewipe.erase.reverify import AS_CERTIFIED, IDENTICAL, MISMATCH, reverify_session
+
+    p = load_profile(profile)
+    storage = HandsetStorage.create(tmp_path / "h", p, p.serial())
+    plugin = load_plugins(PluginOptions({"edl_loaders": LOADERS, "edl_whole_lun": bool(options)}),
+                          only=["edl"])["edl"]
+    emu = EmulatedEdl(storage, replace(load_spec(profile), **options), plugin.usb_bus)
+    try:
+        (endpoint,) = plugin.discover()
+        with AuditLog(tmp_path / "a.sqlite") as audit:
+            record = run_job(plugin, endpoint, JobSettings(seed=5), audit)
+        assert record.outcome is Outcome.ERASED_VERIFIED, record.reason
+        (endpoint,) = plugin.discover()  # the reset phone enumerated afresh
+        with plugin.open(endpoint) as session:
+            result = reverify_session(session, record)
+        assert result.verdict in (IDENTICAL, AS_CERTIFIED), result.reason
+        storage.write(storage.size // 3, b"owner's data is back" * 500, faulty=False)
+        (endpoint,) = plugin.discover()
+        with plugin.open(endpoint) as session:
+            result = reverify_session(session, record, fresh_seed=True)
+        assert result.verdict == MISMATCH
     finally:
         emu.stop()
         storage.close()

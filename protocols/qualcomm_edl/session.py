@@ -78,6 +78,7 @@ class EdlSession(Session):
         self.areas: AreaMap | None = None
         self.written = False
         self.reset_sent = False
+        self.certified_method: str | None = None  # set by `not_recheckable` for a re-check
 
     # -- identity -------------------------------------------------------------------------
     def identify(self) -> Identity:
@@ -277,9 +278,24 @@ class EdlSession(Session):
             return None
         return AreaReader(self.firehose, self.areas, self.endpoint.address)
 
+    def not_recheckable(self, record: Any) -> str | None:
+        """Nothing stops a re-check; which areas the certificate covered is noted here."""
+        sanitization = getattr(record, "sanitization", None)
+        self.certified_method = sanitization.method if sanitization else None
+        return None
+
     def readback(self) -> BlockReader | None:
-        if self.areas is None and self.geometry and self._partitions():
-            self.areas = AreaMap(self._partitions())
+        """The areas the certified method covered, read through a freshly loaded programmer
+        (a re-verification has not run the preflight)."""
+        if self.areas is None:
+            if not self.geometry and any(f.severity is Severity.BLOCKER and not self.geometry
+                                         for f in self.preflight()):
+                return None
+            whole = self.certified_method == WHOLE_LUN.name
+            areas = self._whole_luns() if whole else self._partitions()
+            if not areas:
+                return None
+            self.areas = AreaMap(areas)
         return self.reader()
 
     def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
@@ -309,6 +325,14 @@ class EdlSession(Session):
         return {"mode": "EDL; reset after the erase" if self.reset_sent else "EDL (programmer running)"}
 
     def close(self) -> None:
+        """A programmer this session loaded is told to reset the phone, so the next run
+        finds it speaking Sahara again (a phone left running it cannot say who it is)."""
+        if self.loader and not self.reset_sent:
+            self.firehose.timeout = min(self.firehose.timeout, 2.0)
+            try:
+                self.reset_sent = self.firehose.power("reset").ack
+            except PhonewipeError:
+                pass  # gone or frozen: the next run says so
         self.link.close()
 
 
