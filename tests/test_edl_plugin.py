@@ -296,3 +296,35 @@ def test_certified_phone_is_re_verified_over_edl(tmp_path: Path, profile: str,
     finally:
         emu.stop()
         storage.close()
+
+
+def test_the_emulated_programmer_naks_as_real_ones_do(tmp_path: Path) -> None:
+    """Unknown tags, sectors outside the LUN, a wrong sector size and a raw transfer larger
+    than the negotiated payload are refused, with the programmer's reason."""
+    from phonewipe.protocols.qualcomm_edl.errors import FirehoseNak
+
+    p = load_profile("edl-ufs")
+    storage = HandsetStorage.create(tmp_path / "h", p, p.serial())
+    plugin = load_plugins(PluginOptions({"edl_loaders": LOADERS}), only=["edl"])["edl"]
+    emu = EmulatedEdl(storage, replace(load_spec("edl-ufs"), max_payload=64 * 1024), plugin.usb_bus)
+    try:
+        (endpoint,) = plugin.discover()
+        with plugin.open(endpoint) as session:
+            session.identify()
+            session.preflight()
+            fh, total = session.firehose, session.geometry[0].total_sectors
+            reply = fh.command("frobnicate", value=1)
+            assert not reply.ack and "Unrecognized XML tag" in reply.why()
+            with pytest.raises(FirehoseNak, match="exceeds the LUN"):
+                fh.read(0, total - 1, 2, 4096)
+            with pytest.raises(FirehoseNak, match="SECTOR_SIZE_IN_BYTES 512"):
+                fh.read(0, 0, 1, 512)
+            with pytest.raises(FirehoseNak, match="invalid physical partition"):
+                fh.read(9, 0, 1, 4096)
+            assert fh.nop().ack
+            fh.max_payload = 128 * 1024  # more than the programmer agreed to take
+            with pytest.raises(FirehoseNak, match="larger than MaxPayloadSizeToTargetInBytes"):
+                fh.program(0, total - 64, 32, 4096, lambda pos, n: bytes(n), lambda n: None)
+    finally:
+        emu.stop()
+        storage.close()
