@@ -166,13 +166,15 @@ def test_both_tables_damaged_whole_lun_overwrites_every_lun(job) -> None:
 
 
 def test_operator_entered_imei_is_marked(job) -> None:
-    run = job("bootloop", edl_imei=["5EDC0000=866196041234567"], edl_manufacturer="Xiaomi")
+    run = job("bootloop", edl_imei=["5EDC0000=866196041234567"], edl_manufacturer="Xiaomi",
+              edl_asset_tag="ACME-0042")
     rec = run.record
     assert rec.outcome is Outcome.ERASED_VERIFIED
     assert rec.device.imeis == ("866196041234567",) and rec.device.manufacturer == "Xiaomi"
     (entered,) = [f for f in rec.findings if f.code == "operator-entered"]
     assert "866196041234567" in entered.message and "not read from the device" in entered.message
     assert rec.sanitization.details["operator_entered"]["imeis"] == ["866196041234567"]
+    assert "asset_tag ACME-0042" in entered.message
 
 
 def test_imei_for_another_phone_is_not_applied(job) -> None:

@@ -15,6 +15,7 @@ from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
 from phonewipe.erase.errors import DeviceNotFound, UsageError
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
+from phonewipe.erase.strings import clean
 
 MODE = "edl"
 
@@ -32,6 +33,7 @@ class EdlPlugin(Plugin):
         PluginOption("imei", "IMEI from the phone's label, entered by the operator (EDL cannot "
                      "read it): IMEI, or CHIPSERIAL=IMEI with several phones (repeatable)",
                      multiple=True, default=(), metavar="[SERIAL=]IMEI"),
+        PluginOption("asset_tag", "asset tag on the phone (operator-entered)"),
         PluginOption("manufacturer", "the phone's make, from its label (operator-entered)"),
         PluginOption("model", "the phone's model, from its label (operator-entered)"),
         PluginOption("whole_lun", "overwrite every LUN in full when a phone's partition tables "
@@ -65,9 +67,9 @@ class EdlPlugin(Plugin):
         (IMEIs given as SERIAL=IMEI apply to that phone only): marked operator-entered."""
         imeis = [i for s, i in self.imeis if s in ("", serial.upper())]
         out: dict[str, Any] = {"imeis": imeis} if imeis else {}
-        for key in ("manufacturer", "model"):
+        for key in ("asset_tag", "manufacturer", "model"):
             if self.option(key):
-                out[key] = str(self.option(key))
+                out[key] = clean(str(self.option(key)), 64)
         return out
 
     def _backends(self) -> list[Any]:
