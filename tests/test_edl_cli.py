@@ -158,3 +158,14 @@ def test_demo_erases_the_dead_phone_over_edl(tmp_path: Path) -> None:
     (found,) = json.loads(result.stdout)
     assert found["serial"] == "5EDC0000" and found["outcome"] == "ERASED_VERIFIED"
     assert found["method"] == "edl-raw-pattern" and Path(found["certificate"]).is_file()
+
+
+def test_two_dead_phones_at_once(bench: Bench) -> None:
+    """`erase --all`: both phones identified over Sahara, erased in parallel jobs on one bus."""
+    phones = [bench.start("bootloop"), bench.start("edl-lying")]
+    result = bench.run("erase", "--all", "--out", str(bench.tmp / "all"), "--keys", str(bench.keys),
+                       *OPERATOR, "--json", "--edl-loaders", LOADERS)
+    assert result.exit_code == 12, result.output  # the liar decides the code
+    outcomes = {e["serial"]: e["outcome"] for e in json.loads(result.stdout)}
+    assert outcomes == {"5EDC0000": "ERASED_VERIFIED", "5ED10000": "FAILED"}
+    assert surviving(phones[0]) == []
