@@ -213,8 +213,10 @@ def _expand_var(name: str, ctx: ShellContext, is_root: bool) -> str:
 
 
 def _expand(word: Word, ctx: ShellContext, is_root: bool, vfs: Vfs) -> list[str]:
-    if len(word) == 1 and word[0].kind == "lit" and (word[0].quoted or not _WILD.intersection(word[0].text)):
-        return [word[0].text]  # the common case: one literal, nothing to expand
+    if len(word) == 1 and word[0].kind == "lit":
+        text = word[0].text  # the common case: one literal, nothing to expand
+        if word[0].quoted or ("*" not in text and "?" not in text and "[" not in text):
+            return [text]
     fields: list[str] = []
     cur: list[str] = []
     started = False
@@ -264,7 +266,6 @@ def _expand(word: Word, ctx: ShellContext, is_root: bool, vfs: Vfs) -> list[str]
     return fields
 
 
-_WILD = frozenset("*?[")
 _ASSIGNMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.S)
 
 
