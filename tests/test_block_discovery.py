@@ -3,6 +3,7 @@ a loop device."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,14 @@ def test_the_demo_skips_the_block_handset_in_one_line_without_loop_devices(
     assert out.getvalue().strip() == ("skipped lumia-mass-storage: cannot emulate "
                                       "lumia-mass-storage as a block device: attaching a loop "
                                       "device needs root")
+
+
+def test_which_disks_count_as_internal() -> None:
+    from phonewipe.protocols.block.disks import Disk
+    base = Disk(node="/dev/x", name="x", vendor="", model="", serial="", size=1 << 30,
+                transport="usb", removable=False, partitions=(), devno=(8, 0))
+    assert not base.internal  # a USB reader, removable flag or not
+    assert not replace(base, transport="mmc", mmc_type="SD").internal  # an SD card
+    assert replace(base, transport="mmc", mmc_type="MMC").internal  # a soldered eMMC
+    assert replace(base, transport="ata").internal and replace(base, transport="loop").internal
+    assert not replace(base, transport="scsi", removable=True).internal

@@ -31,12 +31,18 @@ class Disk:
     devno: tuple[int, int]  # major, minor
     logical_block: int = SECTOR
     backing_file: str = ""  # a loop device's
+    mmc_type: str = ""  # an MMC host's card: SD (a card) or MMC (often a soldered eMMC)
 
     @property
     def internal(self) -> bool:
-        """Not a medium plugged in for erasing: a fixed disk, or a loop device (which may
-        back anything on the host). Erased only when ``--block-allow-internal`` names it."""
-        return self.transport not in ("usb", "mmc") and not self.removable
+        """Not a medium plugged in for erasing: a fixed disk, a soldered eMMC on the host's
+        own MMC bus, or a loop device (which may back anything on the host). Erased only
+        when ``--block-allow-internal`` names it."""
+        if self.transport == "usb":
+            return False
+        if self.transport == "mmc":
+            return self.mmc_type != "SD"
+        return not self.removable
 
 
 def _attr(device: pyudev.Device, name: str) -> str:
@@ -89,7 +95,8 @@ def describe(device: pyudev.Device) -> Disk:
                 removable=_attr(device, "removable") == "1", partitions=partitions,
                 devno=(os.major(device.device_number), os.minor(device.device_number)),
                 logical_block=int(_attr(device, "queue/logical_block_size") or SECTOR),
-                backing_file=backing)
+                backing_file=backing,
+                mmc_type=_attr(device, "device/type") if _transport(device) == "mmc" else "")
 
 
 def list_disks(context: pyudev.Context | None = None) -> list[Disk]:
