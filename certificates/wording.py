@@ -170,10 +170,12 @@ def _device_rows(record: Record) -> list[tuple[str, str]]:
     def checked(v: bool | None) -> str:
         return "not checked" if v is None else ("yes" if v else "no")
 
-    rows += [("FRP (Google account)", checked(d.frp)),
-             ("Managed (MDM)", checked(d.mdm))]
+    ios = d.platform == "ios"  # an iPhone has no FRP; its lock is Activation Lock (Find My)
+    rows += [] if ios else [("FRP (Google account)", checked(d.frp))]
+    rows += [("Managed (MDM)", checked(d.mdm))]
     if d.activation_lock is not None:
-        rows.append(("Reactivation Lock", checked(d.activation_lock)))
+        rows.append(("Activation Lock (Find My)" if ios else "Reactivation Lock",
+                     checked(d.activation_lock)))
     if d.bootloader_locked is not None:
         rows.append(("Bootloader locked", checked(d.bootloader_locked)))
     return rows

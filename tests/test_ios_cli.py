@@ -96,5 +96,5 @@ def test_the_demo_includes_an_iphone_that_ends_erased_not_verified(tmp_path: Pat
     result = run(env, "demo", "--out", str(tmp_path / "demo"), "--profile", "iphone", "--profile",
                  "iphone-lies")
     assert result.returncode == 0, result.stdout + result.stderr  # each ended as expected
-    assert {p.name.split("-")[0] for p in (tmp_path / "demo" / "certificates").glob("*.pdf")} == \
-        {"PWIPH0000", "PWIPL0000"}
+    assert {"PWIPH0000", "PWIPL0000"} <= \
+        {p.name.split("-")[0] for p in (tmp_path / "demo" / "certificates").glob("*.pdf")}
