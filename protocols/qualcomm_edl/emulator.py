@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,6 @@ def chip_serial(serial: str) -> int:
             return int(serial, 16)
     except ValueError:
         pass
-    import zlib
     return zlib.crc32(serial.encode())
 
 

@@ -76,7 +76,6 @@ class EdlSession(Session):
         self.tables: dict[int, gpt.Table] = {}
         self.lost_tables: dict[int, str] = {}  # LUN -> why neither copy is valid
         self.areas: AreaMap | None = None
-        self.written = False
         self.reset_sent = False
         self.certified_method: str | None = None  # set by `not_recheckable` for a re-check
 
@@ -227,7 +226,6 @@ class EdlSession(Session):
         if method is ERASE:
             for area in areas.areas:
                 self.firehose.erase(area.lun, area.first, area.sectors, area.sector)
-                self.written = True
             progress(areas.size, areas.size)
             return EraseReport(0, Expectation.ZEROS, self._scope(areas, "erased"), details,
                                self._backup_sizes())
@@ -241,7 +239,6 @@ class EdlSession(Session):
                 done += n
                 progress(done, areas.size)
 
-            self.written = True
             self.firehose.program(area.lun, area.first, area.sectors, area.sector,
                                   _pattern(key, base), advance)
         return EraseReport(areas.size, Expectation.PATTERN, self._scope(areas, "overwritten"),
