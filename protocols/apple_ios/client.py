@@ -77,8 +77,10 @@ class IosClient:
         self.host_key = host_key  # this computer's key in the pair records it makes
         self.runner = asyncio.Runner()
         self.lockdown: UsbmuxLockdownClient | None = None
+        self.exchanges = 0  # usbmuxd/lockdownd/service exchanges run, for the evidence
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        self.exchanges += 1
         return self.runner.run(asyncio.wait_for(coro, timeout))
 
     # -- lockdown ------------------------------------------------------------------------

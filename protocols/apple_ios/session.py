@@ -245,7 +245,8 @@ class IosSession(Session):
 
     def transcript(self) -> dict[str, Any]:
         v = self.values
-        return {"protocol": "usbmuxd/lockdownd", "client": f"pymobiledevice3 "
+        return {"protocol": "usbmuxd/lockdownd", "commands": self.client.exchanges,
+                "client": f"pymobiledevice3 "
                 f"{metadata.version('pymobiledevice3')}", "udid": self.udid,
                 "product_type": v.get("ProductType"), "meid": v.get("MobileEquipmentIdentifier"),
                 "activation_state": v.get("ActivationState"), "trust": self.trust,
