@@ -235,6 +235,18 @@ def test_unreadable_blocks_fail_verification(keys: Path, stack: ExitStack, tmp_p
     assert "verification failed" in entry["reason"]
 
 
+def test_a_write_error_fails_the_erase_in_one_line(keys: Path, stack: ExitStack,
+                                                   tmp_path: Path) -> None:
+    backing = used_image(tmp_path / "backing.img")
+    medium = stack.enter_context(LyingMedium(backing, tmp_path / "fuse",
+                                             write_fails=[(SIZE // 4, BLOCK)]))
+    node = stack.enter_context(loop_device(medium.path))
+    code, entry, _ = erase(node, keys, tmp_path / "out")
+    assert entry is not None and (code, entry["outcome"]) == (12, "FAILED"), entry
+    assert "write failed (Input/output error)" in entry["reason"], entry["reason"]
+    assert "destroy it" in entry["reason"] and "\n" not in entry["reason"]
+
+
 def test_slow_medium_is_erased_and_verified(keys: Path, stack: ExitStack, tmp_path: Path) -> None:
     backing = used_image(tmp_path / "backing.img")
     medium = stack.enter_context(LyingMedium(backing, tmp_path / "fuse", slow_mib_s=8))

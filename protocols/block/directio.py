@@ -53,13 +53,17 @@ class AlignedBuffer:
 
     def close(self) -> None:
         self.view.release()
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # a view still held by an exception's traceback: GC closes it
+            pass
 
 
-def _write_all(fd: int, view: memoryview, offset: int) -> int:
+def _write_all(fd: int, buf: AlignedBuffer, n: int, offset: int) -> int:
     written = 0
-    while written < len(view):
-        written += os.pwrite(fd, view[written:], offset + written)
+    while written < n:
+        with buf.view[written:n] as view:  # released even when the write fails
+            written += os.pwrite(fd, view, offset + written)
     return written
 
 
@@ -84,7 +88,7 @@ def write_stream(fd: int, size: int, fill: Fill, progress: ProgressFn) -> int:
                 if pending is not None:
                     done += pending.result()
                     progress(done, size)
-                pending = pool.submit(_write_all, fd, buf.view[:n], offset)
+                pending = pool.submit(_write_all, fd, buf, n, offset)
             if pending is not None:
                 done += pending.result()
                 progress(done, size)
@@ -99,15 +103,16 @@ def read_extent(fd: int, offset: int, length: int, buf: AlignedBuffer) -> bytes 
     out = bytearray()
     while len(out) < length:
         n = min(buf.size, length - len(out))
-        try:
-            got = os.preadv(fd, [buf.view[:n]], offset + len(out))
-        except OSError as exc:
-            if exc.errno in (errno.EIO, errno.ENODATA, errno.EILSEQ):
-                return None
-            raise
-        if got <= 0:
-            break
-        out += buf.view[:got]
+        with buf.view[:n] as view:
+            try:
+                got = os.preadv(fd, [view], offset + len(out))
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.ENODATA, errno.EILSEQ):
+                    return None
+                raise
+            if got <= 0:
+                break
+            out += view[:got]
     return bytes(out)
 
 

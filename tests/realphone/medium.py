@@ -34,11 +34,12 @@ class _Operations:
     use_ns = True
 
     def __init__(self, backing: Path, drops: list[Range], fails: list[Range] = (),
-                 slow_mib_s: float = 0.0) -> None:
+                 slow_mib_s: float = 0.0, write_fails: list[Range] = ()) -> None:
         self.fd = os.open(backing, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size
         self.drops = sorted(drops)
         self.fails = list(fails)
+        self.write_fails = list(write_fails)
         self.slow = slow_mib_s * 2**20
 
     def _throttle(self, length: int) -> None:
@@ -75,6 +76,9 @@ class _Operations:
         if offset + len(data) > self.size:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self._throttle(len(data))
+        if any(offset < start + length and start < offset + len(data)
+               for start, length in self.write_fails):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         for start, piece in self._kept(offset, data):
             os.pwrite(self.fd, piece, start)
         return len(data)  # acknowledged in full, dropped ranges included
@@ -108,10 +112,10 @@ class _Operations:
 
 
 def serve(backing: Path, mountpoint: Path, drops: list[Range], fails: list[Range] = (),
-          slow_mib_s: float = 0.0) -> None:
+          slow_mib_s: float = 0.0, write_fails: list[Range] = ()) -> None:
     import mfusepy
     operations = type("Operations", (_Operations, mfusepy.Operations), {})(
-        backing, drops, fails, slow_mib_s)
+        backing, drops, fails, slow_mib_s, write_fails)
     mfusepy.FUSE(operations, str(mountpoint), raw_fi=True, foreground=True, nothreads=True,
                  fsname="lying-medium", allow_other=True)
 
@@ -129,10 +133,12 @@ def main(argv: list[str]) -> None:
                         metavar="START:LENGTH", help="acknowledge but do not store these bytes")
     parser.add_argument("--fail", type=_range, action="append", default=[],
                         metavar="START:LENGTH", help="reads of these bytes fail with EIO")
+    parser.add_argument("--fail-write", type=_range, action="append", default=[],
+                        metavar="START:LENGTH", help="writes to these bytes fail with EIO")
     parser.add_argument("--slow", type=float, default=0.0, metavar="MIB_S",
                         help="throttle every read and write to this many MiB/s")
     args = parser.parse_args(argv)
-    serve(args.backing, args.mountpoint, args.drop, args.fail, args.slow)
+    serve(args.backing, args.mountpoint, args.drop, args.fail, args.slow, args.fail_write)
 
 
 class LyingMedium:
@@ -140,12 +146,14 @@ class LyingMedium:
     that always unmounts and reaps it."""
 
     def __init__(self, backing: Path, mountpoint: Path, drops: list[Range] = (),
-                 fails: list[Range] = (), slow_mib_s: float = 0.0) -> None:
+                 fails: list[Range] = (), slow_mib_s: float = 0.0,
+                 write_fails: list[Range] = ()) -> None:
         self.backing = backing
         self.mountpoint = mountpoint
         self.drops = list(drops)
         self.fails = list(fails)
         self.slow_mib_s = slow_mib_s
+        self.write_fails = list(write_fails)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -156,6 +164,7 @@ class LyingMedium:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         args = [f"--drop={start}:{length}" for start, length in self.drops]
         args += [f"--fail={start}:{length}" for start, length in self.fails]
+        args += [f"--fail-write={start}:{length}" for start, length in self.write_fails]
         args += [f"--slow={self.slow_mib_s}"] if self.slow_mib_s else []
         self.proc = subprocess.Popen([sys.executable, __file__, str(self.backing),
                                       str(self.mountpoint), *args],
