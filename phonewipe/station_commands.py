@@ -204,7 +204,9 @@ def register(group: click.Group) -> None:
         if json_lines:
             st.emit("reports", summary=str(outputs.summary_pdf), csv=str(outputs.records_csv),
                     json=str(outputs.records_json), assets=str(outputs.assets_csv),
-                    second_look_pending=outputs.summary.get("second_look_pending", []))
+                    second_look_pending=outputs.summary.get("second_look_pending", []),
+                    offered_for_destruction=outputs.summary["reconciliation"].get(
+                        "offered_for_destruction", []))
         else:
             _print_outputs(out, outputs)
         sys.exit(_unexpected(st, handsets) if handsets else batch_exit_code(outputs.summary))
