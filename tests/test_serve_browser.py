@@ -32,13 +32,25 @@ def shot(driver: Any, name: str) -> None:
         driver.save_screenshot(str(Path(SHOTS) / f"dashboard-{name}.png"))
 
 
-def rows(driver: Any) -> dict[str, dict[str, str]]:
-    """The live table as the page shows it: serial -> stage, result and row class (read in
-    one script: the table is redrawn as events arrive)."""
+def rows(driver: Any) -> list[dict[str, str]]:
+    """The live table as the page shows it: each row's job, serial, stage, result and class
+    (read in one script: the table is redrawn as events arrive)."""
     table = driver.execute_script(
         "return [...document.querySelectorAll('#jobs tbody tr[data-job]')].map((tr) =>"
-        " [tr.className, ...[...tr.cells].map((td) => td.textContent)])")
-    return {cells[3]: {"stage": cells[7], "result": cells[8], "class": cells[0]} for cells in table}
+        " [tr.dataset.job, tr.className, ...[...tr.cells].map((td) => td.textContent)])")
+    return [{"job": c[0], "class": c[1], "serial": c[4], "stage": c[8], "result": c[9]}
+            for c in table]
+
+
+def by_serial(driver: Any) -> dict[str, dict[str, str]]:
+    found = rows(driver)
+    serials = [r["serial"] for r in found]
+    assert len(serials) == len(set(serials)), f"a device shown twice: {found}"
+    return {r["serial"]: r for r in found}
+
+
+def by_job(driver: Any, job: str) -> dict[str, str]:
+    return next((r for r in rows(driver) if r["job"] == job), {})
 
 
 def test_a_running_batch_updates_live_on_the_page(browser: Any, tmp_path: Path) -> None:
@@ -58,17 +70,19 @@ def test_a_running_batch_updates_live_on_the_page(browser: Any, tmp_path: Path) 
             wait_for(lambda: browser.find_element(By.ID, "status").text == "live", what="live")
             # the slow phone is seen while it is being erased, then ends PASS: on this page,
             # without a reload, from the server-sent events
-            running = wait_for(lambda: {s: r for s, r in rows(browser).items()
-                                        if s.startswith("PWSLOW") and "running" in r["class"]},
+            running = wait_for(lambda: [r for r in rows(browser) if r["serial"].startswith("PWSLOW")
+                                        and "running" in r["class"]],
                                timeout=60, what="the slow phone running")
-            [(serial, first)] = running.items()
-            assert first["result"] == "" and first["stage"] not in ("done", "")
+            [first] = running
+            assert first["result"] == "" and first["stage"] not in ("done", ""), first
             shot(browser, "live")
-            wait_for(lambda: rows(browser).get(serial, {}).get("result") == "PASS", timeout=120,
+            wait_for(lambda: by_job(browser, first["job"]).get("result") == "PASS", timeout=120,
                      what="the slow phone's PASS")
-            final = rows(browser)
-            assert final["PWVFRP0000"]["result"] == "NOT ERASED"
-            assert final["PWVIRT0000"]["result"] == final["PWVIRT0001"]["result"] == "PASS"
+            # the others end too (a PASS may wait for the batch's second-look draw)
+            expected = {"PWVFRP0000": "NOT ERASED", "PWVIRT0000": "PASS", "PWVIRT0001": "PASS",
+                        first["serial"]: "PASS"}
+            wait_for(lambda: {s: r["result"] for s, r in by_serial(browser).items()} == expected,
+                     timeout=120, what=f"every result: {expected}")
             assert browser.execute_script("return window.__sameDocument") == "yes"
             card = browser.find_element(By.CSS_SELECTOR, "#stations .card").text
             wait_for(lambda: "4 finished" in browser.find_element(By.CSS_SELECTOR,
@@ -87,7 +101,7 @@ def _screenshots(browser: Any, url: str) -> None:
     if not SHOTS:
         return
     browser.get(url + "#live")
-    wait_for(lambda: rows(browser), what="the jobs")
+    wait_for(partial(rows, browser), what="the jobs")
     shot(browser, "live-done")
     browser.get(url + "#batch/bench-7/B-live-7")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#batch .recon"), what="the batch")

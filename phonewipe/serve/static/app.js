@@ -60,7 +60,11 @@ function jobRow(job) {
 
 function renderJobs() {
   const jobs = [...state.jobs.values()].sort((a, b) =>
-    (b.updated || "").localeCompare(a.updated || "") || b.row - a.row).slice(0, 200);
+    (b.updated || "").localeCompare(a.updated || "") ||
+    (b.started || "").localeCompare(a.started || "")).slice(0, 200);
+  if (state.jobs.size > 1000) {  // a page left open all week keeps only what it can show
+    state.jobs = new Map(jobs.map((j) => [j.station + "/" + j.job_id, j]));
+  }
   fill(document.querySelector("#jobs tbody"), jobs.map(jobRow), "no jobs yet", 9);
 }
 
