@@ -38,7 +38,7 @@ FUZZ_TESTS := tests/test_adb_parsers.py tests/test_adb_wire.py tests/test_fastbo
 	tests/test_n900.py::test_imei_parser_finds_only_digits \
 	tests/test_attest.py::test_the_catalogue_parser_never_fails_otherwise \
 	tests/test_attest.py::test_the_photo_checker_never_fails_otherwise \
-	tests/test_edl_parsers.py
+	tests/test_edl_parsers.py tests/test_ios_wire.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:xdist -m "not interop" \
 		--hypothesis-show-statistics $(FUZZ_TESTS) | grep -E "passing,|^tests/|passed|failed"
