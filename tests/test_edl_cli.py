@@ -169,3 +169,26 @@ def test_two_dead_phones_at_once(bench: Bench) -> None:
     outcomes = {e["serial"]: e["outcome"] for e in json.loads(result.stdout)}
     assert outcomes == {"5EDC0000": "ERASED_VERIFIED", "5ED10000": "FAILED"}
     assert surviving(phones[0]) == []
+
+
+def test_emulate_serves_a_dead_phone_to_another_process(tmp_path: Path) -> None:
+    """`phonewipe emulate bootloop` in one process, `phonewipe devices/erase` in another:
+    the phone's USB function is relayed over loopback and attached to the second process's
+    emulated bus, where pyusb opens it as any phone."""
+    from test_end_to_end import Bench as Emulate
+
+    served = Emulate(tmp_path, ["bootloop"])
+    try:
+        listed = json.loads(served.run("devices", "--json").stdout)
+        assert [d["plugin"] for d in listed] == ["edl"], listed
+        out = tmp_path / "out"
+        result = served.run("erase", "5EDC0000", "--out", str(out), "--keys", str(served.keys),
+                            "--edl-loaders", LOADERS, "--edl-imei", "866196041234567", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        (found,) = json.loads(result.stdout)
+        assert found["outcome"] == "ERASED_VERIFIED" and found["method"] == "edl-raw-pattern"
+        handset = Path(served.handsets["bootloop"]["storage"])
+        data = b"".join(p.read_bytes() for p in sorted(handset.glob("*.img")))
+        assert not [m for m in planted_markers() if m in data]
+    finally:
+        served.close()

@@ -4,13 +4,15 @@ and loads the operator's Firehose programmer; Firehose overwrites the user-data
 partitions the GPTs name and reads samples back, so the erase is verified.
 
 Besides the declared options, `PluginOptions` may hold ``usb_bus`` (an `EmulatedUsbBus`
-shared with other plugins, as the fastboot plugin shares it).
+shared with other plugins, as the fastboot plugin shares it). Emulated EDL phones another
+process publishes (`phonewipe emulate`) are attached to that bus (relay.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from phonewipe.erase.emulation.registry import DIR_KEY, PUBLISH_KEY, published, registry_dir
 from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
 from phonewipe.erase.errors import DeviceNotFound, UsageError
 from phonewipe.erase.model import Endpoint
@@ -60,7 +62,7 @@ class EdlPlugin(Plugin):
         """A private bench (the demo, an emulated station) loads the test programmers its
         emulated phones accept: bytes named for their HW id and key hash."""
         from phonewipe.erase.emulation.profiles import FIXTURES_DIR
-        return {"edl_loaders": str(FIXTURES_DIR / "edl-loaders")}
+        return {"edl_loaders": str(FIXTURES_DIR / "edl-loaders"), DIR_KEY: workdir / ".emulators"}
 
     def entered(self, serial: str) -> dict[str, Any]:
         """What the operator entered from the label for the phone of this chip serial
@@ -73,7 +75,30 @@ class EdlPlugin(Plugin):
         return out
 
     def _backends(self) -> list[Any]:
+        self._attach_published()
         return [None, self.usb_bus.backend()]
+
+    def _attach_published(self) -> None:
+        """Emulated EDL phones other processes of this user serve (`phonewipe emulate`),
+        attached to this process's emulated bus, each once."""
+        from .relay import RemoteGadget
+
+        attached: dict[str, Any] = self.options.values.setdefault("edl_remote", {})
+        for entry in published(registry_dir(self.options), MODE):
+            if entry.address in attached and not attached[entry.address].dead:
+                continue
+            try:
+                gadget = RemoteGadget(entry.address)
+            except OSError:
+                continue  # it stopped meanwhile
+            if entry.address in attached:
+                self.usb_bus.remove(attached[entry.address])
+            attached[entry.address] = gadget
+            self.usb_bus.add(gadget)
+
+    def close(self) -> None:
+        for gadget in self.options.values.get("edl_remote", {}).values():
+            gadget.close()
 
     def discover(self) -> list[Endpoint]:
         from .transport import find_devices, serial_of, usb_address
@@ -98,7 +123,8 @@ class EdlPlugin(Plugin):
 
         if profile.access.start_mode != MODE:
             return None
-        return EmulatedEdl(storage, load_spec(profile.name), self.usb_bus)
+        publish_in = registry_dir(self.options) if self.options.get(PUBLISH_KEY) else None
+        return EmulatedEdl(storage, load_spec(profile.name), self.usb_bus, publish_in)
 
 
 def _imeis(values: Any) -> list[tuple[str, str]]:

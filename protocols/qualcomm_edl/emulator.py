@@ -14,9 +14,11 @@ import json
 import threading
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from phonewipe.erase.emulation.faults import DeviceUnplugged
+from phonewipe.erase.emulation.registry import publish, withdraw
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.emulation.usbbus import DeviceSpec, EmulatedUsbBus, EndpointSpec, InPipe, InterfaceSpec
 from phonewipe.erase.errors import ProtocolError
@@ -24,6 +26,7 @@ from phonewipe.erase.errors import ProtocolError
 from . import firehose, sahara
 from .emulator_storage import Lun, open_luns
 from .profile import EdlSpec
+from .relay import RelayServer
 from .transport import EDL_PID, QUALCOMM_VID, find_devices, usb_address
 
 EP_OUT, EP_IN = 0x01, 0x81
@@ -346,11 +349,18 @@ class EdlGadget:
 class EmulatedEdl:
     """A running emulated EDL handset (a `RunningEmulator`) on ``bus``."""
 
-    def __init__(self, storage: HandsetStorage, spec: EdlSpec, bus: EmulatedUsbBus) -> None:
+    def __init__(self, storage: HandsetStorage, spec: EdlSpec, bus: EmulatedUsbBus,
+                 publish_in: Path | None = None) -> None:
         self.device = EdlDevice(storage, spec)
         self.gadget = EdlGadget(self.device)
         self.bus = bus
         bus.add(self.gadget)
+        self.relay: RelayServer | None = None
+        self.published: list[Path] = []
+        if publish_in is not None:  # other processes of this user attach it (relay.py)
+            self.relay = RelayServer(self.gadget)
+            self.published.append(publish(publish_in, "edl", self.relay.address,
+                                          storage.state.serial))
         sn = self.gadget.spec.product
         self.address = next((usb_address(d) for d in find_devices(bus.backend())
                              if _product(d) == sn), "")
@@ -364,6 +374,10 @@ class EmulatedEdl:
         self.device.out.wake()
 
     def stop(self) -> None:
+        for entry in self.published:
+            withdraw(entry)
+        if self.relay is not None:
+            self.relay.stop()
         self.bus.remove(self.gadget)
         for lun in self.device.luns:
             lun.close()
