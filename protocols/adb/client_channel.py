@@ -124,11 +124,7 @@ class ShellChannel:
             return False
 
     def _server_answers(self) -> bool:
-        try:
-            self.client.server_version()
-            return True
-        except _LINK_ERRORS:
-            return False
+        return bool(self.plugin.server.running())  # never starts one (adbutils would)
 
     def _gone(self, what: str) -> DeviceGone:
         if not self._server_answers():  # not the cable: the host's own adb server went away

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import adbutils
 
 DEFAULT_PORT = 5037
+PROBE_TIMEOUT = 5.0  # seconds an adb server has to answer host:version
 
 
 def adbutils_module() -> ModuleType:
@@ -80,19 +82,36 @@ class AdbServer:
                                  f"within {timeout:.0f} s", "check what listens on that port "
                                  "(--adb-port), or restart adb with `adb kill-server`") from exc
 
-    def running(self) -> bool:
-        """An adb server answers on the port (something else there, or nothing, is False; a
-        service that accepts and never answers times out instead of hanging the tool)."""
-        adbutils = adbutils_module()
+    def probe(self) -> str:
+        """"adb" when an adb server answers on the port, "free" when nothing listens there,
+        else what is there. Asked by hand: adbutils, when it cannot connect, runs
+        `adb start-server` for the default port 5037 (starting the user's own server) and
+        tries again. A service that accepts and never answers times out, never hangs."""
         try:
-            adbutils.AdbClient(host="127.0.0.1", port=self.port, socket_timeout=5).server_version()
-            return True
-        except (adbutils.AdbError, OSError):
-            return False
+            conn = socket.create_connection(("127.0.0.1", self.port), timeout=PROBE_TIMEOUT)
+        except ConnectionRefusedError:
+            return "free"
+        except OSError as exc:
+            return f"no connection: {exc}"
+        try:
+            with conn:
+                conn.sendall(b"%04xhost:version" % len(b"host:version"))
+                status = conn.recv(4)
+        except OSError as exc:
+            return f"a service that does not answer an adb request ({exc})"
+        return "adb" if status == b"OKAY" else f"a service that answers {status!r}"
+
+    def running(self) -> bool:
+        return self.probe() == "adb"
 
     def ensure_started(self) -> None:
-        if self.running():
+        found = self.probe()
+        if found == "adb":
             return
+        if found != "free":  # starting adb there would only wait for it
+            raise PhonewipeError(f"port {self.port} is held by something that is not an adb "
+                                 f"server: {found}", "choose another port with --adb-port, or "
+                                 "stop what listens there")
         result = self.run("start-server", timeout=10)  # a server starts in about a second
         if result.returncode != 0 or not self.running():
             raise PhonewipeError(f"cannot start the adb server on port {self.port}: "
