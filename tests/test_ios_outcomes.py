@@ -29,7 +29,7 @@ class IosBench:
         self.handsets: list[EmulatedHandset] = []
 
     def erase(self, profile: str) -> tuple[Record, EmulatedHandset]:
-        [handset] = start_handsets([profile], self.tmp / "phones" / profile, self.plugins)
+        [handset] = start_handsets([profile], self.tmp / "phones" / Path(profile).stem, self.plugins)
         self.handsets.append(handset)
         plugin = self.plugins["ios"]
         [endpoint] = [e for e in plugin.discover() if e.address == handset.endpoints["ios"]]
@@ -120,3 +120,16 @@ def test_the_iphone_that_never_returns_fails_with_what_to_do(bench: IosBench) ->
     record, _ = bench.erase("iphone-never-returns")
     assert record.outcome is Outcome.FAILED
     assert "did not come back within 3 s" in record.reason and "recovery mode" in record.reason
+
+
+def test_an_ipad_without_telephony_from_a_profile_of_ones_own(bench: IosBench, tmp_path: Path) -> None:
+    """A profile file outside fixtures/ (its [ios] table read from its own path), a Wi-Fi iPad:
+    no IMEI, its marketing name from ProductType."""
+    profile = tmp_path / "my-ipad.toml"
+    profile.write_text('extends = "iphone"\ndescription = "iPad Wi-Fi"\nexpect = "ERASED_UNVERIFIED"\n'
+                       '[device]\nserial_prefix = "PWIPAD"\nimei = ""\n'
+                       '[ios]\nproduct_type = "iPad13,4"\nhardware_model = "J517AP"\n')
+    record, handset = bench.erase(str(profile))
+    assert record.outcome is Outcome.ERASED_UNVERIFIED, record.reason
+    assert record.device.model == "iPad Pro 11-inch (3rd gen, WiFi) (iPad13,4)"
+    assert record.device.imeis == () and record.device.serial == handset.serial
