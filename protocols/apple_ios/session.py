@@ -227,6 +227,8 @@ class IosSession(Session):
                 "pairing_identity": "unchanged" if values.get("DevicePublicKey") == old_key else "new"}
         self.log.append(f"post-state {post}")
         wrong = []
+        if values.get("UniqueDeviceID") != self.udid:  # usbmuxd's listing, confirmed by lockdownd
+            wrong.append(f"as another device ({str(values.get('UniqueDeviceID'))[:40]!r})")
         if post["activation_state"] != "Unactivated":
             wrong.append(f"still {post['activation_state']} (not at the setup assistant)")
         if lockdown.paired:
