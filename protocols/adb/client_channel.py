@@ -117,6 +117,8 @@ class ShellChannel:
     _log: _Transcript
 
     def _alive(self) -> bool:
+        if not self._server_answers():  # adbutils would start a server on port 5037 first
+            return False
         try:
             return any(d.serial == self.endpoint.address and d.state == "device"
                        for d in self.client.list())
