@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 USERDATA_MIB = int(os.environ.get("BENCH_EDL_MIB", "512"))
-ROUNDS = 3
+ROUNDS = 5
 
 
 def main() -> int:
