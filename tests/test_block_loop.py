@@ -68,7 +68,11 @@ def loop_device(image: Path, partscan: bool = False) -> Iterator[str]:
 def stack(tmp_path: Path) -> Iterator[ExitStack]:
     with ExitStack() as s:
         yield s
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    for _ in range(50):  # a detach while something has the device open completes on its close
+        loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+        if str(tmp_path) not in loops:
+            break
+        time.sleep(0.1)
     assert str(tmp_path) not in loops, f"a loop device was left behind: {loops}"
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text(), "a mount was left"
 
