@@ -161,6 +161,7 @@ class PluginOption:
     multiple: bool = False  # a repeatable flag, a list in the config
     range: tuple[float, float] | None = None  # inclusive bounds of a number
     metavar: str = ""
+    aliases: tuple[str, ...] = ()  # further flags for it, e.g. "--allow-internal"
 
     def value_key(self, plugin: str) -> str:
         return f"{plugin}_{self.key}"

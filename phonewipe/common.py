@@ -101,7 +101,7 @@ def plugin_flags(func: Callable[..., Any]) -> Callable[..., Any]:
             kind = click.IntRange(int(low), int(high)) if spec.type is int else \
                 click.FloatRange(low, high)
         default = "" if spec.default in (None, ()) else f" (default {spec.default})"
-        func = click.option(spec.flag(plugin), spec.value_key(plugin), type=kind,
+        func = click.option(spec.flag(plugin), *spec.aliases, spec.value_key(plugin), type=kind,
                             multiple=spec.multiple, default=None, metavar=spec.metavar or None,
                             help=f"{spec.help}{default}; [{plugin}] {spec.key} in the config")(func)
     return func

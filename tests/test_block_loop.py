@@ -96,7 +96,7 @@ def erase(node: str, keys: Path, out: Path, *extra: str, allow: bool = True,
     """`phonewipe erase NODE` against the block plugin alone: (exit code, result, stderr)."""
     home = out.parent / "home"
     home.mkdir(exist_ok=True)
-    flags = ["--block-allow-internal", node] if allow else []
+    flags = ["--allow-internal", node] if allow else []  # alias of --block-allow-internal
     result = subprocess.run(
         [sys.executable, "-m", "phonewipe", *flags, *extra, "erase", node, "--out", str(out),
          "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org",

@@ -37,7 +37,7 @@ class BlockPlugin(Plugin):
     option_specs = (
         PluginOption("allow_internal", "erase this fixed disk or loop device (repeatable); "
                      "without it only removable media and USB/MMC disks are listed",
-                     multiple=True, metavar="DEV"),
+                     multiple=True, metavar="DEV", aliases=("--allow-internal",)),
         PluginOption("scan", "list removable media and USB/MMC disks", type=bool, default=True),
         PluginOption("imei", "IMEI from the phone's label (repeatable; marked "
                      "operator-entered)", multiple=True, metavar="IMEI"),
