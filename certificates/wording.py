@@ -130,8 +130,8 @@ def scope_sentence(record: Record) -> str:
         covered = "nothing was erased"
     else:
         size = covered_bytes(record)
-        covered = "userdata partition" + (f" of {size:,} bytes" if size is not None else
-                                           " (size unknown)")
+        what = "all user data" if record.device.platform == "ios" else "userdata partition"
+        covered = what + (f" of {size:,} bytes" if size is not None else " (size unknown)")
     sim, sd = _attested(m.sim_removed), _attested(m.microsd_removed)
     removed = (f"SIM and microSD removed by the operator: {sim}" if sim == sd else
                f"SIM removed by the operator: {sim}; microSD removed by the operator: {sd}")

@@ -133,3 +133,11 @@ def test_an_ipad_without_telephony_from_a_profile_of_ones_own(bench: IosBench, t
     assert record.outcome is Outcome.ERASED_UNVERIFIED, record.reason
     assert record.device.model == "iPad Pro 11-inch (3rd gen, WiFi) (iPad13,4)"
     assert record.device.imeis == () and record.device.serial == handset.serial
+
+
+def test_the_iphone_certificate_wording_names_its_lock_and_scope(bench: IosBench) -> None:
+    from phonewipe.certificates.wording import _device_rows, scope_sentence
+    record, _ = bench.erase("iphone")
+    assert scope_sentence(record).startswith(f"all user data of {record.device.capacity_bytes:,} bytes")
+    labels = [label for label, _ in _device_rows(record)]
+    assert "Activation Lock (Find My)" in labels and "FRP (Google account)" not in labels
