@@ -84,6 +84,16 @@ def test_a_read_back_answered_by_the_page_cache_would_pass_the_liar(
     assert record.outcome.value == "ERASED_VERIFIED"
 
 
+def test_a_home_left_mounted_writes_over_the_pattern(bench: Any, keys: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the client remounts everything read-only first: the emulated /home commits its
+    journal after the dd, and a client that skips that step fails an honest phone."""
+    plugin, _ = bench("n900")
+    monkeypatch.setattr(maemo_client, "PREPARE", b"")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED"
+
+
 def test_unreadable_emmc_blocks_are_not_taken_for_data(bench: Any, keys: Path,
                                                        tmp_path: Path) -> None:
     plugin, _ = bench("n900-unreadable")

@@ -24,6 +24,11 @@ from phonewipe.erase.errors import DeviceGone, PhonewipeError, ProtocolError
 
 DEVICE = "/dev/mmcblk0"
 READY = b"pw-ready"
+# before the overwrite: MyDocs unmounted, everything synced, and every file system (/home on
+# the eMMC included) remounted read-only with SysRq "u", so nothing the phone still has
+# mounted writes over the pattern afterwards (the phone is re-flashed before reuse anyway)
+PREPARE = (b"umount /home/user/MyDocs 2>/dev/null; sync; echo s > /proc/sysrq-trigger; "
+           b"echo u > /proc/sysrq-trigger; ")
 BEGIN = "pw-begin"  # what follows it on stdout is the extents (gainroot prints a banner)
 BATCH_BYTES = 8 << 20
 TIMEOUT = 60.0
@@ -120,7 +125,8 @@ class MaemoClient:
         """Stream ``chunks`` into `dd of=/dev/mmcblk0` in the root shell, from offset 0."""
         async def go() -> Result:
             process = await self.conn.create_process("sudo gainroot", encoding=None)
-            process.stdin.write(b"echo %s; exec dd of=%s bs=65536\n" % (READY, DEVICE.encode()))
+            process.stdin.write(PREPARE + b"echo %s; exec dd of=%s bs=65536\n"
+                                % (READY, DEVICE.encode()))
             seen = b""
             while READY not in seen:
                 more = await process.stdout.read(4096)

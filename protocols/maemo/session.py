@@ -129,7 +129,9 @@ class MaemoSession(Session):
         return EraseReport(size, method.expectation,
                            f"whole eMMC {DEVICE}, {size / 2**20:,.0f} MiB (MyDocs, /home, swap)",
                            {"protocol": "ssh", "host_key": self.client.host_key,
-                            "root": "sudo gainroot", "dd_records_out_bytes": said},
+                            "root": "sudo gainroot", "dd_records_out_bytes": said,
+                            "before_writing": "MyDocs unmounted, file systems synced and "
+                                              "remounted read-only (SysRq s, u)"},
                            {"/proc/partitions": self.partitions.get("mmcblk0", 0)})
 
     def reader(self) -> BlockReader | None:

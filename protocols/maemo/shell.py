@@ -34,6 +34,14 @@ class Phone:
     product: str
     imei: str
     gainroot: bool = True  # the rootsh package is installed
+    # /home (ext3 on mmcblk0p2) is mounted read-write until SysRq "u" remounts every file
+    # system read-only; while it is, its journal commits land on the eMMC after a dd
+    home_writable: bool = True
+
+    def home_offset(self) -> int:
+        """Where /home's journal sits on the emulated eMMC (inside mmcblk0p2)."""
+        size = self.storage.size
+        return (size * 27 // 32 + size // 64) // 4096 * 4096
 
 
 @dataclass
@@ -117,6 +125,13 @@ class Shell:
                 return 1
             self.phone.storage.drop_caches()
             return 0
+        if path == "/proc/sysrq-trigger":
+            if not self.root:
+                err(b"sh: can't create /proc/sysrq-trigger: Permission denied\n")
+                return 1
+            if words[1:] == ["u"]:  # emergency remount of every file system read-only
+                self.phone.home_writable = False
+            return 0
         if path == "/dev/null":
             return 0
         err(f"sh: can't create {path}: Read-only file system\n".encode())
@@ -145,6 +160,12 @@ class Shell:
         return 0
 
     async def _cmd_sync(self, args: list[str], out: Callable, err: Callable) -> int:
+        return 0
+
+    async def _cmd_umount(self, args: list[str], out: Callable, err: Callable) -> int:
+        if not self.root:
+            err(b"umount: can't umount: Operation not permitted\n")
+            return 1
         return 0
 
     async def _cmd_sysinfoclient(self, args: list[str], out: Callable, err: Callable) -> int:
