@@ -214,18 +214,20 @@ class EmulatedIphone:
     def _erase_and_reboot(self) -> None:
         time.sleep(0.05)  # the acknowledgement leaves before the link drops
         self._go_offline()
-        time.sleep(self.spec.reboot_s)
+        started = time.monotonic()
         if self.spec.erase == "never-returns":
             return  # stuck on the Apple logo
-        if self.spec.erase == "honest":
+        if self.spec.erase == "honest":  # the work happens within the reboot's time, off the bus
             self.storage.factory_reset()  # the effaceable key is gone: ciphertext remains
+            key = new_identity()
             with self._lock:
-                self.key = new_identity()
+                self.key = key
                 self.pairings.clear()
                 self.activated = self.setup_done = False
                 self.passcode_locked = self.supervised = False  # Activation Lock stays
                 self.mdm_profiles = []
                 self.erases += 1
+        time.sleep(max(0.0, self.spec.reboot_s - (time.monotonic() - started)))
         self.online = True
         self.plug(True)
 
