@@ -172,3 +172,14 @@ def test_discovery_finds_an_ssh_server_by_its_banner(bench: Any) -> None:
     other = MaemoPlugin(PluginOptions({"maemo_host": [endpoint.address, "127.0.0.1:1"]}))
     assert [e.address for e in other.discover()] == [endpoint.address]
     assert answers_ssh(endpoint.address, 3) and not answers_ssh("127.0.0.1:1", 1)
+
+
+def test_hostile_software_strings_are_shown_escaped(bench: Any, keys: Path,
+                                                    tmp_path: Path) -> None:
+    plugin, _ = bench("n900-hostile-strings")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "ERASED_VERIFIED", record.reason
+    shown = f"{record.device.os_version} {record.device.model}"
+    assert not any(ch in shown for ch in "\x1b\x07\u202e")
+    assert "\\x1b[2K" in record.device.os_version and "\\u202e" in record.device.os_version
+    assert "device_strings" in record.evidence

@@ -24,6 +24,7 @@ from phonewipe.erase.model import (
 )
 from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
+from phonewipe.erase.strings import clean
 
 from . import directio
 from .disks import Disk, find_disk
@@ -201,8 +202,8 @@ class BlockSession(Session):
                                     f"{d.node} is {d.size:,} bytes, not whole 4 KiB blocks: "
                                     "this version cannot verify its tail"))
         findings.append(Finding(Severity.INFO, "block-seen-by-host",
-                                f"{d.node}: {d.transport} disk, {d.vendor} {d.model}, serial "
-                                f"{d.serial or 'none reported'}, {d.size:,} bytes"))
+                                f"{d.node}: {d.transport} disk, {clean(d.vendor)} {clean(d.model)}, "
+                                f"serial {clean(d.serial) or 'none reported'}, {d.size:,} bytes"))
         if self.entered.to_dict():
             findings.append(Finding(Severity.INFO, "operator-entered",
                                     "Entered by the operator, not read from the device: " +
@@ -234,8 +235,8 @@ class BlockSession(Session):
         and nothing has mounted or claimed it since."""
         now = self._current()
         if (now.serial, now.size) != (self.disk.serial, self.disk.size):
-            raise PhonewipeError(f"{self.disk.node} is now serial {now.serial or 'none'}, "
-                                 f"{now.size:,} bytes, not the {self.disk.serial or 'none'}, "
+            raise PhonewipeError(f"{self.disk.node} is now serial {clean(now.serial) or 'none'}, "
+                                 f"{now.size:,} bytes, not the {clean(self.disk.serial) or 'none'}, "
                                  f"{self.disk.size:,} bytes checked: nothing was written",
                                  "run again to check the device that is there now")
         refused = refusal(now, self.allowed_internal)

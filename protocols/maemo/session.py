@@ -18,6 +18,7 @@ from phonewipe.erase.model import (
 )
 from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
+from phonewipe.erase.strings import clean
 
 from .client import DEVICE, MaemoClient, parse_imei, parse_partitions, records_out
 
@@ -51,7 +52,7 @@ class MaemoReader:
         if result.status != 0:
             raise MediumUnreachable("the N900 would not drop its page cache, so a read-back "
                                     "could come from RAM: "
-                                    + result.stderr.decode(errors="replace").strip()[:120],
+                                    + clean(result.stderr.strip(), 120),
                                     "check that sudo gainroot gives root")
         return "sync and echo 3 > /proc/sys/vm/drop_caches as root on the phone before reading"
 
@@ -121,9 +122,8 @@ class MaemoSession(Session):
         result = self.client.write_device(chunks(), lambda done: progress(done, size))
         said = records_out(result.stderr + result.stdout, 65536)
         if result.status != 0:
-            raise PhonewipeError("dd on the N900 failed: " +
-                                 (result.stderr or result.stdout).decode(errors="replace")
-                                 .strip().splitlines()[0][:160],
+            said_first = ((result.stderr or result.stdout).strip().splitlines() or [b""])[0]
+            raise PhonewipeError("dd on the N900 failed: " + clean(said_first, 160),
                                  "run again; a medium that fails twice is for destruction")
         self.bytes_written = size
         return EraseReport(size, method.expectation,
