@@ -143,3 +143,18 @@ def test_listen_sees_the_erase_reboot_as_detached_then_attached(tmp_path: Path) 
     finally:
         mux.stop()
     assert phone.activated is False and phone.pairings == {} and phone.storage.state.resets == 1
+
+
+@pytest.mark.parametrize("spelling", ["UNIX:{path}", "{path}"])
+def test_the_plugin_finds_phones_at_usbmuxd_socket_address_as_libusbmuxd_spells_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str) -> None:
+    from phonewipe.erase.plugin import PluginOptions
+    from phonewipe.protocols.apple_ios import IosPlugin
+    mux = EmulatedUsbmuxd(unix_path=tmp_path / "usbmuxd", tcp=False)
+    phone = iphone(tmp_path)
+    mux.attach(phone)
+    monkeypatch.setenv("USBMUXD_SOCKET_ADDRESS", spelling.format(path=tmp_path / "usbmuxd"))
+    try:
+        assert [e.address for e in IosPlugin(PluginOptions()).discover()] == [phone.udid]
+    finally:
+        mux.stop()

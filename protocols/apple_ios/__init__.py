@@ -10,6 +10,7 @@ pymobiledevice3 is imported only when a phone is reached: the emulator needs onl
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,8 @@ class IosPlugin(Plugin):
         mux = self.options.values.get(MUX_KEY)
         if self.options.get(SANDBOX_KEY):
             own: list[str | None] = [mux.address] if mux is not None else []
-        else:
-            own = [str(self.option("usbmux")) or None]
+        else:  # libusbmuxd's variable, read here: pymobiledevice3 does not take its UNIX: form
+            own = [str(self.option("usbmux")) or os.environ.get("USBMUXD_SOCKET_ADDRESS") or None]
         served: list[str | None] = [e.address.removeprefix("tcp:")
                                     for e in published(registry_dir(self.options), MODE)]
         return list(dict.fromkeys(own + served))
