@@ -158,3 +158,15 @@ def test_the_plugin_finds_phones_at_usbmuxd_socket_address_as_libusbmuxd_spells_
         assert [e.address for e in IosPlugin(PluginOptions()).discover()] == [phone.udid]
     finally:
         mux.stop()
+
+
+def test_a_bad_usbmux_address_is_one_line_before_anything_is_touched() -> None:
+    from phonewipe.erase.errors import ConfigError
+    from phonewipe.erase.plugin import PluginOptions
+    from phonewipe.protocols.apple_ios import IosPlugin
+    for bad in ("nonsense", "host:port", "127.0.0.1:70000"):
+        with pytest.raises(ConfigError) as caught:
+            IosPlugin(PluginOptions({"ios_usbmux": bad}))
+        assert "\n" not in caught.value.line() and "UNIX:/path" in caught.value.line()
+    for good in ("127.0.0.1:27015", "UNIX:/var/run/usbmuxd", "/var/run/usbmuxd", ""):
+        IosPlugin(PluginOptions({"ios_usbmux": good}))

@@ -26,6 +26,16 @@ SANDBOX_KEY = "ios_sandbox"  # PluginOptions: a private bench (no system usbmuxd
 INSTALL_ADVICE = "install the iPhone support: pip install 'phonewipe[ios]'"
 
 
+def check_usbmux_address(address: str) -> None:
+    """HOST:PORT, UNIX:/path or /path (empty: the default); anything else is one line."""
+    host, _, port = address.rpartition(":")
+    if not address or address.startswith(("UNIX:/", "/")) or (host and port.isdigit()
+                                                              and 0 < int(port) < 65536):
+        return
+    raise ConfigError(f"ios usbmux address {address!r} is neither HOST:PORT nor UNIX:/path",
+                      "use e.g. --ios-usbmux 127.0.0.1:27015 or --ios-usbmux UNIX:/var/run/usbmuxd")
+
+
 class EmulatedIphoneHandle:
     """`start_emulator`'s answer: the phone plugged into the bench's usbmuxd until stopped."""
 
@@ -69,6 +79,7 @@ class IosPlugin(Plugin):
         if self.supervised not in ("block", "warn"):
             raise ConfigError(f"ios supervised must be block or warn, not {self.supervised!r}",
                               "use --ios-supervised block or --ios-supervised warn")
+        check_usbmux_address(str(self.option("usbmux")))
         self._owns_mux = False
         self._lock = threading.Lock()
         self._host_key: Any = None
