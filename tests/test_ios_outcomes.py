@@ -141,3 +141,19 @@ def test_the_iphone_certificate_wording_names_its_lock_and_scope(bench: IosBench
     assert scope_sentence(record).startswith(f"all user data of {record.device.capacity_bytes:,} bytes")
     labels = [label for label, _ in _device_rows(record)]
     assert "Activation Lock (Find My)" in labels and "FRP (Google account)" not in labels
+
+
+def test_an_iphone_unplugged_mid_job_is_one_line_not_an_internal_error(bench: IosBench) -> None:
+    from phonewipe.erase.errors import DeviceGone
+    [handset] = start_handsets(["iphone"], bench.tmp / "phones" / "gone", bench.plugins)
+    bench.handsets.append(handset)
+    plugin = bench.plugins["ios"]
+    [endpoint] = [e for e in plugin.discover() if e.address == handset.endpoints["ios"]]
+    with plugin.open(endpoint) as session:
+        session.identify()
+        [emulator] = handset.emulators
+        emulator.stop()  # the cable is pulled: off usbmuxd, its connections cut
+        emulator.device._go_offline()
+        with pytest.raises(DeviceGone) as gone:
+            session.preflight()
+    assert "\n" not in gone.value.line() and "check the cable" in gone.value.line()

@@ -30,7 +30,7 @@ from pymobiledevice3.lockdown import UsbmuxLockdownClient
 from pymobiledevice3.service_connection import ServiceConnection
 from pymobiledevice3.services.mobile_config import MobileConfigService
 
-from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
+from phonewipe.erase.errors import DeviceGone, DeviceNotFound, PhonewipeError
 
 T = TypeVar("T")
 LOCKDOWN_PORT = 62078
@@ -80,8 +80,18 @@ class IosClient:
         self.exchanges = 0  # usbmuxd/lockdownd/service exchanges run, for the evidence
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run one exchange; a phone that stops answering or drops the link is one line
+        (DeviceGone), pymobiledevice3's other errors (a refusal) pass to the caller."""
         self.exchanges += 1
-        return self.runner.run(asyncio.wait_for(coro, timeout))
+        try:
+            return self.runner.run(asyncio.wait_for(coro, timeout))
+        except asyncio.TimeoutError:
+            raise DeviceGone(f"the iPhone {self.udid} did not answer within {timeout:g} s",
+                             "unlock it, unplug it and plug it back in, then run again") from None
+        except GONE as exc:
+            raise DeviceGone(f"the connection to the iPhone {self.udid} ended "
+                             f"({type(exc).__name__}: {str(exc)[:120]})",
+                             "check the cable and run again") from exc
 
     # -- lockdown ------------------------------------------------------------------------
     async def _open(self, autopair: bool, pair_timeout: float,
@@ -156,7 +166,7 @@ class IosClient:
         start = time.monotonic()
         try:
             return self.run(self._wait(present, start, timeout), timeout=timeout + 5)
-        except (asyncio.TimeoutError, *GONE):
+        except DeviceGone:  # usbmuxd itself went away: the phone is not seen either way
             return None
 
     async def _wait(self, present: bool, start: float, timeout: float) -> float | None:
@@ -185,7 +195,7 @@ class IosClient:
             lockdown, self.lockdown = self.lockdown, None
             try:
                 self.run(lockdown.close(), timeout=5)
-            except (PyMobileDevice3Exception, *GONE, asyncio.TimeoutError):
+            except (PyMobileDevice3Exception, DeviceGone):
                 pass
 
     def close(self) -> None:

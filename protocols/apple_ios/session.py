@@ -24,7 +24,7 @@ from pymobiledevice3.exceptions import (
 )
 from pymobiledevice3.irecv_devices import IRECV_DEVICES
 
-from phonewipe.erase.errors import DeviceGone, PhonewipeError
+from phonewipe.erase.errors import PhonewipeError
 from phonewipe.erase.model import (
     Category,
     Endpoint,
@@ -36,7 +36,7 @@ from phonewipe.erase.model import (
 )
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, ProgressFn, Session
 
-from .client import GONE, IosClient
+from .client import IosClient
 
 if TYPE_CHECKING:
     from . import IosPlugin
@@ -98,9 +98,6 @@ class IosSession(Session):
             self.trust = "denied"
         except PasswordRequiredError:
             self.trust = "passcode"
-        except GONE as exc:
-            raise DeviceGone(f"the iPhone {self.udid} went away while connecting ({exc})",
-                             "check the cable and run again") from exc
         if self.trust != "trusted":
             self.log.append(f"pairing refused: {self.trust}")
             self.client.open(autopair=False, pair_timeout=0)  # what it tells an unpaired host
