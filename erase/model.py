@@ -112,6 +112,9 @@ class EraseMethod:
     verifiable: bool  # the device offers read-back of what the method wrote
     expectation: Expectation | None = None
     description: str = ""
+    # an overwrite through files (an unrooted fill): it reaches only the free space a file
+    # system gives an app, not every addressable block of the area
+    through_files: bool = False
 
 
 @dataclass(frozen=True)

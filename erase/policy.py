@@ -63,9 +63,10 @@ def _claim(method: EraseMethod, identity: Identity, outcome: Outcome,
         sampled = (f"verified by {verification.mode} sampling ({verification.samples_read} "
                    f"samples, {verification.bytes_read} bytes read back)")
     encrypted = identity.encryption in ("file", "block")
-    if method.technique is Technique.OVERWRITE and method.name.endswith(("raw-pattern", "raw-zeros")):
+    if method.technique is Technique.OVERWRITE and not method.through_files:
         return Assessment(Category.CLEAR.value,
-                          f"Clear: logical overwrite of the whole user-data partition ({scope}), "
+                          f"Clear: logical overwrite of every addressable block of the erased "
+                          f"area ({scope}), "
                           f"{sampled}. Flash over-provisioning and remapped blocks are not "
                           "addressable by overwrite, so Purge is not claimed.")
     if method.technique is Technique.OVERWRITE:

@@ -73,7 +73,7 @@ RAW_ZEROS = EraseMethod(
 FILL_RESET = EraseMethod(
     "adb-fill-reset", "Deletion of user files, fill of all free user storage with a host-keyed "
     "pattern, sampled read-back, then factory reset", Category.CLEAR, Technique.OVERWRITE, True,
-    Expectation.PATTERN, "no root needed")
+    Expectation.PATTERN, "no root needed", through_files=True)
 FACTORY_RESET = EraseMethod(
     "adb-factory-reset", "Factory reset (cryptographic erase of file-encryption keys, "
     "vendor-attested)", Category.CLEAR, Technique.CRYPTO_ERASE, False, None,
