@@ -4,6 +4,7 @@ post-state is the evidence, no category claimed, never "sampled"), the locked on
 with what to do, the one that never returns and the one that lies FAILED."""
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -157,3 +158,34 @@ def test_an_iphone_unplugged_mid_job_is_one_line_not_an_internal_error(bench: Io
         with pytest.raises(DeviceGone) as gone:
             session.preflight()
     assert "\n" not in gone.value.line() and "check the cable" in gone.value.line()
+
+
+def own_profile(tmp: Path, name: str, body: str) -> str:
+    path = tmp / f"{name}.toml"
+    path.write_text(f'extends = "iphone"\ndescription = "{name}"\n{body}')
+    return str(path)
+
+
+def test_an_iphone_back_at_hello_but_still_trusting_the_old_pairing_fails(bench: IosBench,
+                                                                         tmp_path: Path) -> None:
+    """The other half of a lie: unactivated, but the same identity and pairings (nothing
+    was erased). Each half of the post-state must hold."""
+    record, handset = bench.erase(own_profile(tmp_path, "half-liar", '[device]\nserial_prefix = "PWIHL"\n'
+                                              '[ios]\nerase = "lies-unactivated"\n'))
+    assert record.outcome is Outcome.FAILED, record.reason
+    assert "still trusting this computer's old pair record" in record.reason
+    assert "still Activated" not in record.reason and handset.storage.state.resets == 0
+
+
+def test_hostile_iphone_strings_are_cleaned_and_kept_as_evidence(bench: IosBench, tmp_path: Path) -> None:
+    record, _ = bench.erase(own_profile(
+        tmp_path, "hostile", '[device]\nserial_prefix = "PW\\u001b[2J"\n'
+        '[ios]\nproduct_type = "iPhone99,9\\u202e[red]x[/red]"\nbuild_version = "21F90\\u0007"\n'))
+    assert record.outcome is Outcome.ERASED_UNVERIFIED, record.reason
+    assert record.device.serial is not None and "\x1b" not in record.device.serial
+    assert "\\x1b" in record.device.serial
+    assert record.device.model is not None and "\u202e" not in record.device.model
+    assert "\\u202e" in record.device.model and "\x07" not in (record.device.os_version or "")
+    original = record.evidence["device_strings"]["original"]  # the bytes as sent, base64
+    assert base64.b64decode(original["model"]).decode() == "iPhone99,9\u202e[red]x[/red]"
+    assert base64.b64decode(original["serial"]) == b"PW\x1b[2J0000"

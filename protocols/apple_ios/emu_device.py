@@ -227,6 +227,9 @@ class EmulatedIphone:
                 self.passcode_locked = self.supervised = False  # Activation Lock stays
                 self.mdm_profiles = []
                 self.erases += 1
+        elif self.spec.erase == "lies-unactivated":  # shows the Hello screen, erased nothing
+            with self._lock:
+                self.activated = self.setup_done = False
         time.sleep(max(0.0, self.spec.reboot_s - (time.monotonic() - started)))
         self.online = True
         self.plug(True)

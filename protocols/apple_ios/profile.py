@@ -11,7 +11,7 @@ from phonewipe.erase.emulation.profiles import PROFILES_DIR, _merged, _read_toml
 from phonewipe.erase.errors import ConfigError
 
 TRUST = ("accept", "never", "deny")  # taps Trust when asked / ignores the prompt / taps Don't Trust
-ERASE = ("honest", "lies", "never-returns")
+ERASE = ("honest", "lies", "lies-unactivated", "never-returns")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class IosSpec:
     supervised: bool = False
     organization: str = ""  # the supervising organisation (cloud configuration)
     mdm_profiles: tuple[str, ...] = ()  # identifiers of installed MDM enrolment profiles
-    erase: str = "honest"  # honest | lies (acks, reboots, erases nothing) | never-returns
+    # honest | lies (acks, reboots, erases nothing) | lies-unactivated (comes back at the
+    # setup assistant but erased nothing: same identity, same pairings) | never-returns
+    erase: str = "honest"
     reboot_s: float = 0.3  # how long the emulated erase-and-reboot keeps it off the bus
 
     def udid(self, serial: str) -> str:

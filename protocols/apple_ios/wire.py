@@ -83,7 +83,11 @@ def parse_mux_message(header: MuxHeader, body: bytes) -> dict[str, Any]:
 
 
 def build_frame(message: dict[str, Any]) -> bytes:
-    body = plistlib.dumps(message)
+    """XML as lockdownd sends it; binary when a string holds what XML cannot (controls)."""
+    try:
+        body = plistlib.dumps(message)
+    except ValueError:
+        body = plistlib.dumps(message, fmt=plistlib.FMT_BINARY)
     return LENGTH.pack(len(body)) + body
 
 
