@@ -164,10 +164,12 @@ class IosClient:
         """Seconds until the phone is (or is no longer) listed, None after ``timeout``:
         usbmuxd's Listen reports each Attached/Detached, nothing is polled."""
         start = time.monotonic()
-        try:
-            return self.run(self._wait(present, start, timeout), timeout=timeout + 5)
-        except DeviceGone:  # usbmuxd itself went away: the phone is not seen either way
-            return None
+        while time.monotonic() - start < timeout:
+            try:
+                return self.run(self._wait(present, start, timeout), timeout=timeout + 5)
+            except DeviceGone:  # usbmuxd dropped the Listen connection: listen again
+                time.sleep(0.2)
+        return None
 
     async def _wait(self, present: bool, start: float, timeout: float) -> float | None:
         mux = await usbmux.create_mux(usbmux_address=self.address)

@@ -24,7 +24,7 @@ from pymobiledevice3.exceptions import (
 )
 from pymobiledevice3.irecv_devices import IRECV_DEVICES
 
-from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.errors import DeviceGone, PhonewipeError
 from phonewipe.erase.model import (
     Category,
     Endpoint,
@@ -213,9 +213,21 @@ class IosSession(Session):
         self.post = self._post_check(old_record, old_key, time.monotonic() - asked, left)
         return {"post_state": self.post}
 
+    def _reopen(self, old_record: dict[str, Any] | None) -> Any:
+        """lockdownd of the returned phone, unpaired, offered the old pair record; a phone
+        just back on the bus may take a moment before lockdownd answers."""
+        deadline = time.monotonic() + min(60.0, self.plugin.reboot_timeout)
+        while True:
+            try:
+                return self.client.open(autopair=False, pair_timeout=0, pair_record=old_record)
+            except DeviceGone:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def _post_check(self, old_record: dict[str, Any] | None, old_key: Any, elapsed: float,
                     left: float | None) -> dict[str, Any]:
-        lockdown = self.client.open(autopair=False, pair_timeout=0, pair_record=old_record)
+        lockdown = self._reopen(old_record)
         values = lockdown.all_values
         post = {"returned_by_udid": self.udid, "returned_after_s": round(elapsed, 1),
                 "left_the_bus": left is not None,
