@@ -135,12 +135,14 @@ def _verification_rows(v: VerificationResult | None, layout: int) -> tuple[tuple
     return tuple(rows)
 
 
-LAYOUT_VERSION = 4  # bump whenever the drawn page changes: verify re-renders to compare
+LAYOUT_VERSION = 5  # bump whenever the drawn page changes: verify re-renders to compare
 """Layouts: 1 the first certificates; 2 adds the evidence summary, coverage and capacity;
 3 names the signer (subject and SHA-256 fingerprint, also in the QR code) and the source of
 the signing time; 4 plain words and every NIST SP 800-88 App. G field (certificates/
 wording.py), a record that is not a PASS titled "Sanitization record: ...", the second
-person's validation as a signed addendum instead of an empty box. Older layouts stay
+person's validation as a signed addendum instead of an empty box; 5 the scope row in the
+method's own words (a whole disk, an eMMC, several partitions), not always "userdata
+partition". Older layouts stay
 renderable so that certificates issued by older versions still verify."""
 
 
@@ -150,7 +152,7 @@ def visible_sections(record: Record, layout: int = LAYOUT_VERSION,
     `signing` names the signer (layout 3 and later)."""
     if layout >= 4:
         from .wording import sections_v4
-        return sections_v4(record, signing)
+        return sections_v4(record, signing, layout)
     d, o, s = record.device, record.operator, record.sanitization
     org = o.organization.strip() or UNKNOWN
     sections = [

@@ -122,12 +122,16 @@ def covered_bytes(record: Record) -> int | None:
     return record.device.capacity_bytes
 
 
-def scope_sentence(record: Record) -> str:
+def scope_sentence(record: Record, layout: int = 5) -> str:
     """What the erase covered: "userdata partition of N bytes; SIM and microSD removed by the
-    operator: yes/no; eSIM: erased/not present/unknown" (attestations unknown when not given)."""
+    operator: yes/no; eSIM: erased/not present/unknown" (attestations unknown when not given).
+    From layout 5 on, the area is the method's own account of it (a disk, an eMMC, several
+    partitions); layout 4 said "userdata partition" whatever the plugin erased."""
     m = record.media
     if record.sanitization is None:
         covered = "nothing was erased"
+    elif layout >= 5 and record.sanitization.scope.strip() and record.device.platform != "ios":
+        covered = words(record.sanitization.scope)  # an iPhone's own erase: "all user data"
     else:
         size = covered_bytes(record)
         what = "all user data" if record.device.platform == "ios" else "userdata partition"
@@ -181,9 +185,9 @@ def _device_rows(record: Record) -> list[tuple[str, str]]:
     return rows
 
 
-def _sanitization_rows(record: Record) -> list[tuple[str, str]]:
+def _sanitization_rows(record: Record, layout: int) -> list[tuple[str, str]]:
     s = record.sanitization
-    rows = [("Scope", scope_sentence(record))]
+    rows = [("Scope", scope_sentence(record, layout))]
     if s is None:
         rows += [("Sanitization", "not performed")]
     else:
@@ -278,8 +282,9 @@ def _shown_findings(record: Record) -> list[tuple[str, str]]:
     return rows or [("Findings", "none")]
 
 
-def sections_v4(record: Record, signing: Any) -> list[Any]:
-    """The sections of a layout-4 certificate, as printed (see fields.visible_sections)."""
+def sections_v4(record: Record, signing: Any, layout: int = 5) -> list[Any]:
+    """The sections of a layout-4 or later certificate, as printed (see
+    fields.visible_sections)."""
     from .parts import Section, evidence_text, signature_rows
     sections = [
         Section("Certificate", (
@@ -299,7 +304,7 @@ def sections_v4(record: Record, signing: Any) -> list[Any]:
             ("Phone", words(record.operator.phone)),
         )),
         Section("Media information", tuple(_device_rows(record))),
-        Section("Sanitization", tuple(_sanitization_rows(record))),
+        Section("Sanitization", tuple(_sanitization_rows(record, layout))),
         Section("Verification", tuple(_verification_rows(record))),
         Section("Evidence", (("Evidence bundle", evidence_text(record.evidence)),)),
         Section("Findings", tuple(_shown_findings(record))),

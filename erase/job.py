@@ -238,7 +238,8 @@ class _Job:
         self.sanitization = Sanitization(
             method=method.name, title=method.title, technique=method.technique.value,
             category="", standard=STANDARD, justification="", details=report.details,
-            started_at=started, finished_at=now_iso(), bytes_written=report.bytes_written)
+            started_at=started, finished_at=now_iso(), bytes_written=report.bytes_written,
+            scope=report.scope)
         self.log("erased", {"bytes_written": report.bytes_written, "scope": report.scope})
 
         sampling = None

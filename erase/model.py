@@ -185,6 +185,7 @@ class Sanitization:
     started_at: str | None = None
     finished_at: str | None = None
     bytes_written: int = 0
+    scope: str = ""  # what the method covered, in the plugin's words (EraseReport.scope)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,8 @@ class Record:
         data = _plain(dataclasses.asdict(self))
         if not self.earlier_failures:  # records without any hash as they always did
             data.pop("earlier_failures", None)
+        if data.get("sanitization") and not data["sanitization"].get("scope"):
+            data["sanitization"].pop("scope", None)  # as issued before the scope was kept
         if self.schema in SCHEMAS_WITHOUT_MEDIA:  # as issued: without the fields /3 added
             data.pop("media", None)
         if self.schema == "phonewipe.record/1":  # as issued: without the fields /2 added

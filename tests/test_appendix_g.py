@@ -129,7 +129,9 @@ def test_every_appendix_g_field_and_claim_comes_from_the_record(name: str, tmp_p
     scope = ("SIM removed by the operator: yes; microSD removed by the operator: no; "
              "eSIM: not present")
     assert scope in text
-    if record.sanitization is not None:
+    if record.sanitization is not None and record.sanitization.scope:  # its own words (layout 5)
+        assert f"Scope {record.sanitization.scope};" in text
+    elif record.sanitization is not None:  # a record that kept no scope: as layout 4 said it
         assert f"userdata partition of {record.verification.plan.get('size', 0):,} bytes" in text \
             if record.verification and record.verification.plan else "userdata partition" in text
     else:
@@ -268,3 +270,18 @@ def test_a_changed_addendum_fails(signer: CertificateSigner, tmp_path: Path) -> 
         cert, cert.read_bytes(), record, name="Grace Hopper", validated_at="2025-10-02")))
     data[len(data) // 3] ^= 0x01
     assert not verify_bytes(bytes(data), tmp_path / "x.pdf").ok
+
+
+def test_the_scope_row_says_what_the_method_erased_and_layout_4_still_renders_as_issued() -> None:
+    """A disk in a reader is not a "userdata partition": from layout 5 the scope row is the
+    method's own account of the area; a layout-4 certificate re-renders as it was issued."""
+    from phonewipe.certificates.fields import visible_fields
+    record = erased_record()
+    assert record.sanitization is not None
+    disk = replace(record, sanitization=replace(
+        record.sanitization, scope="whole block device sdb, 7,818,182,656 bytes"))
+    assert disk.sha256() != record.sha256() and "scope" not in record.to_dict()["sanitization"]
+    assert dict(visible_fields(disk))["Sanitization: Scope"].startswith(
+        "whole block device sdb, 7,818,182,656 bytes;")
+    assert dict(visible_fields(disk, layout=4))["Sanitization: Scope"].startswith("userdata partition")
+    assert Record.from_dict(json.loads(disk.canonical_json())) == disk
