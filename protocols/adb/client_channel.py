@@ -126,7 +126,8 @@ class ShellChannel:
             return False
 
     def _server_answers(self) -> bool:
-        return bool(self.plugin.server.running())  # never starts one (adbutils would)
+        # never starts one (adbutils would); as patient as a command on a loaded machine
+        return bool(self.plugin.server.running(timeout=30))
 
     def _gone(self, what: str) -> DeviceGone:
         if not self._server_answers():  # not the cable: the host's own adb server went away

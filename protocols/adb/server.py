@@ -82,13 +82,13 @@ class AdbServer:
                                  f"within {timeout:.0f} s", "check what listens on that port "
                                  "(--adb-port), or restart adb with `adb kill-server`") from exc
 
-    def probe(self) -> str:
+    def probe(self, timeout: float = PROBE_TIMEOUT) -> str:
         """"adb" when an adb server answers on the port, "free" when nothing listens there,
         else what is there. Asked by hand: adbutils, when it cannot connect, runs
         `adb start-server` for the default port 5037 (starting the user's own server) and
         tries again. A service that accepts and never answers times out, never hangs."""
         try:
-            conn = socket.create_connection(("127.0.0.1", self.port), timeout=PROBE_TIMEOUT)
+            conn = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         except ConnectionRefusedError:
             return "free"
         except OSError as exc:
@@ -101,8 +101,8 @@ class AdbServer:
             return f"a service that does not answer an adb request ({exc})"
         return "adb" if status == b"OKAY" else f"a service that answers {status!r}"
 
-    def running(self) -> bool:
-        return self.probe() == "adb"
+    def running(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        return self.probe(timeout) == "adb"
 
     def ensure_started(self) -> None:
         found = self.probe()
