@@ -121,6 +121,10 @@ class JobRunner(StationBase):
         except PhonewipeError as exc:
             append(record.job_id, serial, "certificate-failed", {"error": exc.line()})
             return
+        except Exception as exc:  # noqa: BLE001 - a signing bug is logged, and retried at close
+            append(record.job_id, serial, "certificate-failed",
+                   {"error": f"internal error while signing: {exc!r}"})
+            return
         append(record.job_id, serial, "certified",
                {"certificate": str(path), "record_sha256": record.sha256()})
         with self.lock:
