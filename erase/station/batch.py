@@ -57,15 +57,21 @@ class BatchLifecycle(StationBase):
         for job in ledger.jobs.values():
             if job.final:
                 self._restore_row(job)
-        for job in ledger.uncertified():
-            if job.record is not None:  # always: an uncertified job is a final one
-                self._certify(None, Record.from_dict(job.record), job.device_key)
+        self._certify_uncertified(ledger)
         for job in unfinished:
             row = self._restore_row(job)
             row.state = f"interrupted in {job.stage}: waiting for the device"
             self.pending[row.key] = job
         self.emit("batch-resumed", interrupted=[j.job_id for j in unfinished])
         return ledger
+
+    def _certify_uncertified(self, ledger: BatchLedger) -> None:
+        """Sign the batch's records that have a record event and no certified one (their
+        signing failed, or the station died in between), before the batch goes on or closes:
+        a closed batch with an unsigned record could never be reported."""
+        for job in ledger.uncertified():
+            if job.record is not None:  # always: an uncertified job is a final one
+                self._certify(None, Record.from_dict(job.record), job.device_key)
 
     def _restore_row(self, job: JobTrace) -> DeviceRow:
         key = job.device_key
@@ -142,6 +148,19 @@ class BatchLifecycle(StationBase):
                 row.outcome, row.result, row.reason, row.state = \
                     record.outcome.value, record.result_text, reason, "done"
             self._certify(None, record, key)
+        # a certificate that failed during the run (a full disk, a signing error) gets its
+        # second try here; one that fails again keeps the batch open, so the next run of the
+        # station certifies it (a closed batch with an unsigned record could never be reported)
+        self._certify_uncertified(read_ledger(self.audit, self.options.batch_id))
+        unsigned = [j.job_id for j in read_ledger(self.audit, self.options.batch_id).uncertified()]
+        if unsigned:
+            with self.final_lock:
+                self.sealed = True
+                self._batch_log("station-stopped", {"how": f"{self.stopped_how}; the batch stays "
+                                                    "open: record(s) not certified",
+                                                    "uncertified": unsigned})
+            self.emit("station-stopped", uncertified=unsigned)
+            return
         with self.lock:
             totals: dict[str, int] = {}
             for row in self.rows.values():
