@@ -269,7 +269,7 @@ def _fingerprint(signer: Any) -> str:
 def _events_by_job(audit: AuditLog) -> dict[str, dict[str, list[dict[str, Any]]]]:
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for e in audit.events():
-        if e.event in ("record", "certified"):
+        if e.event in ("record", "certified", "certificate-failed"):
             try:
                 payload = json.loads(e.payload)
             except ValueError:
@@ -297,6 +297,14 @@ def cross_check(audit: AuditLog, ledger: BatchLedger, directory: Path, fingerpri
         if logged[:1] != [digest]:
             raise RecordMismatch(f"report refused: the record of {who} does not hash to the "
                                  "record_sha256 its record event logged", _EDITED)
+        if not events.get("certified"):  # never signed: not an edit, and not to be reported
+            failed = events.get("certificate-failed", [])
+            why = f" (its signing failed: {escape_controls(str(failed[-1].get('error', '')))})" \
+                if failed else ""
+            raise RecordMismatch(f"report refused: the record of {who} was never certified{why}",
+                                 "no summary is signed; fix what stopped the signing, then "
+                                 "run the station on this batch again (it certifies the record "
+                                 "and closes the batch)")
         certified = [p for p in events.get("certified", []) if p.get("record_sha256") == digest]
         if not certified:
             raise RecordMismatch(f"report refused: no certified event names the record of {who} "
