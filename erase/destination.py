@@ -13,24 +13,33 @@ import json
 from dataclasses import replace
 from typing import Any, Iterable
 
-from .model import Destination, Outcome, Record
+from .model import Destination, Outcome, Record, Technique
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
                       "physical destruction (R2v3)")
 DESTROY = "physically destroy it and record the destruction (`phonewipe destroy`)"
 QUARANTINE = "quarantine"
 QUARANTINE_DETAILS = "not for resale until erased"
+VENDOR_ATTESTED_DETAILS = ("the vendor's erase ran but nothing was read back: released only by "
+                           "the organization's acceptance of a vendor-attested erase, by an "
+                           "erase verified by read-back where the device offers one, or by "
+                           "destruction, to its configured destination")
 # failures that say nothing about the device: the operator or the station stopped the erase
 _NOT_THE_DEVICE = ("interrupted by the operator", "was interrupted", "station stopped")
 
 
-def destination_for(outcome: Outcome, configured: Destination, failures: int = 0) -> Destination:
+def destination_for(outcome: Outcome, configured: Destination, failures: int = 0,
+                    vendor_attested: bool = False) -> Destination:
     """PASS: the configured destination; otherwise quarantine (with `failures` FAILs of
-    this device in all, two or more: destruction)."""
+    this device in all, two or more: destruction). A vendor's own erase that nothing read
+    back (an iPhone's, an attested one) may never reach a PASS: its quarantine says what
+    releases it instead of waiting for one."""
     if outcome is Outcome.ERASED_VERIFIED:
         return configured
     if outcome is Outcome.FAILED and failures >= 2:
         return Destination(QUARANTINE, f"{QUARANTINE_DETAILS}; failed {failures} times: {DESTROY}")
+    if outcome is Outcome.ERASED_UNVERIFIED and vendor_attested:
+        return Destination(QUARANTINE, f"{VENDOR_ATTESTED_DETAILS} ({configured.kind})")
     return Destination(QUARANTINE, f"{QUARANTINE_DETAILS} (after a PASS: {configured.kind})")
 
 
@@ -96,8 +105,11 @@ def route(record: Record, audit: Any = None) -> Record:
     earlier = earlier_failures(audit, record) if (
         audit is not None and record.outcome is Outcome.FAILED
         and (record.device.serial or record.device.imeis)) else []
+    attested = record.sanitization is not None and record.sanitization.technique in (
+        Technique.CRYPTO_ERASE.value, Technique.FACTORY_RESET.value)
     destination = destination_for(record.outcome, record.destination,
-                                  len(earlier) + 1 if record.outcome is Outcome.FAILED else 0)
+                                  len(earlier) + 1 if record.outcome is Outcome.FAILED else 0,
+                                  vendor_attested=attested)
     if not earlier:
         return replace(record, destination=destination)
     last = earlier[-1]

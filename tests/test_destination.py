@@ -143,6 +143,12 @@ def test_destination_for_each_outcome() -> None:
         d = destination_for(outcome, configured, 1)
         assert d.kind == "quarantine" and d.details.startswith("not for resale until erased")
     assert "destroy" in destination_for(Outcome.FAILED, configured, 2).details
+    # an iPhone's or an attested erase cannot reach a PASS: no advice to wait for one
+    attested = destination_for(Outcome.ERASED_UNVERIFIED, configured, vendor_attested=True)
+    assert attested.kind == "quarantine" and "after a PASS" not in attested.details
+    assert "vendor-attested" in attested.details and "(internal reuse)" in attested.details
+    assert destination_for(Outcome.FAILED, configured, 1, vendor_attested=True).details \
+        .startswith("not for resale until erased")
     assert same_device({"serial": "A", "imeis": ["1"]}, {"serial": "a", "imeis": []})
     assert not same_device({"serial": "A", "imeis": ["1"]}, {"serial": "A", "imeis": ["2"]})
     assert not same_device({"serial": "A", "imeis": ["1"]}, {"serial": "B", "imeis": ["1"]})
