@@ -50,7 +50,8 @@ def uncertified(record: Record, exc: BaseException, cert_dir: Path) -> str:
     """Why a job has no certificate, and what to do: nothing proves what happened to the
     phone, so it must be erased again (a new run erases and certifies it)."""
     why = exc.line() if isinstance(exc, PhonewipeError) else \
-        f"{cert_dir}: {getattr(exc, 'strerror', None) or exc}"
+        f"{cert_dir}: {getattr(exc, 'strerror', None) or exc}" if isinstance(exc, OSError) else \
+        f"signing failed: {type(exc).__name__}: {exc}"
     done = {Outcome.ERASED_VERIFIED: "was erased and verified",
             Outcome.ERASED_UNVERIFIED: "was erased",
             Outcome.FAILED: "may be partly erased",
@@ -148,7 +149,7 @@ def _certified(record: Record, endpoint: Endpoint, audit: AuditLog, signer: Any,
         path = signer.write_certificate(record, cert_dir)
         audit.append(record.job_id, serial, "certified",
                      {"certificate": str(path), "record_sha256": record.sha256()})
-    except (PhonewipeError, OSError, sqlite3.Error) as exc:
+    except Exception as exc:  # any signing failure (a library's TypeError too) is recorded, not lost
         error = uncertified(record, exc, cert_dir)
         try:
             audit.append(record.job_id, serial, "certificate-failed", {"error": error})

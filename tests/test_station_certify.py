@@ -148,3 +148,26 @@ def _a_record(tmp: Path, signer: CertificateSigner) -> Record:
     with AuditLog(tmp / "audit.sqlite") as audit:
         [record] = read_ledger(audit, "T1").records()
     return record
+
+
+def test_erase_records_a_signing_failure_of_any_kind_instead_of_raising(tmp_path: Path) -> None:
+    """`erase` (not the station): a signer that raises what a library raises (the TypeError
+    of pyHanko's race) leaves a certificate-failed event and a result that says to erase
+    again — never a traceback, never a lost record."""
+    from test_certificates import erased_record
+
+    from phonewipe.erase.audit import AuditLog
+    from phonewipe.erase.model import Endpoint
+    from phonewipe.erase.runner import _certified
+
+    class BrokenSigner:
+        def write_certificate(self, record: object, cert_dir: Path) -> Path:
+            raise TypeError("can't concat NoneType to bytes")
+
+    record = erased_record()
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    result = _certified(record, Endpoint("adb", "adb", "127.0.0.1:5555"), audit, BrokenSigner(),
+                        tmp_path / "certificates")
+    assert result.certificate is None and "signing failed: TypeError" in (result.error or "")
+    assert "erase it again" in (result.error or "")
+    assert [e.event for e in audit.events(kinds=("certificate-failed",))] == ["certificate-failed"]

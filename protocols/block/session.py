@@ -69,6 +69,12 @@ class OperatorEntered:
                                   ("manufacturer", self.manufacturer), ("model", self.model),
                                   ("storage_type", self.storage_type)) if v}
 
+    def describe(self) -> str:
+        """"IMEI 3582…, manufacturer Nokia, model Lumia 920" — for a finding, in words."""
+        names = {"imeis": "IMEI", "asset_tag": "asset tag", "storage_type": "storage type"}
+        return ", ".join(f"{names.get(k, k)} {', '.join(v) if isinstance(v, list) else v}"
+                         for k, v in self.to_dict().items())
+
 
 def sanitize_finding(disk: Disk) -> Finding:
     """ATA/SCSI/NVMe sanitize is not sent by this version: the methods are overwrites."""
@@ -207,7 +213,7 @@ class BlockSession(Session):
         if self.entered.to_dict():
             findings.append(Finding(Severity.INFO, "operator-entered",
                                     "Entered by the operator, not read from the device: " +
-                                    ", ".join(f"{k} {v}" for k, v in self.entered.to_dict().items())))
+                                    self.entered.describe()))
         findings.append(sanitize_finding(d))
         return findings
 
