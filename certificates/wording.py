@@ -54,6 +54,7 @@ POST_LABELS = {
     "google_accounts": "Google accounts after", "test_harness":
     "Test Harness Mode", "user_files": "User folders after", "reset_observed":
     "Reset observed", "mode": "Mode after the erase", "factory_reset": "Factory reset",
+    "returned_after_s": "Returned after (seconds)",
 }
 BYTE_KEYS = {"bytes", "fill_bytes", "fill_file_max", "free_bytes_before", "reserved_bytes"}
 NO_READBACK_CODES = re.compile(r"no[-_]?readback", re.I)
