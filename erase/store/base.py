@@ -197,6 +197,17 @@ class StoreReader(ABC):
     def events_after(self, cursor: int = 0, limit: int = 500) -> list[StoredEvent]:
         """The change feed: events with a cursor above `cursor`, in cursor order."""
 
+    def job(self, job_id: str) -> JobInfo | None:
+        """One job (live or final) by its id; None when the store has no such job."""
+        return next((j for j in self.jobs(limit=1_000_000) if j.job_id == job_id), None)
+
+    def feed_end(self) -> int:
+        """The change feed's newest cursor (0 when empty): where a new live view starts."""
+        cursor = 0
+        while page := self.events_after(cursor, 5000):
+            cursor = page[-1].cursor
+        return cursor
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -149,6 +149,9 @@ class PostgresStore(SqlReader, Store):
                           {"c": cursor, "n": limit})
         return [self._event(r[0], r[1], r[2:]) for r in rows]
 
+    def feed_end(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(cursor), 0) FROM events")[0][0])
+
     def chain(self, station: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """A station's rows (id, ts, job_id, serial, event, payload, prev_hash, hash) and its
         checkpoints (id, ts, row, head, reason, certificate, signature, idem), in order."""

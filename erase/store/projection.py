@@ -14,6 +14,8 @@ from ..station.ledger import BATCH_PREFIX
 from ..station.manifest import normalise
 
 NO_STAGE = frozenset({"certified", "second-look", "late-result", "certificate-failed"})
+# the job events whose payload the projections read (a batch's events all are read)
+PAYLOAD_EVENTS = ("queued", "identified", "record", "certified", "second-look")
 
 
 class Tx(Protocol):
@@ -137,12 +139,12 @@ def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
         _identity(tx, e.job_id, ident)
     batch_id = str(record.get("batch_id") or "")
     tx.run("UPDATE store_jobs SET outcome = %(o)s, reason = %(r)s, record_id = %(rid)s,"
-           " record_sha256 = %(sha)s, record = %(rec)s, record_row = %(row)s,"
+           " record_sha256 = %(sha)s, record_row = %(row)s,"
            " finished_at = %(ts)s, asset_tag = %(tag)s,"
            " batch_id = CASE WHEN batch_id = '' THEN %(b)s ELSE batch_id END WHERE job_id = %(j)s",
            {"j": e.job_id, "o": str(record.get("outcome", "")), "r": str(record.get("reason", "")),
             "rid": str(record.get("record_id", "")), "sha": str(payload.get("record_sha256", "")),
-            "rec": json.dumps(record), "row": e.id, "ts": e.ts, "b": batch_id,
+            "row": e.id, "ts": e.ts, "b": batch_id,
             "tag": str(record.get("asset_tag") or "")})
     _batch_station(tx, batch_id, station)
     keys = {("serial", normalise(ident.get("serial"))), ("asset", normalise(record.get("asset_tag")))}

@@ -45,6 +45,15 @@ def _job(row: tuple[Any, ...]) -> JobInfo:
                    finished, certificate, address)
 
 
+def _record_of(payload: str | None) -> dict[str, Any]:
+    """The final record a `record` event's payload holds."""
+    try:
+        value = json.loads(payload or "{}").get("record")
+    except (ValueError, AttributeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _where(clauses: list[tuple[str, str, Any]]) -> tuple[str, dict[str, Any]]:
     """' WHERE a AND b' from the (sql, name, value) whose value is given."""
     used = [(sql, name, value) for sql, name, value in clauses if value not in (None, "")]
@@ -54,9 +63,21 @@ def _where(clauses: list[tuple[str, str, Any]]) -> tuple[str, dict[str, Any]]:
 
 
 class SqlReader(StoreReader):
+    dialect = ""
+
     @abstractmethod
     def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of one query, on projections that are current."""
+
+    def _records_join(self) -> str:
+        """store_jobs j with its `record` event e (the record's JSON is kept only there)."""
+        station = " AND e.station = j.station" if self.dialect == "postgresql" else ""
+        return f" FROM store_jobs j LEFT JOIN events e ON e.id = j.record_row{station}"
+
+    def job(self, job_id: str) -> JobInfo | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM store_jobs WHERE job_id = %(j)s",
+                          {"j": job_id})
+        return _job(rows[0]) if rows else None
 
     def stations(self) -> list[StationInfo]:
         running = dict(self._read("SELECT station, COUNT(*) FROM store_jobs WHERE outcome = ''"
@@ -119,9 +140,9 @@ class SqlReader(StoreReader):
         manifest = None
         if manifest_rows and manifest_rows[0][0]:
             manifest = Manifest.from_dict(json.loads(manifest_rows[0][0]))
-        records = [Record.from_dict(json.loads(text)) for (text,) in self._read(
-            "SELECT record FROM store_jobs WHERE batch_id = %(b)s AND outcome <> ''"
-            " ORDER BY finished_at, job_id", {"b": batch_id})]
+        records = [Record.from_dict(_record_of(payload)) for (payload,) in self._read(
+            f"SELECT e.payload{self._records_join()} WHERE j.batch_id = %(b)s AND j.outcome <> ''"
+            " ORDER BY j.finished_at, j.job_id", {"b": batch_id})]
         return reconcile(records, manifest)
 
     def throughput(self, since: str = "", station: str | None = None) -> list[ThroughputBucket]:
@@ -161,14 +182,15 @@ class SqlReader(StoreReader):
             matched.setdefault(job_id, []).append(_MATCHED.get(kind, kind))
         hits = []
         for job_id, how in matched.items():
-            rows = self._read("SELECT record, record_id, record_sha256, station, batch_id,"
-                              " finished_at, outcome, second_look, record_row FROM store_jobs"
-                              " WHERE job_id = %(j)s", {"j": job_id})
+            rows = self._read("SELECT e.payload, j.record_id, j.record_sha256, j.station,"
+                              " j.batch_id, j.finished_at, j.outcome, j.second_look, j.record_row"
+                              f"{self._records_join()} WHERE j.job_id = %(j)s", {"j": job_id})
             if not rows:
                 continue
-            rec, rid, sha, st, bid, at, outcome, look, row = rows[0]
-            hits.append(RecordHit(json.loads(rec), rid, sha, st, bid, job_id,
-                                  str(json.loads(rec).get("created_at") or at), outcome,
+            payload, rid, sha, st, bid, at, outcome, look, row = rows[0]
+            rec = _record_of(payload)
+            hits.append(RecordHit(rec, rid, sha, st, bid, job_id,
+                                  str(rec.get("created_at") or at), outcome,
                                   tuple(how), self.certificate(rid),
                                   json.loads(look) if look else None, int(row)))
         return sorted(hits, key=lambda h: (h.created_at, h.row), reverse=True)

@@ -6,6 +6,7 @@ with the events before each read, so a log written by any version of phonewipe r
 same. Migrating down to version 0 leaves the plain audit log."""
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -14,15 +15,24 @@ from typing import Any
 
 from ..audit import AuditLog, Event
 from ..errors import OutputError
+from ..station.ledger import BATCH_PREFIX
 from . import schema
 from .base import DEFAULT_STATION, StationLog, Store, StoredEvent
-from .projection import project
+from .projection import PAYLOAD_EVENTS, project
 from .reading import SqlReader
 
 _PARAM = re.compile(r"%\((\w+)\)s")
-_CATCH_UP_ROWS = 2000  # events projected per transaction
+# events projected per write transaction: a station's appends wait for one at most
+_CATCH_UP_ROWS = 500
+# the events after a cursor, with the payloads the projections read ('{}' for the others;
+# a record's evidence, most of the log, is left in the event: no projection reads it)
+_NEW_EVENTS = ("SELECT id, ts, job_id, serial, event, CASE WHEN event = 'record'"
+               " AND json_valid(payload) THEN json_remove(payload, '$.record.evidence') WHEN event IN"
+               f" ({', '.join(repr(e) for e in PAYLOAD_EVENTS)}) OR substr(job_id, 1, ?) = ?"
+               " THEN payload ELSE '{}' END FROM events WHERE id > ? ORDER BY id LIMIT ?")
 
 
+@functools.lru_cache(maxsize=256)
 def _sqlite(sql: str) -> str:
     return _PARAM.sub(r":\1", sql)
 
@@ -48,6 +58,10 @@ class SqliteStore(SqlReader, Store):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                        timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # this connection writes only projections, rebuilt from the events if a crash
+            # loses their last commit (WAL keeps them consistent)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: the projections stay in it
         except (sqlite3.Error, OSError) as exc:
             raise OutputError(f"cannot open store {self.path}: {exc}",
                               "choose a writable --out directory") from exc
@@ -109,27 +123,51 @@ class SqliteStore(SqlReader, Store):
         return _Transaction(self)
 
     def catch_up(self) -> int:
-        """Project the events written since the last read; returns how many."""
+        """Project the events written since the last read; returns how many. The events
+        are read before the write lock is taken, and each short transaction projects at
+        most _CATCH_UP_ROWS of them, so a station appending to the log waits little."""
         done = 0
         while True:
-            with self._transaction() as tx:
-                since = int(tx.run("SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM store_meta"
-                                   " WHERE key = 'projected'")[0][0])
-                rows = tx.run("SELECT id, ts, job_id, serial, event, payload, hash FROM events"
-                              f" WHERE id > %(i)s ORDER BY id LIMIT {_CATCH_UP_ROWS}", {"i": since})
-                for r in rows:
-                    project(tx, self.station, Event(*r[:6]), self.keep_pdf, head=r[6])
-                if rows:
-                    tx.run("INSERT INTO store_meta (key, value) VALUES ('projected', %(v)s)"
-                           " ON CONFLICT (key) DO UPDATE SET value = %(v)s", {"v": str(rows[-1][0])})
-            done += len(rows)
-            if len(rows) < _CATCH_UP_ROWS:
+            with self._lock:
+                since = self._projected(self._db)
+                rows = self._db.execute(_NEW_EVENTS, (len(BATCH_PREFIX), BATCH_PREFIX, since,
+                                                      _CATCH_UP_ROWS)).fetchall()
+            if not rows:
                 return done
+            done += self._project(since, rows)
+
+    @staticmethod
+    def _projected(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM store_meta"
+                              " WHERE key = 'projected'").fetchone()[0])
+
+    def _project(self, since: int, rows: list[tuple[Any, ...]]) -> int:
+        """Fold `rows` (the events after `since`) in; 0 when another reader did meanwhile."""
+        with self._transaction() as tx:
+            if self._projected(self._db) != since:
+                return 0
+            for r in rows:
+                project(tx, self.station, Event(*r[:6]), self.keep_pdf, station_row=False)
+            last = rows[-1]
+            head = tx.run("SELECT hash FROM events WHERE id = %(i)s", {"i": last[0]})[0][0]
+            tx.run("INSERT INTO store_stations (station, first_seen, last_seen, events, head,"
+                   " last_event) VALUES (%(s)s, %(first)s, %(ts)s, %(id)s, %(h)s, %(ev)s)"
+                   " ON CONFLICT (station) DO UPDATE SET last_seen = %(ts)s, events = %(id)s,"
+                   " head = %(h)s, last_event = %(ev)s WHERE store_stations.events < %(id)s",
+                   {"s": self.station, "first": rows[0][1], "ts": last[1], "id": last[0],
+                    "ev": last[4], "h": head})
+            tx.run("INSERT INTO store_meta (key, value) VALUES ('projected', %(v)s)"
+                   " ON CONFLICT (key) DO UPDATE SET value = %(v)s", {"v": str(last[0])})
+        return len(rows)
 
     def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         self.catch_up()
         with self._lock:
             return self._db.execute(_sqlite(sql), params or {}).fetchall()
+
+    def feed_end(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
 
     def events_after(self, cursor: int = 0, limit: int = 500) -> list[StoredEvent]:
         with self._lock:

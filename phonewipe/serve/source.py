@@ -147,12 +147,7 @@ class Facility:
 
     @staticmethod
     def _feed_end(source: Source, start: int = 0) -> int:
-        cursor = start
-        while page := source.reader.events_after(cursor, FEED_PAGE):
-            cursor = page[-1].cursor
-            if len(page) < FEED_PAGE:
-                break
-        return cursor
+        return max(start, source.reader.feed_end())
 
     # -- live ------------------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
@@ -188,18 +183,21 @@ class Facility:
         the cursor after those events."""
         out, cursor = [], dict(since)
         for s in self.sources.values():
-            touched: set[str] = set()
+            touched: dict[str, None] = {}  # in the order last touched, newest last
             at = since.get(s.key, 0)
             while page := s.reader.events_after(at, FEED_PAGE):
                 at = page[-1].cursor
-                touched |= {e.event.job_id for e in page}
+                for e in page:
+                    touched.pop(e.event.job_id, None)
+                    touched[e.event.job_id] = None
                 if len(page) < FEED_PAGE:
                     break
             cursor[s.key] = at
             s.cursor = max(s.cursor, at)
-            if touched:
-                out += [job_view(s, j) for j in s.reader.jobs(limit=LIVE_JOBS * 2)
-                        if j.job_id in touched]
+            for job_id in list(touched)[-LIVE_JOBS * 2:]:
+                job = s.reader.job(job_id)
+                if job is not None:
+                    out.append(job_view(s, job))
         return Change(cursor, out)
 
     # -- batches ---------------------------------------------------------------------------
