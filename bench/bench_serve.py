@@ -7,6 +7,11 @@ time is its HTML and every API call the page makes, over HTTP on loopback, best 
 `cold` is the first page after the first start, when the store builds its projections of a
 log it never read; `restart` the first page after the next start (the projections are kept
 in the file). BENCH_SERVE_RECORDS changes the 10,000.
+
+BENCH_SERVE_BEFORE=DIR also serves a copy of the large log with another phonewipe (DIR holds
+its `phonewipe` package, e.g. the tree of an older commit laid out as the install does), in
+the same run, for a before/after comparison: `append` is then the longest a station's append
+waited while that server built its projections.
 """
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ import copy
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -28,6 +35,7 @@ from phonewipe.erase import audit
 from phonewipe.erase.audit import AuditLog
 
 RECORDS = int(os.environ.get("BENCH_SERVE_RECORDS", "10000"))
+BEFORE = os.environ.get("BENCH_SERVE_BEFORE", "")
 SMALL = 100
 ROUNDS = 5
 PAGES = {  # each view's requests, as app.js makes them
@@ -101,20 +109,40 @@ def get(url: str) -> bytes:
         return response.read()
 
 
-def measure(out: Path, n: int, rounds: int = ROUNDS) -> dict[str, float]:
+def appending(log_path: Path, stop: threading.Event, waits: list[float]) -> None:
+    """A station's appends, one every 50 ms, while a server reads the log: how long each waited."""
+    with AuditLog(log_path) as log:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                log.append("bench-live-job", "PWLIVE", "progress", {"done": len(waits)})
+            except sqlite3.OperationalError:  # waited its 5 s for the write lock, in vain
+                pass
+            waits.append(time.perf_counter() - t0)
+            stop.wait(0.05)
+
+
+def measure(out: Path, n: int, rounds: int = ROUNDS, code: str = "") -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": code} if code else None
     proc = subprocess.Popen([sys.executable, "-m", "phonewipe", "serve", "--out", str(out),
-                             "--port", "0"], stdout=subprocess.PIPE, text=True)
+                             "--port", "0"], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=code or None)
+    stop, waits = threading.Event(), [0.0]
+    writer = threading.Thread(target=appending, args=(out / "audit.sqlite", stop, waits))
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().split()[1]
         station = out.name
+        writer.start()
         t0 = time.perf_counter()
         overview = json.loads(get(url + "api/overview"))
         cold = time.perf_counter() - t0
+        stop.set()
+        writer.join()
         assert overview["stations"][0]["finished"] == n, overview
-        job = json.loads(get(url + "api/jobs"))["jobs"][0]
+        job = next(j for j in json.loads(get(url + "api/jobs"))["jobs"] if j["record_id"])
         values = {"station": station, "serial": job["serial"], "record_id": job["record_id"]}
-        times = {"cold": cold}
+        times = {"cold": cold, "append": max(waits)}
         for page, paths in PAGES.items():
             best = float("inf")
             for _ in range(rounds):
@@ -125,6 +153,9 @@ def measure(out: Path, n: int, rounds: int = ROUNDS) -> dict[str, float]:
             times[page] = best
         return times
     finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join()
         proc.terminate()
         proc.wait(10)
 
@@ -138,9 +169,19 @@ def main() -> int:
         t0 = time.perf_counter()
         write_log(out, n, records, certificate)
         print(f"{n} records: log written in {time.perf_counter() - t0:.1f} s", flush=True)
+        if n == RECORDS and BEFORE:  # a copy the other phonewipe never read either
+            shutil.copytree(out, tmp / "before")
+            before = measure(tmp / "before", n, code=BEFORE)
+            before["restart"] = measure(tmp / "before", n, rounds=1, code=BEFORE)["cold"]
         results[n] = measure(out, n)
         results[n]["restart"] = measure(out, n, rounds=1)["cold"]  # projections kept in the file
     small, large = results[SMALL], results[RECORDS]
+    if BEFORE:
+        print(f"{RECORDS} records, before ({BEFORE}) and now, side by side; load average "
+              f"{os.getloadavg()[0]:.1f}")
+        for page in large:
+            print(f"{page:<12}{before[page] * 1000:>10.1f} ms{large[page] * 1000:>10.1f} ms"
+                  f"{before[page] / max(large[page], 1e-9):>8.1f}x")
     print(f"{'page':<12}{SMALL:>10} rec{RECORDS:>10} rec{'ratio':>9}")
     for page in small:
         print(f"{page:<12}{small[page] * 1000:>10.1f} ms{large[page] * 1000:>10.1f} ms"

@@ -121,49 +121,57 @@ def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf
                {"j": e.job_id, "l": json.dumps(payload)})
 
 
-def _identity(tx: Tx, job_id: str, ident: dict[str, Any]) -> None:
+def _identity_args(ident: dict[str, Any]) -> dict[str, Any]:
     model = " ".join(str(x) for x in (ident.get("manufacturer"), ident.get("model")) if x)
+    return {"serial": str(ident.get("serial") or ""), "model": model,
+            "imeis": json.dumps([str(i) for i in ident.get("imeis") or ()])}
+
+
+def _identity(tx: Tx, job_id: str, ident: dict[str, Any]) -> None:
     tx.run("UPDATE store_jobs SET serial = %(serial)s, imeis = %(imeis)s, model = %(model)s"
-           " WHERE job_id = %(j)s",
-           {"j": job_id, "serial": str(ident.get("serial") or ""), "model": model,
-            "imeis": json.dumps([str(i) for i in ident.get("imeis") or ()])})
+           " WHERE job_id = %(j)s", {"j": job_id, **_identity_args(ident)})
 
 
 def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
-    done = tx.run("SELECT outcome FROM store_jobs WHERE job_id = %(j)s", {"j": e.job_id})
-    if done and done[0][0]:
-        return  # a job's first record is its record
     record = payload["record"]
     ident = record.get("device") or {}
-    if isinstance(ident, dict):
-        _identity(tx, e.job_id, ident)
     batch_id = str(record.get("batch_id") or "")
-    tx.run("UPDATE store_jobs SET outcome = %(o)s, reason = %(r)s, record_id = %(rid)s,"
-           " record_sha256 = %(sha)s, record_row = %(row)s,"
-           " finished_at = %(ts)s, asset_tag = %(tag)s,"
-           " batch_id = CASE WHEN batch_id = '' THEN %(b)s ELSE batch_id END WHERE job_id = %(j)s",
-           {"j": e.job_id, "o": str(record.get("outcome", "")), "r": str(record.get("reason", "")),
+    args = {"j": e.job_id, "o": str(record.get("outcome", "")), "r": str(record.get("reason", "")),
             "rid": str(record.get("record_id", "")), "sha": str(payload.get("record_sha256", "")),
-            "row": e.id, "ts": e.ts, "b": batch_id,
-            "tag": str(record.get("asset_tag") or "")})
+            "row": e.id, "ts": e.ts, "b": batch_id, "tag": str(record.get("asset_tag") or "")}
+    identity = ""
+    if isinstance(ident, dict):
+        args.update(_identity_args(ident))
+        identity = " serial = %(serial)s, imeis = %(imeis)s, model = %(model)s,"
+    moved = tx.run(f"UPDATE store_jobs SET{identity} outcome = %(o)s, reason = %(r)s,"
+                   " record_id = %(rid)s, record_sha256 = %(sha)s, record_row = %(row)s,"
+                   " finished_at = %(ts)s, asset_tag = %(tag)s,"
+                   " batch_id = CASE WHEN batch_id = '' THEN %(b)s ELSE batch_id END"
+                   " WHERE job_id = %(j)s AND outcome = '' RETURNING 1", args)
+    if not moved:
+        return  # a job's first record is its record
     _batch_station(tx, batch_id, station)
-    keys = {("serial", normalise(ident.get("serial"))), ("asset", normalise(record.get("asset_tag")))}
-    keys |= {("imei", normalise(str(i))) for i in ident.get("imeis") or ()}
-    for kind, key in sorted(keys):
-        if key:
-            tx.run("INSERT INTO store_keys (key, kind, job_id) VALUES (%(k)s, %(kind)s, %(j)s)"
-                   " ON CONFLICT (key, kind, job_id) DO NOTHING",
-                   {"k": key, "kind": kind, "j": e.job_id})
+    device = ident if isinstance(ident, dict) else {}
+    keys = {("serial", normalise(device.get("serial"))), ("asset", normalise(record.get("asset_tag")))}
+    keys |= {("imei", normalise(str(i))) for i in device.get("imeis") or ()}
+    found = [(kind, key) for kind, key in sorted(keys) if key]
+    if found:
+        values = ", ".join(f"(%(k{n})s, %(kind{n})s, %(j)s)" for n in range(len(found)))
+        params: dict[str, Any] = {"j": e.job_id}
+        for n, (kind, key) in enumerate(found):
+            params.update({f"k{n}": key, f"kind{n}": kind})
+        tx.run(f"INSERT INTO store_keys (key, kind, job_id) VALUES {values}"
+               " ON CONFLICT (key, kind, job_id) DO NOTHING", params)
 
 
 def _certified(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf: bool) -> None:
     path = str(payload["certificate"])
-    rows = tx.run("SELECT record_id, certificate FROM store_jobs WHERE job_id = %(j)s",
-                  {"j": e.job_id})
-    if not rows or not rows[0][0] or rows[0][1]:
+    rows = tx.run("UPDATE store_jobs SET certificate = %(p)s WHERE job_id = %(j)s"
+                  " AND record_id <> '' AND certificate = '' RETURNING record_id",
+                  {"p": path, "j": e.job_id})
+    if not rows:
         return  # no record yet (cannot happen in a sound log), or already certified
     sha, data = file_sha256(path)
-    tx.run("UPDATE store_jobs SET certificate = %(p)s WHERE job_id = %(j)s", {"p": path, "j": e.job_id})
     tx.run("INSERT INTO store_certificates (record_id, job_id, station, path, sha256, record_sha256,"
            " pdf) VALUES (%(rid)s, %(j)s, %(s)s, %(p)s, %(sha)s, %(rsha)s, %(pdf)s)"
            " ON CONFLICT (record_id) DO NOTHING",

@@ -23,7 +23,7 @@ from .reading import SqlReader
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 # events projected per write transaction: a station's appends wait for one at most
-_CATCH_UP_ROWS = 500
+_CATCH_UP_ROWS = 250
 # the events after a cursor, with the payloads the projections read ('{}' for the others;
 # a record's evidence, most of the log, is left in the event: no projection reads it)
 _NEW_EVENTS = ("SELECT id, ts, job_id, serial, event, CASE WHEN event = 'record'"
