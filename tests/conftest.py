@@ -50,3 +50,21 @@ def adb_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield plugins, start
     stop_handsets(started)
     close_plugins(plugins)
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An organization's signing key, made once per test module (EC P-256, self-signed)."""
+    from phonewipe.certificates.keys import init_keys
+    from phonewipe.certificates.sign import CertificateSigner
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    init_keys(keys, "ACME Refurb", "ACME Refurb erasure signing")
+    return CertificateSigner(keys)
+
+
+def fingerprint(signer: Any) -> str:
+    """The SHA-256 of a signer's certificate (DER), as `--trust` and checkpoints name it."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+    return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()

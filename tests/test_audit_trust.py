@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import fingerprint
 
 from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
@@ -46,25 +47,11 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
-    keys = tmp_path_factory.mktemp("keys") / "keys"
-    init_keys(keys, "ACME Refurb", "ACME Refurb erasure signing")
-    return CertificateSigner(keys)
-
-
-@pytest.fixture(scope="module")
 def other_signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
     """A key made elsewhere with the same names: the forger's."""
     keys = tmp_path_factory.mktemp("forger") / "keys"
     init_keys(keys, "ACME Refurb", "ACME Refurb erasure signing")
     return CertificateSigner(keys)
-
-
-def fingerprint(signer: CertificateSigner) -> str:
-    import hashlib
-
-    from cryptography.hazmat.primitives import serialization
-    return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def make_log(path: Path, signer, rows: int = 30, every: int = 10) -> None:

@@ -3,7 +3,6 @@ station's chain checked from the command line (and a rewritten row named), the s
 down and up, and a station's journal sent after the database was away."""
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,10 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import fingerprint
 from pgcluster import Cluster
 from store_backends import pg_cluster  # noqa: F401  (the fixture)
 
-from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.erase.config import load_config
 from phonewipe.erase.store import schema
@@ -22,18 +21,6 @@ from phonewipe.erase.store.open import station_log
 from phonewipe.erase.store.postgres import PostgresStore
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
-    keys = tmp_path_factory.mktemp("keys") / "keys"
-    init_keys(keys, "ACME Refurb", "ACME Refurb erasure signing")
-    return CertificateSigner(keys)
-
-
-def fingerprint(signer: CertificateSigner) -> str:
-    from cryptography.hazmat.primitives import serialization
-    return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def phonewipe(config: Path, *args: str) -> subprocess.CompletedProcess:

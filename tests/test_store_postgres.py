@@ -3,34 +3,21 @@ chain per station with signed checkpoints, stations writing at once, a database 
 away and comes back (the spool replays exactly once), two stations under one name refused."""
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
+from conftest import fingerprint
 from pgcluster import Cluster
 from store_backends import pg_cluster  # noqa: F401  (the fixture)
 
-from phonewipe.certificates.keys import init_keys
 from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.erase.audit import AuditRewritten
 from phonewipe.erase.errors import AuditBroken, OutputError
 from phonewipe.erase.store import schema
 from phonewipe.erase.store.postgres import PgStationLog, PostgresStore
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> CertificateSigner:
-    keys = tmp_path_factory.mktemp("keys") / "keys"
-    init_keys(keys, "ACME Refurb", "ACME Refurb erasure signing")
-    return CertificateSigner(keys)
-
-
-def fingerprint(signer: CertificateSigner) -> str:
-    from cryptography.hazmat.primitives import serialization
-    return hashlib.sha256(signer.material.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @pytest.fixture
