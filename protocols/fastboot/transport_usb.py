@@ -15,6 +15,7 @@ import usb.core
 import usb.util
 
 from phonewipe.erase.errors import PhonewipeError
+from phonewipe.erase.usbclaim import claim_bulk_pair
 
 from .wire import FastbootTimeout, gone, not_found
 
@@ -66,24 +67,9 @@ class UsbTransport:
         intf = _fastboot_interface(device)
         if intf is None:
             raise not_found(self.address, "the USB device has no fastboot interface")
-        try:
-            if device.is_kernel_driver_active(intf.bInterfaceNumber):
-                device.detach_kernel_driver(intf.bInterfaceNumber)
-        except (NotImplementedError, usb.core.USBError):
-            pass
-        try:
-            usb.util.claim_interface(device, intf.bInterfaceNumber)
-        except usb.core.USBError as exc:
-            if exc.errno == errno.EACCES:
-                raise PhonewipeError(f"no permission to open the USB device {self.address}",
-                                     "install the udev rule from the README, or run as root") from exc
-            raise gone(self.address, "while it was being opened") from exc
+        self.ep_out, self.ep_in = claim_bulk_pair(device, intf, self.address, gone)
         self.device = device
         self.intf = intf
-        self.ep_out = usb.util.find_descriptor(intf, custom_match=lambda e: usb.util.endpoint_direction(
-            e.bEndpointAddress) == usb.util.ENDPOINT_OUT)
-        self.ep_in = usb.util.find_descriptor(intf, custom_match=lambda e: usb.util.endpoint_direction(
-            e.bEndpointAddress) == usb.util.ENDPOINT_IN)
         if self.ep_out is None or self.ep_in is None:
             raise not_found(self.address, "the fastboot interface lacks bulk endpoints")
         self.serial = usb.util.get_string(device, device.iSerialNumber) if device.iSerialNumber else None

@@ -15,6 +15,7 @@ import usb.core
 import usb.util
 
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
+from phonewipe.erase.usbclaim import claim_bulk_pair
 
 from .errors import gone, timeout
 
@@ -57,23 +58,8 @@ class UsbLink:
         if intf is None:
             raise DeviceNotFound(f"the EDL device {self.address} has no interface",
                                  "re-plug it and run `phonewipe devices`")
-        try:
-            if device.is_kernel_driver_active(intf.bInterfaceNumber):
-                device.detach_kernel_driver(intf.bInterfaceNumber)  # qcserial claims it
-        except (NotImplementedError, usb.core.USBError):
-            pass
-        try:
-            usb.util.claim_interface(device, intf.bInterfaceNumber)
-        except usb.core.USBError as exc:
-            if exc.errno == errno.EACCES:
-                raise PhonewipeError(f"no permission to open the USB device {self.address}",
-                                     "install the udev rule from the README, or run as root") from exc
-            raise gone(self.address, "while it was being opened") from exc
+        self.ep_out, self.ep_in = claim_bulk_pair(device, intf, self.address, gone)
         self.intf = intf
-        self.ep_out = usb.util.find_descriptor(intf, custom_match=lambda e: usb.util.endpoint_direction(
-            e.bEndpointAddress) == usb.util.ENDPOINT_OUT)
-        self.ep_in = usb.util.find_descriptor(intf, custom_match=lambda e: usb.util.endpoint_direction(
-            e.bEndpointAddress) == usb.util.ENDPOINT_IN)
         if self.ep_out is None or self.ep_in is None:
             raise DeviceNotFound(f"the EDL device {self.address} lacks bulk endpoints",
                                  "this is not a Qualcomm EDL device")
