@@ -26,7 +26,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -617,87 +617,65 @@ def verify_bytes(data: bytes, path: Path,
     return report
 
 
+def _embedded_json(reader: PdfFileReader, report: VerifyReport, name: str, what: str,
+                   schema: str) -> dict[str, Any]:
+    """A signed JSON document embedded as `name` (a batch summary, a destruction list, an
+    addendum): valid JSON of `schema`; not being in canonical form is a problem."""
+    from phonewipe.erase.model import canonical_json
+    raw = _embedded_record_bytes(reader, name, what)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _Bad(f"the embedded {what} is not valid JSON") from e
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise _Bad(f"the embedded {what} is not a phonewipe {what}")
+    if canonical_json(data) != raw:
+        report.problems.append(f"the embedded {what} is not in canonical form")
+    return data
+
+
+def _renders_as_signed(reader: PdfFileReader, what: str, render: Callable[..., bytes],
+                       data: dict[str, Any], signing: SigningInfo | None) -> None:
+    """The signed pages are exactly what `data` renders to, in the layout they were signed in."""
+    try:
+        rendered = render(data, _signed_layout(reader), signing)
+    except _Bad:
+        raise
+    except Exception as e:  # noqa: BLE001 - a document that does not render is not ours
+        raise _Bad(f"the embedded {what} cannot be rendered ({_short(e)})") from e
+    same, _ = _same_pages(rendered, reader)
+    if not same:
+        raise _Bad(f"the embedded {what} does not match the visible pages")
+
+
 def _check_summary(reader: PdfFileReader, report: VerifyReport,
                    signing: SigningInfo | None) -> None:
     """A signed batch summary: its embedded JSON is a canonical batch summary and the pages
     are exactly what it renders to."""
-    from phonewipe.erase.model import canonical_json
-
     from .batch import SUMMARY_SCHEMA, render_summary
     report.kind = "summary"
-    raw = _embedded_record_bytes(reader, SUMMARY_NAME, "batch summary")
-    try:
-        summary = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _Bad("the embedded batch summary is not valid JSON") from e
-    if not isinstance(summary, dict) or summary.get("schema") != SUMMARY_SCHEMA:
-        raise _Bad("the embedded batch summary is not a phonewipe batch summary")
-    report.summary = summary
-    if canonical_json(summary) != raw:
-        report.problems.append("the embedded batch summary is not in canonical form")
-    layout = _signed_layout(reader)
-    try:
-        rendered = render_summary(summary, layout, signing)
-    except Exception as e:  # noqa: BLE001 - a summary that does not render is not ours
-        raise _Bad(f"the embedded batch summary cannot be rendered ({_short(e)})") from e
-    same, _ = _same_pages(rendered, reader)
-    if not same:
-        raise _Bad("the embedded batch summary does not match the visible pages")
+    report.summary = _embedded_json(reader, report, SUMMARY_NAME, "batch summary", SUMMARY_SCHEMA)
+    _renders_as_signed(reader, "batch summary", render_summary, report.summary, signing)
 
 
 def _check_destruction_list(reader: PdfFileReader, report: VerifyReport,
                             signing: SigningInfo | None) -> None:
     """A destruction run's signed list: canonical JSON that renders to exactly the pages."""
-    from phonewipe.erase.model import canonical_json
-
     from .destruction_list import LIST_SCHEMA, render_list
     report.kind = "destruction-list"
-    raw = _embedded_record_bytes(reader, LIST_NAME, "destruction list")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _Bad("the embedded destruction list is not valid JSON") from e
-    if not isinstance(data, dict) or data.get("schema") != LIST_SCHEMA:
-        raise _Bad("the embedded destruction list is not a phonewipe destruction list")
-    report.summary = data
-    if canonical_json(data) != raw:
-        report.problems.append("the embedded destruction list is not in canonical form")
-    try:
-        rendered = render_list(data, _signed_layout(reader), signing)
-    except Exception as e:  # noqa: BLE001 - a list that does not render is not ours
-        raise _Bad(f"the embedded destruction list cannot be rendered ({_short(e)})") from e
-    same, _ = _same_pages(rendered, reader)
-    if not same:
-        raise _Bad("the embedded destruction list does not match the visible pages")
+    report.summary = _embedded_json(reader, report, LIST_NAME, "destruction list", LIST_SCHEMA)
+    _renders_as_signed(reader, "destruction list", render_list, report.summary, signing)
 
 
 def _check_addendum(reader: PdfFileReader, report: VerifyReport,
                     signing: SigningInfo | None) -> None:
     """A second person's validation: canonical JSON that renders to exactly the signed pages,
     and, when the certificate it cites lies beside it, that file's SHA-256 is the cited one."""
-    from phonewipe.erase.model import canonical_json
-
     from .addendum import ADDENDUM_SCHEMA, render_addendum
     report.kind = "addendum"
-    raw = _embedded_record_bytes(reader, ADDENDUM_NAME, "validation addendum")
-    try:
-        addendum = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _Bad("the embedded validation addendum is not valid JSON") from e
-    if not isinstance(addendum, dict) or addendum.get("schema") != ADDENDUM_SCHEMA:
-        raise _Bad("the embedded validation addendum is not a phonewipe validation addendum")
+    addendum = _embedded_json(reader, report, ADDENDUM_NAME, "validation addendum", ADDENDUM_SCHEMA)
     report.addendum = addendum
-    if canonical_json(addendum) != raw:
-        report.problems.append("the embedded validation addendum is not in canonical form")
-    try:
-        rendered = render_addendum(addendum, _signed_layout(reader), signing)
-    except _Bad:
-        raise
-    except Exception as e:  # noqa: BLE001 - an addendum that does not render is not ours
-        raise _Bad(f"the validation addendum cannot be rendered ({_short(e)})") from e
-    same, _ = _same_pages(rendered, reader)
-    if not same:
-        raise _Bad("the embedded validation addendum does not match the visible pages")
+    _renders_as_signed(reader, "validation addendum", render_addendum, addendum, signing)
     cert = addendum.get("certificate") or {}
     name = Path(str(cert.get("file", ""))).name
     beside = report.path.parent / name if name else None
