@@ -66,10 +66,13 @@ def model_names(seen: dict[str, str], mode: str, identity: Identity) -> dict[str
 
 def imei_ok(value: str) -> bool:
     """Whether ``value`` is an IMEI: 15 digits, the last the Luhn check digit of the others."""
-    if len(value) != 15 or not value.isdigit():
-        return False
+    return len(value) == 15 and value.isdigit() and luhn_ok(value)
+
+
+def luhn_ok(digits: str) -> bool:
+    """Whether a string of digits ends in its Luhn check digit."""
     total = 0
-    for i, char in enumerate(reversed(value)):
+    for i, char in enumerate(reversed(digits)):
         d = int(char) * (2 if i % 2 else 1)
         total += d - 9 if d > 9 else d
     return total % 10 == 0

@@ -16,10 +16,9 @@ from test_fastboot_follow import erase_in_bootloader, fleet  # noqa: F401 - a fi
 from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
 from phonewipe.erase.emulation.profiles import load_profile, luhn_check_digit
 from phonewipe.erase.emulation.storage import HandsetStorage
-from phonewipe.erase.identity import IdentityConflict, imei_ok, merge_identity, model_names
+from phonewipe.erase.identity import IdentityConflict, imei_ok, luhn_ok, merge_identity, model_names
 from phonewipe.erase.model import Identity, Outcome
 from phonewipe.erase.plugin import close_plugins, sandbox_plugins
-from phonewipe.erase.station.manifest import luhn_ok
 from phonewipe.protocols.adb.client_channel import parse_imei_parcel
 
 

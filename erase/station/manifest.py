@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..identity import luhn_ok
 
 # header names (lower case, spaces and slashes as "_") each field is read from, first match wins
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -57,14 +58,6 @@ def normalise(identifier: str | None) -> str:
     key = "".join((identifier or "").split()).upper()
     digits = key.replace("-", "").replace(".", "").replace("/", "")
     return digits if digits.isdigit() else key
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        d = int(char) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
 
 
 def imei_problem(value: str) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 from phonewipe.erase.emulation.registry import DIR_KEY, PUBLISH_KEY, published, registry_dir
 from phonewipe.erase.emulation.usbbus import EmulatedUsbBus
 from phonewipe.erase.errors import DeviceNotFound, UsageError
+from phonewipe.erase.identity import imei_ok
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 from phonewipe.erase.strings import clean
@@ -134,16 +135,8 @@ def _imeis(values: Any) -> list[tuple[str, str]]:
     for value in values:
         serial, _, imei = str(value).rpartition("=")
         imei = imei.strip().replace(" ", "")
-        if len(imei) != 15 or not imei.isdigit() or not _luhn_ok(imei):
+        if not imei_ok(imei):
             raise UsageError(f"--edl-imei {value!r} is not a valid IMEI",
                              "type the 15 digits from the phone's label (*#06# cannot run in EDL)")
         out.append((serial.strip().upper(), imei))
     return out
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        d = int(char) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
