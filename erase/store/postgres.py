@@ -130,17 +130,7 @@ class PostgresStore(SqlReader, Store):
         """Take the database to schema `target` (up or down); returns the version it was at."""
         with self._transaction() as tx:
             tx.run("SELECT pg_advisory_xact_lock(%(k)s)", {"k": _MIGRATION_LOCK})
-            tx.run(schema.VERSION_TABLE)
-            rows = tx.run("SELECT MAX(version) FROM store_schema")
-            current = int(rows[0][0]) if rows[0][0] is not None else 0
-            for version, statements in schema.steps(current, target, self.dialect):
-                for sql in statements:
-                    tx.run(sql)
-                tx.run("DELETE FROM store_schema")
-                tx.run("INSERT INTO store_schema (version) VALUES (%(v)s)", {"v": version})
-            if target == 0:
-                tx.run("DROP TABLE store_schema")
-        return current
+            return schema.migrate_in(tx, target, self.dialect)
 
     # -- reading --------------------------------------------------------------------------------
     def events_after(self, cursor: int = 0, limit: int = 500) -> list[StoredEvent]:

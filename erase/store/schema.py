@@ -9,6 +9,7 @@ per event so a spooled event replays exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,19 @@ def steps(current: int, target: int, dialect: str) -> list[tuple[int, tuple[str,
         return [(m.version, m.up[dialect]) for m in MIGRATIONS if current < m.version <= target]
     return [(m.version - 1, m.down[dialect]) for m in reversed(MIGRATIONS)
             if target < m.version <= current]
+
+
+def migrate_in(tx: Any, target: int, dialect: str) -> int:
+    """Take a store to schema `target` (up or down) inside the open transaction `tx` (its
+    ``run(sql, params)`` takes %(name)s parameters); returns the version it was at."""
+    tx.run(VERSION_TABLE)
+    rows = tx.run("SELECT MAX(version) FROM store_schema")
+    current = int(rows[0][0]) if rows[0][0] is not None else 0
+    for version, statements in steps(current, target, dialect):
+        for sql in statements:
+            tx.run(sql)
+        tx.run("DELETE FROM store_schema")
+        tx.run("INSERT INTO store_schema (version) VALUES (%(v)s)", {"v": version})
+    if target == 0:
+        tx.run("DROP TABLE store_schema")
+    return current

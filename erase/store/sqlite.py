@@ -82,17 +82,8 @@ class SqliteStore(SqlReader, Store):
     def migrate(self, target: int) -> int:
         """Take the file to schema `target` (up or down); returns the version it was at."""
         with self._transaction() as tx:
-            tx.run(schema.VERSION_TABLE)
-            rows = tx.run("SELECT MAX(version) FROM store_schema")
-            current = int(rows[0][0]) if rows[0][0] is not None else 0
-            for version, statements in schema.steps(current, target, self.dialect):
-                for sql in statements:
-                    tx.run(sql)
-                tx.run("DELETE FROM store_schema")
-                tx.run("INSERT INTO store_schema (version) VALUES (%(v)s)", {"v": version})
-            if target == 0:
-                tx.run("DROP TABLE store_schema")
-            elif target != current:  # projections are derived: rebuilt from the events
+            current = schema.migrate_in(tx, target, self.dialect)
+            if target not in (0, current):  # projections are derived: rebuilt from the events
                 self._reset_projections(tx, target)
         return current
 
