@@ -7,6 +7,7 @@ its certificate.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -65,21 +66,38 @@ INTERRUPTED = ("interrupted by the operator (Ctrl-C) before the job finished",
                "erase the phone again: it may be partly erased")
 
 
-def _count_interrupt(interrupts: int, abort: threading.Event,
-                     on_interrupt: Callable[[int], None] | None) -> int:
-    """The n-th Ctrl-C: the second sets ``abort``, the third gives up. A Ctrl-C that lands
-    while the operator is being told about the last one counts too (a quick double press)."""
-    while True:
-        if interrupts >= 3:
-            raise KeyboardInterrupt
-        if interrupts == 2:
-            abort.set()
-        try:
-            if on_interrupt:
-                on_interrupt(interrupts)
-            return interrupts
-        except KeyboardInterrupt:
-            interrupts += 1
+class _CtrlC:
+    """Counts Ctrl-C presses with a SIGINT handler that only counts: a KeyboardInterrupt
+    raised inside a lock's wait can leave the lock broken ("release unlocked lock"), so
+    the presses are acted on by the waiting loop, between waits. Off the main thread (where
+    no handler can be set) it counts nothing and Ctrl-C keeps its default behaviour."""
+
+    def __init__(self) -> None:
+        self.pressed = 0
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._count)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _count(self, *_: object) -> None:
+        self.pressed += 1
+
+
+def _answer_interrupt(count: int, abort: threading.Event,
+                      on_interrupt: Callable[[int], None] | None) -> None:
+    """The n-th Ctrl-C: the first is told, the second sets ``abort``, the third gives up."""
+    if count >= 3:
+        raise KeyboardInterrupt
+    if count == 2:
+        abort.set()
+    if on_interrupt:
+        on_interrupt(count)
 
 
 def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings, audit: AuditLog,
@@ -131,13 +149,12 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
         futures = [pool.submit(one, t) for t in targets]
-        interrupts = 0
-        while True:
-            try:
-                wait(futures)
-                break
-            except KeyboardInterrupt:
-                interrupts = _count_interrupt(interrupts + 1, abort, on_interrupt)
+        answered = 0
+        with _CtrlC() as ctrl_c:
+            while wait(futures, timeout=0.1).not_done:
+                while answered < ctrl_c.pressed:
+                    answered += 1
+                    _answer_interrupt(answered, abort, on_interrupt)
         return [f.result() for f in futures]
 
 
