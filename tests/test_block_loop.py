@@ -280,6 +280,34 @@ def test_lumia_in_mass_storage_mode_is_certified_with_operator_entered_identity(
                        "manufacturer": "Nokia", "model": "Lumia 920"}
 
 
+@pytest.mark.parametrize("imei", ["356938035643808", "35693803564380", "35693803564380x"])
+def test_a_mistyped_imei_is_refused_in_one_line_before_the_disk_is_touched(
+        keys: Path, stack: ExitStack, tmp_path: Path, imei: str) -> None:
+    """A label misread (wrong check digit, a digit short, a letter) never reaches a
+    certificate: exit 2, one line, the disk as it was."""
+    image = used_image(tmp_path / "lumia.img")
+    node = stack.enter_context(loop_device(image))
+    before = digest(image)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "phonewipe", "--allow-internal", node, "--block-imei", imei,
+         "erase", node, "--out", str(tmp_path / "out"), "--keys", str(keys), "--operator",
+         "Test Operator", "--organization", "Test Org", "--method", "block-pattern"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(home)})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and f"--block-imei '{imei}' is not a valid IMEI" in lines[0], lines
+    assert digest(image) == before and not (tmp_path / "out").exists()
+
+
+def test_an_imei_typed_with_spaces_is_kept_as_its_digits() -> None:
+    from phonewipe.erase.plugin import PluginOptions
+    from phonewipe.protocols.block import BlockPlugin
+    plugin = BlockPlugin(PluginOptions({"block_imei": ["35 693803 564380 9"]}))
+    assert plugin.entered().imeis == ("356938035643809",)
+
+
 # -- the plugin itself: re-identification just before writing, the system disk -----------------
 def _session(node: str) -> tuple[object, object]:
     from phonewipe.erase.plugin import PluginOptions

@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from phonewipe.erase.errors import DeviceNotFound
+from phonewipe.erase.errors import DeviceNotFound, UsageError
+from phonewipe.erase.identity import imei_ok
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
@@ -51,6 +52,7 @@ class BlockPlugin(Plugin):
         super().__init__(options)
         # emulated handsets' loop devices, shared by every instance with these options
         self.emulated: dict[str, Any] = self.options.values.setdefault("block_emulated", {})
+        self.imeis = _imeis(self.option("imei") or ())
 
     @classmethod
     def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
@@ -62,7 +64,7 @@ class BlockPlugin(Plugin):
 
     def entered(self) -> OperatorEntered:
         return OperatorEntered(
-            imeis=tuple(self.option("imei") or ()), asset_tag=self.option("asset_tag") or "",
+            imeis=self.imeis, asset_tag=self.option("asset_tag") or "",
             manufacturer=self.option("manufacturer") or "", model=self.option("model") or "",
             storage_type=self.option("storage") or "")
 
@@ -100,3 +102,16 @@ class BlockPlugin(Plugin):
             return None
         from .emulator import LoopHandset
         return LoopHandset.start(self, storage, profile)
+
+
+def _imeis(values: Any) -> tuple[str, ...]:
+    """The operator's IMEIs (spaces dropped); UsageError for one that is not 15 digits with a
+    valid Luhn check digit (a label misread), before any disk is touched."""
+    out = []
+    for value in values:
+        imei = str(value).strip().replace(" ", "")
+        if not imei_ok(imei):
+            raise UsageError(f"--block-imei {value!r} is not a valid IMEI",
+                             "type the 15 digits from the phone's label again")
+        out.append(imei)
+    return tuple(out)
