@@ -256,39 +256,34 @@ class BlockSession(Session):
                                  "choose block-pattern or block-zeros")
         self._reidentify()
         fd = self.open_device(write=True)
+        tally = directio.Tally()
         try:
             size = directio.device_size(fd)
             if size != self.disk.size:
                 raise PhonewipeError(f"{self.disk.node} reports {size:,} bytes when opened, not "
                                      f"{self.disk.size:,}: nothing was written", GONE_ADVICE)
-            written = directio.write_stream(fd, size, self._filler(method, context),
-                                            self._counted(progress))
+            directio.write_stream(fd, size, self._filler(method, context), progress, tally)
             directio.flush(fd)
         except OSError as exc:
             raise self.gone_or_failing(exc, "write") from exc
         finally:
             os.close(fd)
-        return EraseReport(written, method.expectation,
+            self.counts["writes"] += tally.writes
+            self.counts["bytes_written"] = tally.bytes
+        return EraseReport(tally.bytes, method.expectation,
                            f"whole block device {self.disk.node}, {size / 2**20:,.0f} MiB",
                            {"protocol": "block", "transport": self.disk.transport,
                             "io": "O_DIRECT|O_EXCL, fsync, BLKFLSBUF",
                             "operator_entered": self.entered.to_dict()},
                            {"sysfs size": self.disk.size})
 
-    def _counted(self, progress: ProgressFn) -> ProgressFn:
-        def report(done: int, total: int) -> None:
-            self.counts["writes"] += 1
-            self.counts["bytes_written"] = done
-            progress(done, total)
-        return report
-
     @staticmethod
-    def _filler(method: EraseMethod, context: EraseContext) -> directio.Fill:
+    def _filler(method: EraseMethod, context: EraseContext) -> directio.Fill | None:
+        """What makes each chunk: the keyed pattern, or None for zeros (one zeroed buffer)."""
         if method is PATTERN:
             stream = PatternStream(context.pattern_key)
             return lambda buf, n: stream.next_into(buf, n)
-        zeros = bytes(directio.CHUNK)
-        return lambda buf, n: buf.__setitem__(slice(0, n), zeros[:n])
+        return None
 
     def reader(self) -> BlockReader | None:
         return BlockReaderDirect(self)
