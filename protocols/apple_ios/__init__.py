@@ -82,17 +82,17 @@ class IosPlugin(Plugin):
         check_usbmux_address(str(self.option("usbmux")))
         self._owns_mux = False
         self._lock = threading.Lock()
-        self._host_key: Any = None
+        self._host_identity: Any = None
 
-    def host_key(self) -> Any:
-        """This computer's RSA key for the pair records it makes (one per host, as
-        libimobiledevice keeps one): made once, not once per phone."""
-        from cryptography.hazmat.primitives.asymmetric import rsa
+    def host_identity(self) -> Any:
+        """This computer's pairing identity (host_identity.py), made on first use, not at
+        plugin load (most commands never pair), and once for all the jobs' threads."""
+        from .host_identity import HostIdentity
 
         with self._lock:
-            if self._host_key is None:
-                self._host_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            return self._host_key
+            if self._host_identity is None:
+                self._host_identity = HostIdentity.make()
+            return self._host_identity
 
     @classmethod
     def sandbox_options(cls, workdir: Path) -> dict[str, Any]:
@@ -149,7 +149,7 @@ class IosPlugin(Plugin):
                                  "check the cable, unlock the phone, and run `phonewipe devices`")
         records = str(self.option("pair_records"))
         client = IosClient(found[endpoint.address], endpoint.address,
-                           Path(records) if records else None, self.host_key())
+                           Path(records) if records else None, self.host_identity())
         return IosSession(self, endpoint, client)
 
     def management_finding(self, managed: dict[str, Any]) -> Finding:

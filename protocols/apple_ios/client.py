@@ -4,19 +4,20 @@ only through usbmuxd at ``address`` (None: pymobiledevice3's default, i.e.
 ``USBMUXD_SOCKET_ADDRESS`` or /var/run/usbmuxd).
 
 Pairing goes through pymobiledevice3's own `LockdownClient.create` (QueryType, GetValue,
-ValidatePair/StartSession, Pair with the Trust prompt, TLS); the new pair record is then
-handed to usbmuxd with SavePairRecord at the same address, as the real usbmuxd keeps them.
+ValidatePair/StartSession, Pair with the Trust prompt, TLS), its certificates signed by this
+host's one identity (host_identity.py); the new pair record is then handed to usbmuxd with
+SavePairRecord at the same address, as the real usbmuxd keeps them. Connections to the
+phone's ports go to the device usbmuxd listed when lockdownd was reached (``Connect`` to its
+DeviceID, as libimobiledevice does), not through a new listing each time.
 """
 from __future__ import annotations
 
 import asyncio
-import plistlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pymobiledevice3 import usbmux
 from pymobiledevice3.exceptions import (
     ConnectionFailedError,
@@ -26,14 +27,16 @@ from pymobiledevice3.exceptions import (
     NoDeviceConnectedError,
     PyMobileDevice3Exception,
 )
-from pymobiledevice3.lockdown import UsbmuxLockdownClient
 from pymobiledevice3.service_connection import ServiceConnection
 from pymobiledevice3.services.mobile_config import MobileConfigService
 
 from phonewipe.erase.errors import DeviceGone, DeviceNotFound, PhonewipeError
 
+from .host_identity import HostIdentity, HostLockdownClient
+
 T = TypeVar("T")
 LOCKDOWN_PORT = 62078
+NO_BUID = "00000000-0000-0000-0000-000000000000"  # a binary-protocol usbmuxd has none
 GONE = (ConnectionFailedError, ConnectionTerminatedError, DeviceNotFoundError, MuxException,
         NoDeviceConnectedError, OSError, asyncio.IncompleteReadError)
 USBMUXD_ADVICE = ("start usbmuxd (`systemctl start usbmuxd`, or plug the iPhone in: its udev "
@@ -70,13 +73,15 @@ def list_devices(address: str | None) -> list[MuxEntry]:
 
 class IosClient:
     def __init__(self, address: str | None, udid: str, pair_records: Path | None,
-                 host_key: RSAPrivateKey | None = None) -> None:
+                 host_identity: HostIdentity | None = None) -> None:
         self.address = mux_address(address)
         self.udid = udid
         self.pair_records = pair_records
-        self.host_key = host_key  # this computer's key in the pair records it makes
+        self.host_identity = host_identity  # signs the pair records this computer makes
         self.runner = asyncio.Runner()
-        self.lockdown: UsbmuxLockdownClient | None = None
+        self.lockdown: HostLockdownClient | None = None
+        self._mc: MobileConfigService | None = None  # MCInstall: preflight's, then the erase's
+        self._buid: str | None = None
         self.exchanges = 0  # usbmuxd/lockdownd/service exchanges run, for the evidence
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -94,69 +99,75 @@ class IosClient:
                              "check the cable and run again") from exc
 
     # -- lockdown ------------------------------------------------------------------------
+    async def _device(self) -> tuple[usbmux.MuxDevice, str]:
+        """This phone as usbmuxd lists it now, and usbmuxd's BUID (read once), over one
+        usbmuxd connection."""
+        async with await usbmux.create_mux(usbmux_address=self.address) as mux:
+            if self._buid is None:
+                self._buid = await mux.get_buid() if isinstance(mux, usbmux.PlistMuxConnection) \
+                    else NO_BUID
+            await mux.get_device_list(0.1)
+            devices = list(mux.devices)
+        for device in sorted(devices, key=lambda d: not d.is_usb):
+            if device.matches_udid(self.udid):
+                return device, self._buid
+        raise DeviceNotFoundError(self.udid, f"usbmuxd does not list {self.udid}")
+
     async def _open(self, autopair: bool, pair_timeout: float,
-                    pair_record: dict[str, Any] | None) -> UsbmuxLockdownClient:
-        service = await ServiceConnection.create_using_usbmux(self.udid, LOCKDOWN_PORT,
-                                                              usbmux_address=self.address)
+                    pair_record: dict[str, Any] | None) -> HostLockdownClient:
+        device, buid = await self._device()
+        service = await ServiceConnection.from_socket(
+            await device.connect(LOCKDOWN_PORT, usbmux_address=self.address), mux_device=device)
         try:
-            async with await usbmux.create_mux(usbmux_address=self.address) as mux:
-                buid = await mux.get_buid() if isinstance(mux, usbmux.PlistMuxConnection) \
-                    else "00000000-0000-0000-0000-000000000000"
-            lockdown = await UsbmuxLockdownClient.create(
+            lockdown = await HostLockdownClient.create(
                 service, identifier=self.udid, system_buid=buid, autopair=autopair,
                 pair_timeout=pair_timeout, pair_record=pair_record,
                 pairing_records_cache_folder=self.pair_records, usbmux_address=self.address,
-                private_key=self.host_key)
+                host_identity=self.host_identity)
         except BaseException:
             await service.close()
             raise
         return lockdown
 
     def open(self, autopair: bool, pair_timeout: float,
-             pair_record: dict[str, Any] | None = None) -> UsbmuxLockdownClient:
+             pair_record: dict[str, Any] | None = None) -> HostLockdownClient:
         """A lockdown client (paired when it could be); pymobiledevice3's errors pass."""
         self.close_lockdown()
         self.lockdown = self.run(self._open(autopair, pair_timeout, pair_record),
                                  timeout=pair_timeout + 60)
         return self.lockdown
 
-    def save_pair_record(self) -> None:
-        """Give usbmuxd the pair record pymobiledevice3 just made (it kept it on disk too)."""
-        lockdown = self.lockdown
-        if lockdown is None or lockdown.pair_record is None or lockdown.service.mux_device is None:
-            return
-        record, devid = plistlib.dumps(lockdown.pair_record), lockdown.service.mux_device.devid
-
-        async def save() -> None:
-            async with await usbmux.create_mux(usbmux_address=self.address) as mux:
-                if isinstance(mux, usbmux.PlistMuxConnection):
-                    await mux.save_pair_record(self.udid, devid, record)
-        self.run(save())
-
     def value(self, domain: str | None = None, key: str | None = None) -> Any:
         assert self.lockdown is not None
         return self.run(self.lockdown.get_value(domain, key))
 
-    def management(self) -> tuple[dict[str, Any], list[str]]:
-        """(cloud configuration, installed profile identifiers) over one MCInstall connection."""
+    def _mcinstall(self) -> MobileConfigService:
+        """The session's MCInstall connection, started on first use and kept for the erase
+        (one StartService and TLS handshake per job, not one per request group)."""
         assert self.lockdown is not None
-        lockdown = self.lockdown
+        if self._mc is None:
+            self._mc = MobileConfigService(self.lockdown)
+        return self._mc
+
+    def management(self) -> tuple[dict[str, Any], list[str]]:
+        """(cloud configuration, installed profile identifiers), asked over MCInstall."""
+        mc = self._mcinstall()
 
         async def ask() -> tuple[dict[str, Any], list[str]]:
-            async with MobileConfigService(lockdown) as mc:
-                cloud = await mc.get_cloud_configuration() or {}
-                profiles = (await mc.get_profile_list()).get("OrderedIdentifiers") or []
+            cloud = await mc.get_cloud_configuration() or {}
+            profiles = (await mc.get_profile_list()).get("OrderedIdentifiers") or []
             return cloud, [str(p) for p in profiles]
         return self.run(ask())
 
     def erase_device(self) -> None:
         """Erase All Content and Settings; pymobiledevice3 takes the dropped link as done."""
-        assert self.lockdown is not None
-        lockdown = self.lockdown
+        mc = self._mcinstall()
 
         async def erase() -> None:
-            async with MobileConfigService(lockdown) as mc:
+            try:
                 await mc.erase_device(preserve_data_plan=False, disallow_proximity_setup=True)
+            finally:
+                await mc.close()
         self.run(erase())
 
     # -- following the reboot -----------------------------------------------------------------
@@ -193,6 +204,12 @@ class IosClient:
         return next((e for e in entries if e.udid.replace("-", "") == self.udid.replace("-", "")), None)
 
     def close_lockdown(self) -> None:
+        if self._mc is not None:
+            mc, self._mc = self._mc, None
+            try:
+                self.run(mc.close(), timeout=5)
+            except (PyMobileDevice3Exception, DeviceGone):
+                pass
         if self.lockdown is not None:
             lockdown, self.lockdown = self.lockdown, None
             try:

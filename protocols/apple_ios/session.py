@@ -91,7 +91,6 @@ class IosSession(Session):
         try:
             self.client.open(autopair=True, pair_timeout=self.plugin.pair_timeout)
             self.log.append("paired" if self.client.lockdown and self.client.lockdown.paired else "unpaired")
-            self.client.save_pair_record()
         except PairingDialogResponsePendingError:
             self.trust = "untrusted"
         except UserDeniedPairingError:
