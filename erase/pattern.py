@@ -54,6 +54,17 @@ class PatternStream:
             self._zeros = bytes(length)
         self._enc.update_into(self._zeros, out)
 
+    def fill(self, out: memoryview) -> None:
+        """The next ``len(out)`` bytes written into ``out``, which holds exactly them (a
+        reused send buffer; `next_into` needs 15 bytes of room more)."""
+        length = len(out)
+        if len(self._zeros) != length:
+            self._zeros = bytes(length)
+        try:
+            self._enc.update_into(self._zeros, out)
+        except ValueError:  # a cryptography that wants room for a whole block more in CTR
+            out[:] = self._enc.update(self._zeros)
+
 
 def xor_keystream(key: bytes, offset: int, data: bytes) -> bytes:
     """data XOR pattern at offset (used by emulators to model encryption under a key)."""

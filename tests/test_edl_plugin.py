@@ -326,7 +326,7 @@ def test_the_emulated_programmer_naks_as_real_ones_do(tmp_path: Path) -> None:
             assert fh.nop().ack
             fh.max_payload = 128 * 1024  # more than the programmer agreed to take
             with pytest.raises(FirehoseNak, match="larger than MaxPayloadSizeToTargetInBytes"):
-                fh.program(0, total - 64, 32, 4096, lambda pos, n: bytes(n), lambda n: None)
+                fh.program(0, total - 64, 32, 4096, lambda pos, out: None, lambda n: None)
     finally:
         emu.stop()
         storage.close()

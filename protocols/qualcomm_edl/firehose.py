@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 from xml.sax.saxutils import quoteattr
@@ -24,13 +22,13 @@ from phonewipe.erase.errors import ProtocolError
 from phonewipe.erase.strings import clean
 
 from .errors import FirehoseNak, ShortRead
+from .pieces import Fill, Pieces
 from .sahara import Link
 
 XML_HEAD = b'<?xml version="1.0" encoding="UTF-8" ?>'
 MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
 DEFAULT_PAYLOAD = 1024 * 1024
 MEMORIES = ("ufs", "emmc")
-AHEAD = 2  # pieces of a program made ahead of the one being sent
 _ESCAPES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # kept through attribute normalisation
 _DOC_SPLIT = re.compile(rb"<\?xml[^>]*\?>")
 _NAME = rb"[A-Za-z_][A-Za-z0-9_]*"
@@ -245,11 +243,11 @@ class FirehoseClient:
             self._checked(self._reply(), f"reading sectors {start}+{count} of LUN {lun}")
         return bytes(data)
 
-    def program(self, lun: int, start: int, count: int, sector: int,
-                data: Callable[[int, int], bytes], progress: Callable[[int], None]) -> None:
-        """Write ``count`` sectors from ``start``: ``data(pos, n)`` gives the bytes at ``pos``
-        of the range, called in order of ``pos`` from one worker thread; ``progress(n)``
-        after each transfer."""
+    def program(self, lun: int, start: int, count: int, sector: int, fill: Fill,
+                progress: Callable[[int], None]) -> None:
+        """Write ``count`` sectors from ``start``: ``fill(pos, out)`` writes the bytes at
+        ``pos`` of the range into ``out``, called in order of ``pos`` from one worker
+        thread; ``progress(n)`` after each transfer."""
         total = count * sector
         reply = self.command("program", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
                              physical_partition_number=lun, start_sector=start, filename="")
@@ -258,16 +256,8 @@ class FirehoseClient:
             raise ProtocolError("the programmer accepted a program without a raw data phase",
                                 "this programmer does not speak Firehose as expected")
         step = max(sector, self.max_payload // sector * sector)
-        positions = range(0, total, step)
-        # the next pieces are made in another thread while this one is on the wire (the
-        # pattern's AES runs without the GIL): the transfer waits for neither
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = deque(pool.submit(data, pos, min(step, total - pos)) for pos in positions[:AHEAD])
-            for i in range(len(positions)):
-                piece = ahead.popleft().result()
-                if i + AHEAD < len(positions):
-                    pos = positions[i + AHEAD]
-                    ahead.append(pool.submit(data, pos, min(step, total - pos)))
+        with Pieces(fill, total, step) as pieces:
+            for piece in pieces:
                 self.link.write(piece)
                 self.transcript.bytes_sent += len(piece)
                 progress(len(piece))

@@ -8,6 +8,7 @@ programmer the phone asks for, piece by piece, until it reports the end of the i
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,7 +74,7 @@ def decode(raw: bytes) -> Packet:
 class Link(Protocol):
     address: str
 
-    def write(self, data: bytes | memoryview) -> None: ...
+    def write(self, data: bytes | array[int]) -> None: ...
 
     def read(self, size: int, timeout: float) -> bytes: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import PhonewipeError, ProtocolError
 from phonewipe.erase.model import (
@@ -27,6 +27,7 @@ from .areas import Area, AreaMap, AreaReader
 from .errors import RECONNECT, EdlTimeout
 from .firehose import FirehoseClient, StorageInfo
 from .loaders import NoLoader, find_loader
+from .pieces import Fill
 from .sahara import LoaderRejected, SaharaClient, SaharaInfo
 
 if TYPE_CHECKING:
@@ -333,19 +334,20 @@ class EdlSession(Session):
         self.link.close()
 
 
-def _pattern(key: bytes, base: int) -> Callable[[int, int], bytes]:
+def _pattern(key: bytes, base: int) -> Fill:
     """The keyed pattern of an area that starts at ``base`` of the address space, asked for
     in order (one keystream, not a cipher per piece)."""
     stream = PatternStream(key, base)
     expected = 0
 
-    def data(pos: int, n: int) -> bytes:
+    def fill(pos: int, out: memoryview) -> None:
         nonlocal expected
         if pos != expected:  # out of order: the random-access form
-            return pattern_bytes(key, base + pos, n)
-        expected = pos + n
-        return stream.next(n)
-    return data
+            out[:] = pattern_bytes(key, base + pos, len(out))
+            return
+        expected = pos + len(out)
+        stream.fill(out)
+    return fill
 
 
 def _functions(logs: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import re
+from array import array
 from typing import Any, Iterator
 
 import usb.core
@@ -69,16 +70,16 @@ class UsbLink:
             return timeout(self.address, what)
         return gone(self.address, what)
 
-    def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+    def write(self, data: bytes | array[int]) -> None:
+        """One transfer (pieces of WRITE_CHUNK when longer). pyusb sends an ``array('B')``
+        as it is and copies bytes into one first; a memoryview it would copy byte by byte."""
         try:
+            if len(data) <= WRITE_CHUNK:
+                self.ep_out.write(data, 10_000)
+                return
+            view = memoryview(data)
             for pos in range(0, len(view), WRITE_CHUNK):
-                # bytes reach pyusb's array in one copy; a memoryview would be copied byte by byte
-                piece = data if isinstance(data, bytes) and len(data) <= WRITE_CHUNK \
-                    else view[pos:pos + WRITE_CHUNK].tobytes()
-                self.ep_out.write(piece, 10_000)
-            if not len(view):
-                self.ep_out.write(b"", 10_000)
+                self.ep_out.write(view[pos:pos + WRITE_CHUNK].tobytes(), 10_000)
         except usb.core.USBError as exc:
             raise self._fail(exc, "while the host was sending") from exc
 
