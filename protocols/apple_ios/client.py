@@ -188,14 +188,19 @@ class IosClient:
             await mux.listen()  # first, so that no change after the look below is missed
             if (self._mine(await _list(self.address)) is not None) == present:
                 return time.monotonic() - start
+            # Listen first reports each attached phone, one Attached at a time: until this one
+            # is reported, its absence from what was reported means nothing
+            reported = False
             while (left := start + timeout - time.monotonic()) > 0:
                 try:
                     await asyncio.wait_for(mux.receive_device_state_update(), left)
                 except asyncio.TimeoutError:
                     return None
                 devices = [MuxEntry(d.serial, d.devid, d.connection_type) for d in mux.devices]
-                if (self._mine(devices) is not None) == present:
+                listed = self._mine(devices) is not None
+                if listed == present and (present or reported):
                     return time.monotonic() - start
+                reported = reported or listed
             return None
         finally:
             await mux.close()
