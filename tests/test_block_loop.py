@@ -356,3 +356,17 @@ def test_discovery_reports_what_the_host_knows(stack: ExitStack, tmp_path: Path)
     assert identity.capacity_bytes == SIZE and identity.serial.startswith("LOOP-")
     codes = {f.code for f in session.preflight()}
     assert "block-sanitize-not-offered" in codes and "operator-entered" not in codes
+
+
+def test_a_loop_device_is_asked_for_sanitize_and_honestly_not_offered_one(
+        stack: ExitStack, tmp_path: Path) -> None:
+    """The SG_IO ioctl really goes to the loop device, which takes no SCSI command: the
+    preflight says so in one line and the methods stay the verified overwrites."""
+    node = stack.enter_context(loop_device(used_image(tmp_path / "disk.img")))
+    _, session = _session(node)
+    session.identify()
+    [finding] = [f for f in session.preflight() if f.code == "block-sanitize-not-offered"]
+    assert finding.message.startswith(f"Sanitize (Purge) not offered: {node} takes no SCSI "
+                                      "commands (SG_IO: "), finding.message
+    assert "\n" not in finding.message
+    assert [m.name for m in session.methods()] == ["block-pattern", "block-zeros"]

@@ -29,6 +29,7 @@ from phonewipe.erase.strings import clean
 from . import directio
 from .disks import Disk, find_disk
 from .safety import refusal
+from .sanitize import Support, detect
 
 BLOCK = 4096
 READERS = 4  # reads in flight during the read-back
@@ -76,15 +77,16 @@ class OperatorEntered:
                          for k, v in self.to_dict().items())
 
 
-def sanitize_finding(disk: Disk) -> Finding:
-    """ATA/SCSI/NVMe sanitize is not sent by this version: the methods are overwrites."""
-    if disk.transport in ("loop", "virtio", "mmc"):
-        why = f"a {disk.transport} device has no ATA, SCSI or NVMe sanitize command"
-    else:
-        why = (f"phonewipe does not yet send sanitize through a {disk.transport} bridge, so "
-               "none is offered")
+def sanitize_finding(support: Support) -> Finding:
+    """What the device said of sanitize (sanitize.py). This version sends none: the
+    methods are the overwrites, which reach Clear."""
+    if not support.kinds:
+        return Finding(Severity.INFO, "block-sanitize-not-offered",
+                       f"Sanitize (Purge) not offered: {support.why_not}; the overwrite "
+                       "reaches Clear.")
     return Finding(Severity.INFO, "block-sanitize-not-offered",
-                   f"Sanitize (Purge) not offered: {why}; the overwrite reaches Clear.")
+                   f"Sanitize (Purge) not offered: the device reports {support.describe()}, "
+                   "which this version does not send; the overwrite reaches Clear.")
 
 
 class BlockReaderDirect:
@@ -214,7 +216,7 @@ class BlockSession(Session):
             findings.append(Finding(Severity.INFO, "operator-entered",
                                     "Entered by the operator, not read from the device: " +
                                     self.entered.describe()))
-        findings.append(sanitize_finding(d))
+        findings.append(sanitize_finding(detect(d)))
         return findings
 
     def methods(self) -> list[EraseMethod]:
