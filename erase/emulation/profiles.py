@@ -64,6 +64,9 @@ class Faults:
     reset_lies: bool = False  # factory reset acknowledged but nothing happens
     untouched_reads_zero: bool = False  # skipped regions read back as zeros once erasing began
     hidden_fraction: float = 0.0  # share of userdata past the size the block device reports
+    # counterfeit capacity: the flash holds only this share of what it reports, and addresses
+    # past it wrap around onto the start (a fake "32 GB" card with 4 GB of flash); 0 = off
+    real_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

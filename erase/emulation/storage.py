@@ -240,6 +240,9 @@ class HandsetStorage:
         hidden = int(self.physical_size * profile.faults.hidden_fraction) // BLOCK * BLOCK
         self.size = self.physical_size - hidden  # what the block device admits to
         self.faults = FaultInjector(profile.faults, self.size, profile.seed)
+        real = profile.faults.real_fraction
+        self.flash_size = int(self.physical_size * real) // BLOCK * BLOCK \
+            if 0 < real < 1 else self.physical_size  # what the flash really holds
         self.cache = PageCache(profile.device.ram_mib * 1024 * 1024)  # the running kernel's
         self._lock = threading.RLock()
         self._fds: dict[str, int] = {}
@@ -335,8 +338,27 @@ class HandsetStorage:
         return self.physical_size if partition == "userdata" else SMALL_PARTITIONS[partition]
 
     # -- raw block access (what `dd` on /dev/block/by-name/* reaches) ---------------------
+    def _on_flash(self, offset: int, length: int) -> list[tuple[int, int, int]]:
+        """(flash offset, offset in the request, length) pieces of a userdata request: the
+        same range, except on counterfeit flash, where addresses wrap at its real size."""
+        if self.flash_size >= self.physical_size:
+            return [(offset, 0, length)]
+        pieces, done = [], 0
+        while done < length:
+            at = (offset + done) % self.flash_size
+            n = min(length - done, self.flash_size - at)
+            pieces.append((at, done, n))
+            done += n
+        return pieces
+
     def _raw_write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        os.pwrite(self._fd("userdata"), data, offset)
+        view, fd = memoryview(data), self._fd("userdata")
+        for at, rel, n in self._on_flash(offset, len(view)):
+            os.pwrite(fd, view[rel:rel + n], at)
+
+    def _raw_read(self, offset: int, length: int) -> bytes:
+        fd = self._fd("userdata")
+        return b"".join(os.pread(fd, n, at) for at, _, n in self._on_flash(offset, length))
 
     def write(self, offset: int, data: bytes | bytearray | memoryview, faulty: bool = True,
               cached: bool = False) -> int:
@@ -361,7 +383,7 @@ class HandsetStorage:
         answered from its page cache where that still holds a write."""
         length = max(0, min(length, self.size - offset))
         self.faults.check_read(offset, length)
-        data = self.faults.mask_read(offset, os.pread(self._fd("userdata"), length, offset))
+        data = self.faults.mask_read(offset, self._raw_read(offset, length))
         return self.cache.overlay(offset, data) if cached else data
 
     def drop_caches(self) -> None:
@@ -491,10 +513,9 @@ class HandsetStorage:
             return
         lost_key = new_key()
         with self._lock:
-            fd = self._fd("userdata")
-            for off in range(0, self.size, CHUNK):
-                chunk = os.pread(fd, min(CHUNK, self.size - off), off)
-                os.pwrite(fd, xor_keystream(lost_key, off, chunk), off)
+            for off in range(0, min(self.size, self.flash_size), CHUNK):
+                chunk = self._raw_read(off, min(CHUNK, self.size - off))
+                self._raw_write(off, xor_keystream(lost_key, off, chunk))
             self._write_superblock()
             self.table = FileTable(free=[[16 * BLOCK, self.size]])
             self.state.device_owner = self.state.profile_owner = ""

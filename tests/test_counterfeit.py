@@ -1,0 +1,69 @@
+"""Counterfeit capacity: flash that reports more than it holds, addresses wrapping onto the
+start (profile `counterfeit-capacity`). Every write is acknowledged and every read answers,
+so a tool that only checks for errors, or for "something was written here", passes it. The
+keyed pattern is addressed by offset, so a sample read at X holds the pattern of X + k * real
+size and fails; a zero fill really zeroes every block of the real flash, so it may pass, but
+only with no planted data left. Driven through the real adb server, as a phone would be."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phonewipe.erase.audit import AuditLog
+from phonewipe.erase.emulation.personal import planted_markers
+from phonewipe.erase.emulation.profiles import load_profile
+from phonewipe.erase.emulation.storage import HandsetStorage
+from phonewipe.erase.job import JobSettings, run_job
+from phonewipe.erase.model import Outcome
+
+PROFILE = "counterfeit-capacity"
+
+
+def test_the_flash_wraps_at_its_real_size(tmp_path: Path) -> None:
+    storage = HandsetStorage.create(tmp_path / "h", load_profile(PROFILE), "CF1")
+    real = storage.flash_size
+    assert real == storage.size // 4 and storage.partition_size("userdata") == storage.size
+    storage.write(real - 4096, b"\x11" * 8192)  # straddles the wrap
+    assert storage.read(real - 4096, 8192) == b"\x11" * 8192  # reads as written...
+    assert storage.read(0, 4096) == b"\x11" * 4096  # ...but its second half landed at 0
+    storage.write(3 * real, b"\x22" * 4096)
+    assert storage.read(0, 4096) == b"\x22" * 4096  # the newest write to the same flash wins
+    storage.close()
+
+
+def _erase(plugins: dict[str, Any], handset: Any, tmp_path: Path, **settings: Any) -> Any:
+    adb = plugins["adb"]
+    endpoint = [e for e in adb.discover() if e.address == handset.endpoints["adb"]][0]
+    with AuditLog(tmp_path / f"audit-{handset.serial}.sqlite") as audit:
+        return run_job(adb, endpoint, JobSettings(**settings), audit)
+
+
+@pytest.mark.interop
+def test_the_keyed_pattern_never_passes_counterfeit_flash(adb_fleet: Any, tmp_path: Path) -> None:
+    plugins, start = adb_fleet
+    for mode, seed in (("quick", 1), ("quick", 2), ("nist", 3), ("full", 4)):
+        record = _erase(plugins, start(PROFILE), tmp_path, method="adb-raw-pattern",
+                        verify_mode=mode, seed=seed)
+        assert record.outcome is Outcome.FAILED, (mode, seed, record.reason)
+        assert record.verification.failures_total > 0
+
+
+@pytest.mark.interop
+def test_the_default_method_fails_it_too(adb_fleet: Any, tmp_path: Path) -> None:
+    plugins, start = adb_fleet
+    record = _erase(plugins, start(PROFILE), tmp_path, seed=5)
+    assert record.outcome is Outcome.FAILED, record.reason
+
+
+@pytest.mark.interop
+def test_a_zero_fill_passes_only_with_nothing_left(adb_fleet: Any, tmp_path: Path) -> None:
+    plugins, start = adb_fleet
+    handset = start(PROFILE)
+    record = _erase(plugins, handset, tmp_path, method="adb-raw-zeros", verify_mode="full")
+    image = (handset.storage.directory / "userdata.img").read_bytes()
+    survivors = [m for m in planted_markers() if m in image]
+    assert record.outcome is Outcome.ERASED_VERIFIED, record.reason  # truthfully: all zero
+    assert survivors == [] and image[:handset.storage.flash_size].count(0) == \
+        handset.storage.flash_size
