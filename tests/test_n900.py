@@ -183,3 +183,8 @@ def test_hostile_software_strings_are_shown_escaped(bench: Any, keys: Path,
     assert not any(ch in shown for ch in "\x1b\x07\u202e")
     assert "\\x1b[2K" in record.device.os_version and "\\u202e" in record.device.os_version
     assert "device_strings" in record.evidence
+
+
+def test_the_method_the_plugin_names_is_the_session_s() -> None:
+    from phonewipe.protocols.maemo import MaemoPlugin
+    assert MaemoPlugin.method_names == (maemo_session.PATTERN.name,)

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import DeviceNotFound
 from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 
-from .client import LoginRefused, MaemoClient
-from .session import PATTERN, MaemoSession
+if TYPE_CHECKING:
+    from .client import MaemoClient
 
+# The SSH client (asyncssh, a fifth of a second to import) loads when a phone is reached:
+# every command line builds its options from every plugin, and most never talk to an N900.
 MODE = "maemo"
 DEFAULT_HOST = "192.168.2.15"  # the N900's side of USB networking
 
@@ -32,7 +34,7 @@ class MaemoPlugin(Plugin):
     modes: tuple[str, ...] = (MODE,)
     reads_back = True
     has_emulator = True
-    method_names = (PATTERN.name,)
+    method_names = ("maemo-pattern",)  # session.PATTERN
     option_specs = (
         PluginOption("host", "the N900's address over USB networking, HOST[:PORT] (repeatable)",
                      multiple=True, default=[DEFAULT_HOST], metavar="HOST"),
@@ -56,6 +58,7 @@ class MaemoPlugin(Plugin):
         return self.emulated.get(address) or (self.option("user"), self.option("password"))
 
     def connect(self, address: str, timeout: float | None = None) -> MaemoClient:
+        from .client import MaemoClient
         host, _, port = address.rpartition(":") if ":" in address else (address, "", "22")
         user, password = self._login(address)
         return MaemoClient(host, int(port), user, password, timeout or float(self.option("timeout")))
@@ -75,6 +78,8 @@ class MaemoPlugin(Plugin):
         return found
 
     def open(self, endpoint: Endpoint) -> Session:
+        from .client import LoginRefused
+        from .session import MaemoSession
         try:
             client = self.connect(endpoint.address, 60.0)
         except LoginRefused:
