@@ -83,6 +83,7 @@ class IosPlugin(Plugin):
         self._owns_mux = False
         self._lock = threading.Lock()
         self._host_identity: Any = None
+        self._where: dict[str, str | None] = {}  # UDID -> the usbmuxd that listed it
 
     def host_identity(self) -> Any:
         """This computer's pairing identity (host_identity.py), made on first use, not at
@@ -123,15 +124,16 @@ class IosPlugin(Plugin):
                                     for e in published(registry_dir(self.options), MODE)]
         return list(dict.fromkeys(own + served))
 
-    def _found(self) -> dict[str, str | None]:
+    def _found(self, addresses: list[str | None] | None = None) -> dict[str, str | None]:
         try:
             from .client import list_devices
         except ImportError:
             return {}  # without the extra there is no iPhone support, and nothing to list
         found: dict[str, str | None] = {}
-        for address in self.addresses():
+        for address in self.addresses() if addresses is None else addresses:
             for entry in list_devices(address):
                 found.setdefault(entry.udid, address)
+        self._where.update(found)
         return found
 
     def discover(self) -> list[Endpoint]:
@@ -143,13 +145,17 @@ class IosPlugin(Plugin):
             from .session import IosSession
         except ImportError as exc:
             raise PhonewipeError(f"iPhone support is not installed ({exc.name})", INSTALL_ADVICE) from exc
-        found = self._found()
-        if endpoint.address not in found:
-            raise DeviceNotFound(f"usbmuxd does not list the iPhone {endpoint.address}",
+        # the usbmuxd that listed it is asked first (one ListDevices), every one if it moved
+        udid = endpoint.address
+        found = self._found([self._where[udid]]) if udid in self._where else {}
+        if udid not in found:
+            found = self._found()
+        if udid not in found:
+            raise DeviceNotFound(f"usbmuxd does not list the iPhone {udid}",
                                  "check the cable, unlock the phone, and run `phonewipe devices`")
         records = str(self.option("pair_records"))
-        client = IosClient(found[endpoint.address], endpoint.address,
-                           Path(records) if records else None, self.host_identity())
+        client = IosClient(found[udid], udid, Path(records) if records else None,
+                           self.host_identity())
         return IosSession(self, endpoint, client)
 
     def management_finding(self, managed: dict[str, Any]) -> Finding:

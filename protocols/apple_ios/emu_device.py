@@ -9,8 +9,10 @@ makes it lie (``erase = "lies"``: acks, reboots, changes nothing) or never retur
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
+import ssl
 import threading
 import time
 import warnings
@@ -66,6 +68,8 @@ class EmulatedIphone:
         self._lock = threading.Lock()
         self.key = new_identity()
         self.pairings: dict[str, Pairing] = {}
+        self._tls: dict[bytes, ssl.SSLContext] = {}  # device certificate -> lockdownd's TLS
+        self._tls_lock = threading.Lock()
         self.activated = spec.activated
         self.setup_done = spec.activated
         self.passcode_locked = spec.passcode_locked
@@ -171,17 +175,29 @@ class EmulatedIphone:
         with self._lock:
             self.pairings.pop(host_id, None)
 
-    def tls_files(self, pairing: Pairing) -> Path:
-        """The certificate the host made for this identity, and the identity's key: what
-        lockdownd presents in the session's TLS."""
-        self.pem_dir.mkdir(exist_ok=True)
-        path = self.pem_dir / f"{pairing.host_id}-{self.erases}.pem"
-        if not path.exists():
-            key = self.key.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.TraditionalOpenSSL,
-                                         serialization.NoEncryption())
-            path.write_bytes(pairing.device_certificate + b"\n" + key)
-        return path
+    def tls_context(self, pairing: Pairing) -> ssl.SSLContext:
+        """What lockdownd presents in a session's and a service's TLS: the certificate the
+        host made for this identity, with the identity's key. Made once per pairing (loading
+        the key is most of a handshake's cost), not once per connection."""
+        cert = pairing.device_certificate
+        with self._tls_lock:  # one thread builds it; the others take it
+            with self._lock:
+                key, found = self.key, self._tls.get(cert)
+            if found is not None:
+                return found
+            self.pem_dir.mkdir(exist_ok=True)
+            path = self.pem_dir / f"{hashlib.sha256(cert).hexdigest()[:16]}-{self.erases}.pem"
+            path.write_bytes(cert + b"\n" + key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption()))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
+            context.load_cert_chain(str(path))
+            with self._lock:
+                if self.key is key:  # not kept across an erase: the identity it holds is gone
+                    self._tls[cert] = context
+            return context
 
     # -- services ------------------------------------------------------------------------------
     def start_service(self, name: str) -> int:
@@ -223,6 +239,7 @@ class EmulatedIphone:
             with self._lock:
                 self.key = key
                 self.pairings.clear()
+                self._tls.clear()
                 self.activated = self.setup_done = False
                 self.passcode_locked = self.supervised = False  # Activation Lock stays
                 self.mdm_profiles = []

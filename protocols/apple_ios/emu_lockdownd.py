@@ -42,14 +42,6 @@ def send_frame(sock: socket.socket, message: dict[str, Any]) -> None:
         raise Closed() from exc
 
 
-def server_context(device: EmulatedIphone, pairing: Pairing) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers("ALL:!aNULL:!eNULL:@SECLEVEL=0")
-    context.load_cert_chain(str(device.tls_files(pairing)))
-    return context
-
-
 def serve(device: EmulatedIphone, port: int, sock: socket.socket) -> None:
     """Serve one connection to ``port`` until the host or the phone ends it."""
     service = device.service_at(port)
@@ -83,7 +75,7 @@ class Lockdownd:
             send_frame(self.sock, reply)
             if request == "StartSession" and "Error" not in reply:
                 assert self.pairing is not None
-                self.sock = server_context(self.device, self.pairing).wrap_socket(
+                self.sock = self.device.tls_context(self.pairing).wrap_socket(
                     self.sock, server_side=True)
             elif request == "StopSession" and isinstance(self.sock, ssl.SSLSocket):
                 self.sock = self.sock.unwrap()
@@ -144,7 +136,7 @@ class McInstall:
         pairing = next(iter(self.device.pairings.values()), None)
         if pairing is None:
             return
-        self.sock = server_context(self.device, pairing).wrap_socket(self.sock, server_side=True)
+        self.sock = self.device.tls_context(pairing).wrap_socket(self.sock, server_side=True)
         while True:
             message = parse_plist(recv_frame(self.sock), "MCInstall request")
             kind = message.get("RequestType")
