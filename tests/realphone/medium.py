@@ -1,7 +1,9 @@
 """A lying storage medium: a FUSE file system exposing one file, ``medium.img``, backed by a
 real file, whose writes to configured byte ranges are acknowledged but not stored (reads
 keep returning the old content), as counterfeit or failing flash does; optionally reads of
-other ranges fail with EIO (a failing medium) and every transfer is throttled (a slow one).
+other ranges fail with EIO (a failing medium), every transfer is throttled (a slow one), or
+the medium is counterfeit: it reports the backing file's size but holds only its first
+``--real`` bytes, addresses past them wrapping around onto the start.
 
 Run as a script in its own process (``python medium.py BACKING MOUNTPOINT [--drop START:LEN]``);
 the `LyingMedium` context manager does that and unmounts it again.
@@ -34,9 +36,10 @@ class _Operations:
     use_ns = True
 
     def __init__(self, backing: Path, drops: list[Range], fails: list[Range] = (),
-                 slow_mib_s: float = 0.0, write_fails: list[Range] = ()) -> None:
+                 slow_mib_s: float = 0.0, write_fails: list[Range] = (), real: int = 0) -> None:
         self.fd = os.open(backing, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size
+        self.real = real if 0 < real < self.size else self.size  # what the flash holds
         self.drops = sorted(drops)
         self.fails = list(fails)
         self.write_fails = list(write_fails)
@@ -70,7 +73,18 @@ class _Operations:
         self._throttle(size)
         if any(offset < start + length and start < offset + size for start, length in self.fails):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return os.pread(self.fd, size, offset)
+        size = max(0, min(size, self.size - offset))
+        return b"".join(os.pread(self.fd, n, at) for at, _, n in self._on_flash(offset, size))
+
+    def _on_flash(self, offset: int, length: int) -> list[tuple[int, int, int]]:
+        """(flash offset, offset in the request, length) pieces: wrapped at ``real``."""
+        pieces, done = [], 0
+        while done < length:
+            at = (offset + done) % self.real
+            n = min(length - done, self.real - at)
+            pieces.append((at, done, n))
+            done += n
+        return pieces
 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         if offset + len(data) > self.size:
@@ -80,7 +94,8 @@ class _Operations:
                for start, length in self.write_fails):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         for start, piece in self._kept(offset, data):
-            os.pwrite(self.fd, piece, start)
+            for at, rel, n in self._on_flash(start, len(piece)):
+                os.pwrite(self.fd, piece[rel:rel + n], at)
         return len(data)  # acknowledged in full, dropped ranges included
 
     def _kept(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
@@ -112,10 +127,10 @@ class _Operations:
 
 
 def serve(backing: Path, mountpoint: Path, drops: list[Range], fails: list[Range] = (),
-          slow_mib_s: float = 0.0, write_fails: list[Range] = ()) -> None:
+          slow_mib_s: float = 0.0, write_fails: list[Range] = (), real: int = 0) -> None:
     import mfusepy
     operations = type("Operations", (_Operations, mfusepy.Operations), {})(
-        backing, drops, fails, slow_mib_s, write_fails)
+        backing, drops, fails, slow_mib_s, write_fails, real)
     mfusepy.FUSE(operations, str(mountpoint), raw_fi=True, foreground=True, nothreads=True,
                  fsname="lying-medium", allow_other=True)
 
@@ -137,8 +152,11 @@ def main(argv: list[str]) -> None:
                         metavar="START:LENGTH", help="writes to these bytes fail with EIO")
     parser.add_argument("--slow", type=float, default=0.0, metavar="MIB_S",
                         help="throttle every read and write to this many MiB/s")
+    parser.add_argument("--real", type=int, default=0, metavar="BYTES",
+                        help="counterfeit: hold only this many bytes, addresses wrapping")
     args = parser.parse_args(argv)
-    serve(args.backing, args.mountpoint, args.drop, args.fail, args.slow, args.fail_write)
+    serve(args.backing, args.mountpoint, args.drop, args.fail, args.slow, args.fail_write,
+          args.real)
 
 
 class LyingMedium:
@@ -147,8 +165,9 @@ class LyingMedium:
 
     def __init__(self, backing: Path, mountpoint: Path, drops: list[Range] = (),
                  fails: list[Range] = (), slow_mib_s: float = 0.0,
-                 write_fails: list[Range] = ()) -> None:
+                 write_fails: list[Range] = (), real: int = 0) -> None:
         self.backing = backing
+        self.real = real
         self.mountpoint = mountpoint
         self.drops = list(drops)
         self.fails = list(fails)
@@ -166,6 +185,7 @@ class LyingMedium:
         args += [f"--fail={start}:{length}" for start, length in self.fails]
         args += [f"--fail-write={start}:{length}" for start, length in self.write_fails]
         args += [f"--slow={self.slow_mib_s}"] if self.slow_mib_s else []
+        args += [f"--real={self.real}"] if self.real else []
         self.proc = subprocess.Popen([sys.executable, __file__, str(self.backing),
                                       str(self.mountpoint), *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
