@@ -23,6 +23,8 @@ from .model import Expectation, SampleFailure, VerificationResult
 from .pattern_samples import SamplePattern
 from .plaintext import entropy_bits_per_byte, fs_magic, known_plaintext
 from .plugin import BlockReader, Extent
+from .wrap import LOOKED_AT, wrap_size
+from .wrap import describe as describe_wrap
 
 MODES = ("quick", "nist", "full")
 MAX_LISTED_FAILURES = 20
@@ -310,6 +312,7 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     digests: list[bytes | None] = []
     failures: list[SampleFailure] = []
     failures_total = 0
+    mismatched: list[tuple[int, bytes]] = []  # the first failed samples, for wrap.wrap_size
     unchanged = 0
     done = 0
     problem: str | None
@@ -330,6 +333,8 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
                 problem = check_changed(data, offset, plan.block_size)
         if problem:
             failures_total += 1
+            if data is not None and len(mismatched) < LOOKED_AT:
+                mismatched.append((offset, data))
             if len(failures) < MAX_LISTED_FAILURES:
                 failures.append(SampleFailure(offset, problem[:MAX_FOUND_CHARS]))
         done += length
@@ -343,6 +348,10 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
         reasons.append("nothing to sample")
     if failures_total:
         reasons.append(f"{failures_total} of {samples} samples do not show {expectation.value}")
+        wrapped = wrap_size(reader.size, mismatched, pattern) \
+            if pattern is not None and expectation is Expectation.PATTERN else None
+        if wrapped:
+            reasons.append(describe_wrap(wrapped, reader.size))
     if capacity is not None and capacity.status == MISMATCH:
         reasons.append(f"capacity: {capacity.note()}")
     status = "failed" if reasons else "passed"

@@ -6,6 +6,7 @@ size and fails; a zero fill really zeroes every block of the real flash, so it m
 only with no planted data left. Driven through the real adb server, as a phone would be."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.emulation.storage import HandsetStorage
 from phonewipe.erase.job import JobSettings, run_job
 from phonewipe.erase.model import Outcome
+from phonewipe.erase.pattern_samples import SamplePattern
+from phonewipe.erase.wrap import describe, wrap_size
 
 PROFILE = "counterfeit-capacity"
 
@@ -48,6 +51,7 @@ def test_the_keyed_pattern_never_passes_counterfeit_flash(adb_fleet: Any, tmp_pa
                         verify_mode=mode, seed=seed)
         assert record.outcome is Outcome.FAILED, (mode, seed, record.reason)
         assert record.verification.failures_total > 0
+        assert "holds about 8 MiB of the 32 MiB it reports" in record.reason, record.reason
 
 
 @pytest.mark.interop
@@ -67,3 +71,28 @@ def test_a_zero_fill_passes_only_with_nothing_left(adb_fleet: Any, tmp_path: Pat
     assert record.outcome is Outcome.ERASED_VERIFIED, record.reason  # truthfully: all zero
     assert survivors == [] and image[:handset.storage.flash_size].count(0) == \
         handset.storage.flash_size
+
+
+# -- naming it: erase.wrap ----------------------------------------------------------------
+def _wrapped_samples(key: bytes, size: int, real: int, offsets: list[int]) -> list[tuple[int, bytes]]:
+    """What counterfeit flash of ``real`` bytes returns at each offset after an ascending
+    overwrite of ``size`` bytes with the keyed pattern."""
+    pattern = SamplePattern(key)
+    return [(x, pattern.at(x + (size - 4096 - x) // real * real, 4096)) for x in offsets]
+
+
+def test_the_real_size_is_named_from_the_failed_samples() -> None:
+    key, size = bytes(range(32)), 1 << 30
+    failed = _wrapped_samples(key, size, 64 << 20, [4096 * 7, 4096 * 1000, 4096 * 9000])
+    assert wrap_size(size, failed, SamplePattern(key)) == 64 << 20
+    assert "holds about 64 MiB of the 1 GiB it reports" in describe(64 << 20, size)
+
+
+def test_old_data_and_other_keys_name_nothing() -> None:
+    key, size = bytes(range(32)), 1 << 30
+    old = [(4096 * i, random.Random(i).randbytes(4096)) for i in (3, 50, 700)]
+    assert wrap_size(size, old, SamplePattern(key)) is None  # a medium that kept old data
+    other = _wrapped_samples(b"\1" * 32, size, 64 << 20, [4096 * 3, 4096 * 50])
+    assert wrap_size(size, other, SamplePattern(key)) is None
+    mixed = _wrapped_samples(key, size, 64 << 20, [4096 * 3]) + old[:1]
+    assert wrap_size(size, mixed, SamplePattern(key)) is None  # one size must explain all

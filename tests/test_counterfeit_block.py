@@ -92,3 +92,4 @@ def test_the_keyed_pattern_fails_a_counterfeit_card(card: str, keys: Path, tmp_p
     code, entry = erase(card, keys, tmp_path / "out", "block-pattern", verify)
     assert entry["outcome"] == "FAILED", f"false {entry}"
     assert code == 12 and "verification failed" in entry["reason"]
+    assert "holds about 4 MiB of the 16 MiB it reports" in entry["reason"], entry["reason"]

@@ -1,0 +1,52 @@
+"""Counterfeit capacity, named when a keyed-pattern verification fails because of it.
+
+Flash that holds less than it reports (a fake "512 GB" card with 8 GB of flash) wraps its
+addresses: what is written at X + j*R lands on what was written at X, R being the real size,
+a power of two on the counterfeits sold. The keyed pattern is addressed by offset, so such a
+medium fails verification anyway; this only says why, which tells the operator the medium
+is worthless rather than merely worn: a sample that failed holds the pattern of the last
+offset the overwrite reached with the same address modulo R.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .pattern_samples import SamplePattern
+
+SMALLEST = 1 << 20  # no medium worth the name wraps below 1 MiB
+LOOKED_AT = 8  # failed samples examined; a few AES blocks each per candidate size
+CHECKED = 4096  # bytes of each sample compared
+
+
+def wrap_size(size: int, failed: Sequence[tuple[int, bytes]], pattern: SamplePattern) -> int | None:
+    """The real size R that explains every examined failed sample (at least two, or the only
+    one), or None. ``size`` is the reported size of the address space the pattern covers."""
+    looked = [(offset, data[:CHECKED]) for offset, data in failed[:LOOKED_AT]
+              if len(data) >= 16 and offset % 16 == 0]
+    if not looked or (len(looked) < 2 and len(failed) > 1):
+        return None
+    real = SMALLEST
+    while real < size:
+        if all(_holds_wrapped(offset, data, real, size, pattern) for offset, data in looked):
+            return real
+        real *= 2
+    return None
+
+
+def _holds_wrapped(offset: int, data: bytes, real: int, size: int, pattern: SamplePattern) -> bool:
+    last = offset + (size - len(data) - offset) // real * real  # the last write there
+    return last > offset and data == pattern.at(last, len(data))
+
+
+def describe(real: int, size: int) -> str:
+    return (f"the failed samples hold the keyed pattern written {_human(real)} further on: the "
+            f"medium holds about {_human(real)} of the {_human(size)} it reports and wraps its "
+            "addresses (counterfeit capacity); its data is not reliably erasable by overwrite")
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n:,} bytes"
