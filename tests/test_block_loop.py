@@ -239,11 +239,12 @@ def test_unreadable_blocks_fail_verification(keys: Path, stack: ExitStack, tmp_p
     assert "verification failed" in entry["reason"]
 
 
+@pytest.mark.parametrize("where", [SIZE // 4, SIZE // 4 + 2**20])  # either pattern writer's
 def test_a_write_error_fails_the_erase_in_one_line(keys: Path, stack: ExitStack,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, where: int) -> None:
     backing = used_image(tmp_path / "backing.img")
     medium = stack.enter_context(LyingMedium(backing, tmp_path / "fuse",
-                                             write_fails=[(SIZE // 4, BLOCK)]))
+                                             write_fails=[(where, BLOCK)]))
     node = stack.enter_context(loop_device(medium.path))
     code, entry, _ = erase(node, keys, tmp_path / "out")
     assert entry is not None and (code, entry["outcome"]) == (12, "FAILED"), entry

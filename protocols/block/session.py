@@ -283,8 +283,8 @@ class BlockSession(Session):
     def _filler(method: EraseMethod, context: EraseContext) -> directio.Fill | None:
         """What makes each chunk: the keyed pattern, or None for zeros (one zeroed buffer)."""
         if method is PATTERN:
-            stream = PatternStream(context.pattern_key)
-            return lambda buf, n: stream.next_into(buf, n)
+            key = context.pattern_key
+            return lambda buf, offset, n: PatternStream(key, offset).next_into(buf, n)
         return None
 
     def reader(self) -> BlockReader | None:
