@@ -27,7 +27,7 @@ class Pieces:
         self._free: SimpleQueue[array[int] | None] = SimpleQueue()
         self._ready: SimpleQueue[array[int] | BaseException] = SimpleQueue()
         for _ in range(min(buffers, -(-total // step))):
-            self._free.put(array("B", bytes(step)))
+            self._free.put(array("B", bytes(min(step, total))))
         self._stopped = threading.Event()
         self._worker = threading.Thread(target=self._make, daemon=True, name="edl-pieces")
 
