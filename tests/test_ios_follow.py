@@ -2,8 +2,12 @@
 attached, one Attached at a time, so a phone not yet reported is not a phone that left."""
 from __future__ import annotations
 
+import plistlib
+import socket
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -15,6 +19,7 @@ from phonewipe.protocols.apple_ios.client import IosClient  # noqa: E402
 from phonewipe.protocols.apple_ios.emu_device import EmulatedIphone  # noqa: E402
 from phonewipe.protocols.apple_ios.emu_usbmuxd import EmulatedUsbmuxd  # noqa: E402
 from phonewipe.protocols.apple_ios.profile import load_spec  # noqa: E402
+from phonewipe.protocols.apple_ios.wire import build_mux_frame, parse_mux_header  # noqa: E402
 
 
 def iphone(tmp: Path, n: int) -> EmulatedIphone:
@@ -23,7 +28,7 @@ def iphone(tmp: Path, n: int) -> EmulatedIphone:
 
 
 @pytest.fixture
-def mux() -> EmulatedUsbmuxd:
+def mux() -> Iterator[EmulatedUsbmuxd]:
     m = EmulatedUsbmuxd()
     yield m
     m.stop()
@@ -64,3 +69,28 @@ def test_the_phone_is_seen_leaving_and_coming_back(tmp_path: Path, mux: Emulated
         unplug.cancel()
         replug.cancel()
         client.close()
+
+
+def listen(address: str) -> socket.socket:
+    host, port = address.split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(build_mux_frame({"MessageType": "Listen"}, 1))
+    header = parse_mux_header(s.recv(16, socket.MSG_WAITALL))
+    assert plistlib.loads(s.recv(header.body_length(), socket.MSG_WAITALL))["Number"] == 0
+    return s
+
+
+def test_a_listener_that_hangs_up_is_dropped_with_no_event_to_send(mux: EmulatedUsbmuxd) -> None:
+    listen(mux.tcp_address).close()
+    deadline = time.monotonic() + 10
+    while mux._listeners and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not mux._listeners  # its thread saw the hang-up, not a later event
+
+
+def test_stopping_usbmuxd_ends_its_listeners(tmp_path: Path) -> None:
+    m = EmulatedUsbmuxd()
+    s = listen(m.tcp_address)
+    m.stop()
+    assert s.recv(1) == b""  # the connection closed (the socket's timeout would raise)
+    s.close()

@@ -31,7 +31,7 @@ class EmulatedUsbmuxd:
         self._lock = threading.Lock()
         self._devices: dict[int, EmulatedIphone] = {}
         self._ids = itertools.count(1)
-        self._listeners: list[queue.Queue[dict[str, Any]]] = []
+        self._listeners: list[Listener] = []
         self.pair_records: dict[str, bytes] = {}
         self._sockets: list[socket.socket] = []
         self.unix_path = unix_path
@@ -71,6 +71,9 @@ class EmulatedUsbmuxd:
 
     def stop(self) -> None:
         self._stopped.set()
+        with self._lock:
+            for listener in self._listeners:
+                listener.wake()
         for s in self._sockets:
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -101,10 +104,8 @@ class EmulatedUsbmuxd:
                 device_id = next(self._ids)
                 self._devices[device_id] = device
                 events.append(_attached(device_id, device))
-            listeners = list(self._listeners)
-        for event in events:
-            for q in listeners:
-                q.put(event)
+            for listener in self._listeners:  # under the lock: a listener closes under it
+                listener.tell(events)
 
     def devices(self) -> dict[int, EmulatedIphone]:
         with self._lock:
@@ -174,24 +175,59 @@ class EmulatedUsbmuxd:
         return False
 
     def _events(self, conn: socket.socket) -> None:
-        q: queue.Queue[dict[str, Any]] = queue.Queue()
+        """Attached for each phone plugged in now, then each change as it happens, until the
+        client hangs up: the thread sleeps in select until either happens."""
+        listener = Listener()
         with self._lock:
-            for i, d in sorted(self._devices.items()):
-                q.put(_attached(i, d))
-            self._listeners.append(q)
+            listener.tell([_attached(i, d) for i, d in sorted(self._devices.items())])
+            self._listeners.append(listener)
         try:
             while not self._stopped.is_set():
-                try:
-                    event = q.get(timeout=0.2)
-                except queue.Empty:
-                    readable, _, _ = select.select([conn], [], [], 0)
-                    if readable and not conn.recv(1, socket.MSG_PEEK):
-                        return  # the client hung up
-                    continue
-                conn.sendall(build_mux_frame(event, 0))
+                readable, _, _ = select.select([conn.fileno(), listener.wake_r], [], [])
+                if conn.fileno() in readable and not conn.recv(4096):
+                    return  # the client hung up (what else it sends here is ignored)
+                for event in listener.take():
+                    conn.sendall(build_mux_frame(event, 0))
         finally:
             with self._lock:
-                self._listeners.remove(q)
+                self._listeners.remove(listener)
+                listener.close()
+
+
+class Listener:
+    """A Listen connection's events, and a pipe that wakes its thread when there are some."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def tell(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.events.put(event)
+        if events:
+            self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: its thread is awake already
+
+    def take(self) -> list[dict[str, Any]]:
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        events = []
+        while not self.events.empty():
+            events.append(self.events.get())
+        return events
+
+    def close(self) -> None:
+        os.close(self.wake_r)
+        os.close(self._wake_w)
 
 
 def _attached(device_id: int, device: EmulatedIphone) -> dict[str, Any]:
