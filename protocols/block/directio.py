@@ -83,7 +83,7 @@ class Tally:
     """What the kernel has acknowledged so far (kept when a write fails midway)."""
 
     bytes: int = 0
-    writes: int = 0  # chunks of CHUNK written (the last one shorter)
+    writes: int = 0  # pwrite calls completed, one per chunk (CHUNK, or MADE_CHUNK made)
 
     def add(self, n: int) -> None:
         self.bytes += n
@@ -135,7 +135,7 @@ def _write_made(fd: int, size: int, fill: Fill, report: Progress, tally: Tally) 
     is with the kernel (pwrite releases the GIL), so on a medium slower than the host's AES
     the pattern costs nothing of its speed; on a host with no spare core (a loop device is
     a memory copy) they take turns with no hand-over of buffers between threads, which cost
-    a two-buffer producer/consumer ~15 % there. Only this thread reports progress (where
+    a two-buffer producer/consumer 10-15 % there. Only this thread reports progress (where
     the job's abort is raised); the first failure stops every writer."""
     stop = threading.Event()
     lock = threading.Lock()
