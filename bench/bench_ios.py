@@ -4,8 +4,13 @@ erased side by side, measured in one run. Goal: 16 take <= 1.5x the time of 1.
 
 The emulated iPhones run in their own processes (`phonewipe emulate`, BENCH_IOS_PER_PROCESS
 phones each), as phones do: their CPU (TLS, a new RSA identity at each erase) is not the
-host's. Each phone's erase keeps it off the bus for BENCH_IOS_REBOOT seconds (a real one
-takes minutes), so what is measured is whether the host serves phones side by side.
+host's, and they do not share the host's GIL. The host side runs as it runs against real
+phones: the ios plugin in this process, one job thread per phone, each reaching its phone
+through a usbmuxd socket (here the emulate processes', for real phones the system daemon).
+Both counts start from an empty pair-record folder and a new plugin, so each pays for
+pairing and for making the host's pairing identity. Each phone's erase keeps it off the bus
+for BENCH_IOS_REBOOT seconds (a real one takes minutes), so what is measured is whether the
+host serves phones side by side.
 """
 from __future__ import annotations
 
