@@ -119,6 +119,7 @@ class _Job:
     second_look: SecondLook | None = None
     management: list[dict[str, Any]] = field(default_factory=list)  # MDM the preflight found
     model_names: dict[str, str] = field(default_factory=dict)  # mode -> model it reported
+    entered_tag: str = ""  # the asset tag the operator gave the plugin for this device
 
     def _identified(self, identity: Identity) -> Identity:
         """The device's own strings cleaned (erase/strings.py) before they are logged, shown
@@ -208,6 +209,7 @@ class _Job:
 
     def _flow(self, session: Session) -> tuple[Outcome, str]:
         self.identity = self._identified(session.identify())
+        self.entered_tag = clean(session.entered_asset_tag(), 64) or ""
         self.model_names = model_names({}, self.endpoint.mode, self.identity)
         self.log("identified", {"identity": _as_dict(self.identity)})
         via = self.settings.via if self.settings.via != self.endpoint.mode else None
@@ -425,7 +427,7 @@ class _Job:
             operator=self.settings.operator, destination=self.settings.destination,
             tool=self._tool(), findings=tuple(self.findings), sanitization=sanitization,
             verification=self.verification, reason=reason, post_state=self.post,
-            asset_tag=self.settings.asset_tag, batch_id=self.settings.batch_id,
+            asset_tag=self.settings.asset_tag or self.entered_tag, batch_id=self.settings.batch_id,
             evidence=self.evidence, media=self.settings.media)
 
 

@@ -112,6 +112,11 @@ class Session(abc.ABC):
         """A summary of the protocol exchange so far (commands, bytes) for the evidence."""
         return {}
 
+    def entered_asset_tag(self) -> str:
+        """The asset tag the operator entered for this device through the plugin's options
+        (a dead phone cannot tell its own); the record's asset tag when the run names none."""
+        return ""
+
     def finish(self, method: EraseMethod, progress: ProgressFn) -> dict[str, Any]:
         """Steps after verification (delete the fill, factory reset...). Returns details."""
         return {}

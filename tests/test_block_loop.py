@@ -276,6 +276,7 @@ def test_lumia_in_mass_storage_mode_is_certified_with_operator_entered_identity(
                             entry["certificate"]], capture_output=True, text=True, check=True)
     record = json.loads(shown.stdout)
     assert record["device"]["imeis"] == ["356938035643809"]
+    assert record["asset_tag"] == "ACME-0042"  # what `find`, reports and asset lists go by
     entered = record["sanitization"]["details"]["operator_entered"]
     assert entered == {"imeis": ["356938035643809"], "asset_tag": "ACME-0042",
                        "manufacturer": "Nokia", "model": "Lumia 920"}

@@ -86,13 +86,15 @@ def test_boot_looping_phone_is_erased_by_serial_and_certified(bench: Bench) -> N
     assert "adb" not in phone.endpoints and "fastboot" not in phone.endpoints
     listed = json.loads(bench.run("devices", "--json", "--edl-loaders", LOADERS).stdout)
     assert [(d["plugin"], d["mode"]) for d in listed] == [("edl", "edl")]  # nothing else answers
-    result, out = bench.erase("5EDC0000", "--edl-loaders", LOADERS, "--edl-imei", "866196041234567")
+    result, out = bench.erase("5EDC0000", "--edl-loaders", LOADERS, "--edl-imei", "866196041234567",
+                              "--edl-asset-tag", "DEAD-0007")
     assert result.exit_code == 0, result.output
     found = entry(result)
     assert found["outcome"] == "ERASED_VERIFIED" and found["method"] == "edl-raw-pattern"
     assert surviving(phone) == []
     shown = json.loads(bench.run("cert", "show", "--json", found["certificate"]).stdout)
     assert shown["device"]["imeis"] == ["866196041234567"]
+    assert shown["asset_tag"] == "DEAD-0007"  # what `find`, reports and asset lists go by
     assert any(f["code"] == "operator-entered" for f in shown["findings"])
     verified = bench.run("cert", "verify", "--trust", str(bench.keys / "signing-cert.pem"),
                          found["certificate"])

@@ -293,6 +293,9 @@ class BlockSession(Session):
     def readback(self) -> BlockReader | None:
         return BlockReaderDirect(self)
 
+    def entered_asset_tag(self) -> str:
+        return self.entered.asset_tag
+
     def transcript(self) -> dict[str, Any]:
         return {"protocol": "block", **self.counts}
 

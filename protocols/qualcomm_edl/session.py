@@ -304,6 +304,9 @@ class EdlSession(Session):
         return {"after_verification": "power reset sent to the programmer" if self.reset_sent
                 else "the programmer did not acknowledge the power reset"}
 
+    def entered_asset_tag(self) -> str:
+        return str(self.plugin.entered(self.info.serial_text if self.info else "").get("asset_tag", ""))
+
     def transcript(self) -> dict[str, Any]:
         out = self.firehose.transcript.to_dict()
         out["sahara"] = self.sahara.sent[-12:]
