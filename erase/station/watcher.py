@@ -62,7 +62,8 @@ class Watcher:
         try:
             monitor = pyudev.Monitor.from_netlink(pyudev.Context())
             monitor.filter_by("usb")
-            self._observer = pyudev.MonitorObserver(monitor, lambda *_: self.wake.set(), daemon=True)
+            self._observer = pyudev.MonitorObserver(monitor, callback=lambda _device: self.wake.set(),
+                                                    daemon=True)
             self._observer.start()
         except Exception:  # no netlink in a container: polling alone still works
             return False
