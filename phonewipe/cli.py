@@ -67,6 +67,7 @@ def cli(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     given = {key: list(value) if isinstance(value, tuple) else value
              for key, value in flags.items() if value not in (None, ())}
     ctx.obj["plugin_options"] = PluginOptions({**config.plugin_values, **given})
+    ctx.obj["plugin_flags"] = sorted("--" + key.replace("_", "-") for key in given)
 
 
 # -- devices ----------------------------------------------------------------------------

@@ -145,6 +145,11 @@ def register(group: click.Group) -> None:
         handsets: list[Any] = []
         plugins: dict[str, Plugin]
         if profiles:
+            ignored = ctx.obj.get("plugin_flags") or []
+            if ignored:  # passed on, --block-allow-internal would put a real disk on the bench
+                err_console.print(f"warning: --emulate serves its phones on a private bench, which "
+                                  f"does not use {', '.join(ignored)} (plugin options are for real "
+                                  "phones)", highlight=False, soft_wrap=True)
             plugins, handsets = _emulated_bench(profiles, out_dir, userdata_mib)
         else:
             plugins = plugins_of(ctx)

@@ -302,3 +302,17 @@ def test_a_bad_asset_list_stops_the_station_with_one_line(tmp_path: Path) -> Non
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "serial or IMEI" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "audit.sqlite").exists()  # nothing started
+
+
+def test_plugin_options_given_to_an_emulated_station_are_named_as_unused(tmp_path: Path) -> None:
+    """The emulated bench's private servers never take the operator's plugin options: one of
+    them (--block-allow-internal) would put a real disk on the bench. So the station says so
+    instead of ignoring them silently."""
+    result = phonewipe("--block-imei", "356938035643809", "--allow-internal", "/dev/null",
+                       "station", "--out", str(tmp_path / "out"), "--emulate", "virtual",
+                       "--exit-when-idle", "--idle-seconds", "1", "--json-lines")
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "--block-allow-internal" in warning and "--block-imei" in warning, warning
+    ports = {json.loads(line).get("port") for line in result.stdout.splitlines()} - {None}
+    assert ports == {"virtual:1"}, ports  # the virtual phone only: no disk joined the bench
