@@ -165,6 +165,9 @@ def test_a_token_guards_the_dashboard(station: Path) -> None:
         assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
         assert request(s.url + "api/jobs", headers={"Cookie": cookie})[0] == 200
         assert request(s.url + "?token=wrong-token-xxxxxxx")[0] == 401
+        # a link whose path starts "//" must not redirect to another site with the cookie set
+        status, headers, _ = request(s.url + f"/evil.example/x?token={token}")
+        assert status == 303 and headers["location"] == "/evil.example/x", headers["location"]
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -90,7 +90,8 @@ class Guard:
 
     async def _set_cookie(self, scope: Scope, query: dict[str, str], send: Send) -> None:
         rest = urlencode({k: v for k, v in query.items() if k != "token"})
-        location = scope.get("path", "/") + (f"?{rest}" if rest else "")
+        # one leading slash: "//host/..." would be a link to another site
+        location = "/" + scope.get("path", "/").lstrip("/") + (f"?{rest}" if rest else "")
         secure = "; Secure" if scope.get("scheme") == "https" else ""
         cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/{secure}"
         await send({"type": "http.response.start", "status": 303,
