@@ -55,3 +55,18 @@ def test_a_failing_write_stops_the_writers_and_is_raised(method) -> None:
     finally:
         os.close(fd)
     assert raised.value.errno == 28 and tally.bytes == 0  # ENOSPC, nothing acknowledged
+
+
+def test_a_device_that_takes_no_more_bytes_is_an_error_not_a_hang(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """pwrite returning 0 (nothing taken, no error) must end the erase, not spin on it."""
+    path = tmp_path / "medium.img"
+    path.write_bytes(bytes(SIZE))
+    monkeypatch.setattr(directio.os, "pwrite", lambda fd, data, offset: 0)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError, match="took no more bytes"):
+            directio.write_stream(fd, SIZE, BlockSession._filler(ZEROS, EraseContext(new_key())),
+                                  lambda done, total: None, directio.Tally())
+    finally:
+        os.close(fd)

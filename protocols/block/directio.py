@@ -69,7 +69,10 @@ def _write_all(fd: int, buf: AlignedBuffer, n: int, offset: int) -> int:
     written = 0
     while written < n:
         with buf.view[written:n] as view:  # released even when the write fails
-            written += os.pwrite(fd, view, offset + written)
+            done = os.pwrite(fd, view, offset + written)
+        if done <= 0:  # a device that takes nothing more would loop here forever
+            raise OSError(errno.ENOSPC, f"the device took no more bytes at offset {offset + written:,}")
+        written += done
     return written
 
 
