@@ -103,6 +103,18 @@ class Event:
 _appended = threading.local()
 
 
+@dataclass
+class _Queued:
+    """A row waiting for the next commit, and how its append ended."""
+
+    job_id: str
+    serial: str
+    event: str
+    payload: str  # canonical JSON
+    head: tuple[int, str] | None = None  # (id, hash) once committed
+    error: BaseException | None = None
+
+
 def last_appended() -> tuple[int, str] | None:
     """(row id, hash) of the last row this thread appended, to any log: what a job behind a
     wrapper of the log (the station's) knows of the chain it wrote to."""
@@ -128,7 +140,9 @@ class AuditLog:
 
     def __init__(self, path: Path, signer: Any = None, every: int = CHECKPOINT_EVERY) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer's: one transaction at a time
+        self._queue_lock = threading.Lock()  # the queue's: held only to add or take rows
+        self._queued: list[_Queued] = []
         self.signer = signer
         self.every = every
         try:
@@ -159,30 +173,64 @@ class AuditLog:
         self.close()
 
     def append(self, job_id: str, serial: str, event: str, payload: dict[str, Any] | None = None) -> int:
+        """Append one row and return its id once it is on disk. Rows that arrive while
+        another append is committing wait and go to disk together in the next transaction
+        (one fsync for all of them: with many phones the fsyncs, not the rows, are the cost);
+        each caller still returns only after its own row is committed."""
+        queued = _Queued(job_id, clean(serial) or "", event, canonical_json(payload or {}).decode())
+        with self._queue_lock:
+            self._queued.append(queued)
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                last = self._db.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-                row_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                row = {"id": row_id, "ts": now_iso(), "job_id": job_id, "serial": clean(serial) or "",
-                       "event": event, "payload": canonical_json(payload or {}).decode()}
+            if queued.head is None and queued.error is None:  # no earlier writer took it
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._commit(batch)
+        if queued.error is not None:
+            raise queued.error
+        assert queued.head is not None
+        _appended.head = queued.head
+        return queued.head[0]
+
+    def _commit(self, batch: list[_Queued]) -> None:
+        """Chain and insert the rows in order, in one transaction; each gets its (id, hash),
+        or all get the error."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            last = self._db.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+            row_id, prev = (last[0], last[1]) if last else (0, GENESIS)
+            heads = []
+            for queued in batch:
+                row_id += 1
+                row = {"id": row_id, "ts": now_iso(), "job_id": queued.job_id,
+                       "serial": queued.serial, "event": queued.event, "payload": queued.payload}
                 digest = row_hash(prev, row)
                 self._db.execute(
                     "INSERT INTO events (id, ts, job_id, serial, event, payload, prev_hash, hash)"
                     " VALUES (:id, :ts, :job_id, :serial, :event, :payload, :prev, :hash)",
                     {**row, "prev": prev, "hash": digest})
-                if self.signer is not None and (
-                        event in CHECKPOINT_AFTER or row_id - self._checkpointed() >= self.every):
-                    self._insert_checkpoint(row_id, digest, event if event in CHECKPOINT_AFTER
-                                            else "periodic")
-                self._db.execute("COMMIT")
-                _appended.head = (row_id, digest)
-                return row_id
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise OutputError(f"cannot write audit log {self.path}: {exc}",
-                                  "free disk space or choose another --out directory") from exc
+                if self.signer is not None and (queued.event in CHECKPOINT_AFTER or
+                                                row_id - self._checkpointed() >= self.every):
+                    self._insert_checkpoint(row_id, digest, queued.event
+                                            if queued.event in CHECKPOINT_AFTER else "periodic")
+                heads.append((row_id, digest))
+                prev = digest
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            error = OutputError(f"cannot write audit log {self.path}: {exc}",
+                                "free disk space or choose another --out directory")
+            for queued in batch:
+                queued.error = error
+            return
+        except BaseException as exc:  # a signer's failure: no row of the batch was written
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            for queued in batch:
+                queued.error = exc
+            return
+        for queued, head in zip(batch, heads, strict=True):
+            queued.head = head
 
     def head(self) -> tuple[int, str]:
         """(id of the last row, its hash); (0, GENESIS) for an empty log."""

@@ -52,3 +52,83 @@ def test_not_a_log(tmp_path):
         verify_log(bogus)
     with pytest.raises(AuditBroken):
         verify_log(tmp_path / "missing.sqlite")
+
+
+# -- appends from many threads (a station's jobs) ---------------------------------------------
+def test_concurrent_appends_chain_in_order_and_each_gets_its_own_row(tmp_path):
+    import threading
+
+    log = AuditLog(tmp_path / "audit.sqlite")
+    got: dict[str, list[int]] = {}
+
+    def job(name: str) -> None:
+        got[name] = [log.append(name, "S", f"step-{i}", {"i": i}) for i in range(40)]
+    threads = [threading.Thread(target=job, args=(f"job-{n}",)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert verify_log(tmp_path / "audit.sqlite") == 320
+    with sqlite3.connect(tmp_path / "audit.sqlite") as db:
+        rows = {i: (j, e) for i, j, e in db.execute("SELECT id, job_id, event FROM events")}
+    assert sorted(rows) == list(range(1, 321))
+    for name, ids in got.items():  # each append returned its own row, in its own order
+        assert [rows[i] for i in ids] == [(name, f"step-{k}") for k in range(40)]
+
+
+def test_rows_that_wait_for_a_commit_go_to_disk_together(tmp_path):
+    import threading
+    import time
+
+    log = AuditLog(tmp_path / "audit.sqlite")
+    commits: list[int] = []
+    real_commit = log._commit
+    log._commit = lambda batch: (commits.append(len(batch)), real_commit(batch))[1]
+    with log._lock:  # a commit in progress: three appends queue behind it
+        threads = [threading.Thread(target=log.append, args=(f"job-{n}", "S", "step"))
+                   for n in range(3)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._queued) < 3:
+            assert time.monotonic() < deadline, "the appends never queued"
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    log.close()
+    assert commits == [3] and verify_log(tmp_path / "audit.sqlite") == 3
+
+
+def test_a_batch_that_cannot_be_written_fails_every_append_in_it(tmp_path):
+    import threading
+    import time
+
+    from phonewipe.erase.errors import OutputError
+    log = AuditLog(tmp_path / "audit.sqlite")
+    log.append("job-0", "S", "before")
+    log._db.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON events WHEN NEW.event = 'bad' "
+                    "BEGIN SELECT RAISE(ABORT, 'disk refused the row'); END")
+    errors: dict[str, BaseException] = {}
+
+    def append(name: str, event: str) -> None:
+        try:
+            log.append(name, "S", event)
+        except OutputError as exc:
+            errors[name] = exc
+    with log._lock:
+        threads = [threading.Thread(target=append, args=(f"job-{n}", event))
+                   for n, event in ((1, "good"), (2, "bad"), (3, "good"))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._queued) < 3:
+            assert time.monotonic() < deadline, "the appends never queued"
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert sorted(errors) == ["job-1", "job-2", "job-3"]  # none of them is on disk
+    assert "disk refused the row" in str(errors["job-1"])
+    assert log.append("job-4", "S", "after") == 2  # the log goes on from the last good row
+    log.close()
+    assert verify_log(tmp_path / "audit.sqlite") == 2
