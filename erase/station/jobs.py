@@ -13,7 +13,7 @@ from ..destination import route
 from ..errors import PhonewipeError
 from ..guard import GuardedPlugin
 from ..job import run_job
-from ..model import Endpoint, Identity, Record
+from ..model import Endpoint, Identity, Operator, Record
 from ..plugin import Plugin, Session
 from ..second_look import take_second_look
 from .base import StationBase
@@ -151,9 +151,10 @@ class JobRunner(StationBase):
             waiting=waiting, progress=lambda done, total: guard.progress(
                 record.job_id, "rechecking", done, total))
         if payload is not None:
+            who = f" (by {by})" if by and by != Operator().name else ""  # an unnamed station
             gate.row.second_look = ("passed on (cannot be re-read)"
                                     if payload["status"] == "passed-on"
-                                    else f"{payload['status']} ({by})")
+                                    else f"{payload['status']}{who}")
         return failed
 
     def enforce_deadlines(self) -> None:
