@@ -77,32 +77,36 @@ def test_concurrent_appends_chain_in_order_and_each_gets_its_own_row(tmp_path):
         assert [rows[i] for i in ids] == [(name, f"step-{k}") for k in range(40)]
 
 
+def queued_behind_a_commit(log: AuditLog, appends: list) -> None:
+    """Run the append threads while a commit is in progress (the writer's lock held), so
+    that they all queue behind it; then let them go and wait for them."""
+    import time
+    with log._lock:
+        for t in appends:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._queued) < len(appends):
+            assert time.monotonic() < deadline, "the appends never queued"
+            time.sleep(0.01)
+    for t in appends:
+        t.join()
+
+
 def test_rows_that_wait_for_a_commit_go_to_disk_together(tmp_path):
     import threading
-    import time
 
     log = AuditLog(tmp_path / "audit.sqlite")
     commits: list[int] = []
     real_commit = log._commit
     log._commit = lambda batch: (commits.append(len(batch)), real_commit(batch))[1]
-    with log._lock:  # a commit in progress: three appends queue behind it
-        threads = [threading.Thread(target=log.append, args=(f"job-{n}", "S", "step"))
-                   for n in range(3)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while len(log._queued) < 3:
-            assert time.monotonic() < deadline, "the appends never queued"
-            time.sleep(0.01)
-    for t in threads:
-        t.join()
+    queued_behind_a_commit(log, [threading.Thread(target=log.append, args=(f"job-{n}", "S", "step"))
+                                 for n in range(3)])
     log.close()
     assert commits == [3] and verify_log(tmp_path / "audit.sqlite") == 3
 
 
 def test_a_batch_that_cannot_be_written_fails_every_append_in_it(tmp_path):
     import threading
-    import time
 
     from phonewipe.erase.errors import OutputError
     log = AuditLog(tmp_path / "audit.sqlite")
@@ -116,17 +120,8 @@ def test_a_batch_that_cannot_be_written_fails_every_append_in_it(tmp_path):
             log.append(name, "S", event)
         except OutputError as exc:
             errors[name] = exc
-    with log._lock:
-        threads = [threading.Thread(target=append, args=(f"job-{n}", event))
-                   for n, event in ((1, "good"), (2, "bad"), (3, "good"))]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while len(log._queued) < 3:
-            assert time.monotonic() < deadline, "the appends never queued"
-            time.sleep(0.01)
-    for t in threads:
-        t.join()
+    queued_behind_a_commit(log, [threading.Thread(target=append, args=(f"job-{n}", event))
+                                 for n, event in ((1, "good"), (2, "bad"), (3, "good"))])
     assert sorted(errors) == ["job-1", "job-2", "job-3"]  # none of them is on disk
     assert "disk refused the row" in str(errors["job-1"])
     assert log.append("job-4", "S", "after") == 2  # the log goes on from the last good row

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from realphone import tier
 from realphone.medium import LyingMedium
 from realphone.phone import make_medium_image
 from realphone.tier import missing
 
 pytestmark = pytest.mark.interop
+keys = tier.keys  # the module-wide signing key (a fixture)
 SIZE = 16 * 2**20
 REAL = SIZE // 4
 
@@ -35,14 +37,6 @@ def prerequisites() -> None:
     if not Path("/dev/fuse").exists() or not ctypes.util.find_library("fuse3") \
             or importlib.util.find_spec("mfusepy") is None:
         missing("needs FUSE with libfuse 3 and mfusepy")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from phonewipe.certificates.keys import init_keys
-    directory = tmp_path_factory.mktemp("keys")
-    init_keys(directory, "Test Org", "counterfeit tests")
-    return directory
 
 
 @pytest.fixture

@@ -54,6 +54,19 @@ def lying_regions(size: int, fraction: float, layout: str, seed: int) -> list[tu
     return _merge([(s * run, min(size, (s + 1) * run)) for s in chosen])
 
 
+
+def on_flash(offset: int, length: int, real: int) -> list[tuple[int, int, int]]:
+    """(flash offset, offset in the request, length) pieces of a request to counterfeit
+    flash that holds ``real`` bytes: addresses wrap around at its real size."""
+    pieces, done = [], 0
+    while done < length:
+        at = (offset + done) % real
+        n = min(length - done, real - at)
+        pieces.append((at, done, n))
+        done += n
+    return pieces
+
+
 @dataclass
 class FaultInjector:
     faults: Faults

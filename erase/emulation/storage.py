@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..pattern import new_key, xor_keystream
-from .faults import FaultInjector
+from .faults import FaultInjector, on_flash
 from .pagecache import PageCache
 from .personal import load_personal_data
 from .profiles import HandsetProfile
@@ -343,13 +343,7 @@ class HandsetStorage:
         same range, except on counterfeit flash, where addresses wrap at its real size."""
         if self.flash_size >= self.physical_size:
             return [(offset, 0, length)]
-        pieces, done = [], 0
-        while done < length:
-            at = (offset + done) % self.flash_size
-            n = min(length - done, self.flash_size - at)
-            pieces.append((at, done, n))
-            done += n
-        return pieces
+        return on_flash(offset, length, self.flash_size)
 
     def _raw_write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view, fd = memoryview(data), self._fd("userdata")

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from phonewipe.erase.emulation.faults import on_flash
+
 NAME = "medium.img"
 Range = tuple[int, int]  # (start, length) in bytes
 
@@ -78,13 +80,7 @@ class _Operations:
 
     def _on_flash(self, offset: int, length: int) -> list[tuple[int, int, int]]:
         """(flash offset, offset in the request, length) pieces: wrapped at ``real``."""
-        pieces, done = [], 0
-        while done < length:
-            at = (offset + done) % self.real
-            n = min(length - done, self.real - at)
-            pieces.append((at, done, n))
-            done += n
-        return pieces
+        return on_flash(offset, length, self.real)
 
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
         if offset + len(data) > self.size:
