@@ -147,15 +147,20 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
 
     if not targets:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
-        futures = [pool.submit(one, t) for t in targets]
-        answered = 0
-        with _CtrlC() as ctrl_c:
+    answered = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets))))
+    try:
+        with _CtrlC() as ctrl_c:  # before the first job starts: no press goes uncounted
+            futures = [pool.submit(one, t) for t in targets]
             while wait(futures, timeout=0.1).not_done:
                 while answered < ctrl_c.pressed:
                     answered += 1
                     _answer_interrupt(answered, abort, on_interrupt)
-        return [f.result() for f in futures]
+    except BaseException:  # the third press: stop waiting (the jobs stop at their next step)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return [f.result() for f in futures]
 
 
 def _certified(record: Record, endpoint: Endpoint, audit: AuditLog, signer: Any,
