@@ -70,6 +70,10 @@ def test_one_host_identity_pairs_each_phone_for_its_own_key(tmp_path: Path) -> N
         assert signed_by(device, root)
         assert signed_by(x509.load_pem_x509_certificate(record["HostCertificate"]), root)
     assert a["DeviceCertificate"] != b["DeviceCertificate"]
+    # the records hold private keys: this user's alone, whatever the umask
+    assert (tmp_path / "records").stat().st_mode & 0o777 == 0o700
+    on_disk = sorted((tmp_path / "records").glob("*.plist"))
+    assert len(on_disk) == 2 and all(f.stat().st_mode & 0o777 == 0o600 for f in on_disk)
 
 
 def test_a_paired_phone_is_reached_with_its_stored_record_not_paired_again(tmp_path: Path) -> None:

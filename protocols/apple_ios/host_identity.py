@@ -14,6 +14,7 @@ from __future__ import annotations
 import plistlib
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from ssl import SSLContext
 from typing import Any, Optional
 
@@ -32,6 +33,7 @@ from pymobiledevice3.ca import (
 )
 from pymobiledevice3.exceptions import PairingError
 from pymobiledevice3.lockdown import UsbmuxLockdownClient
+from pymobiledevice3.safe_paths import device_file_path
 from pymobiledevice3.service_connection import ServiceConnection
 
 ALG = select_hash_algorithm((4, 0, 0))  # SHA-256, as pymobiledevice3 pairs iOS >= 4
@@ -99,6 +101,7 @@ class HostLockdownClient(UsbmuxLockdownClient):
         """On disk (pymobiledevice3's folder), and handed to usbmuxd with SavePairRecord at
         this client's address, as the real usbmuxd keeps them."""
         await super().save_pair_record()
+        _private(self.pairing_records_cache_folder, self.identifier)
         device = self.service.mux_device
         if self.pair_record is None or device is None:
             return
@@ -117,3 +120,14 @@ class HostLockdownClient(UsbmuxLockdownClient):
         return await ServiceConnection.from_socket(
             await device.connect(port, usbmux_address=self.usbmux_address),
             ssl_context=ssl_context, strip_ssl=strip_ssl, mux_device=device)
+
+
+def _private(folder: Path | None, identifier: str | None) -> None:
+    """A pair record holds the keys that open the phone's services to whoever has them
+    (RootPrivateKey, HostPrivateKey): this user's alone, folder and file, whatever the umask."""
+    if folder is None or identifier is None:
+        return
+    folder.chmod(0o700)
+    record = device_file_path(folder, identifier, ".plist")
+    if record.exists():
+        record.chmod(0o600)
