@@ -139,6 +139,22 @@ def test_a_wrong_password_is_refused(bench: Any) -> None:
     assert isinstance(caught.value.__cause__, asyncssh.PermissionDenied)
 
 
+def test_the_password_can_come_from_the_environment(bench: Any, monkeypatch) -> None:
+    """Not from the command line, which every user sees in `ps`."""
+    plugin, _ = bench("n900")
+    [endpoint] = plugin.discover()
+    user, password = plugin.emulated.pop(endpoint.address)  # as a real N900: the options'
+    assert user == plugin.option("user") and not plugin.option("password")
+    with pytest.raises(maemo_client.LoginRefused):
+        plugin.open(endpoint)
+    monkeypatch.setenv("PHONEWIPE_MAEMO_PASSWORD", password)
+    session = plugin.open(endpoint)
+    try:
+        assert session.identify().imeis
+    finally:
+        session.close()
+
+
 # -- parsers --------------------------------------------------------------------------------------
 def test_dd_errors_between_an_extents_markers_mark_it_unreadable() -> None:
     stderr = ("<0\n1+0 records in\n1+0 records out\n>0\n<1\ndd: /dev/mmcblk0: Input/output error\n"

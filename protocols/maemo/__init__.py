@@ -12,6 +12,7 @@ The emulator (emulator.py) is a real SSH server on loopback (asyncssh) whose she
 """
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 # The SSH client (asyncssh, a fifth of a second to import) loads when a phone is reached:
 # every command line builds its options from every plugin, and most never talk to an N900.
 MODE = "maemo"
+PASSWORD_ENV = "PHONEWIPE_MAEMO_PASSWORD"
 DEFAULT_HOST = "192.168.2.15"  # the N900's side of USB networking
 
 
@@ -39,7 +41,8 @@ class MaemoPlugin(Plugin):
         PluginOption("host", "the N900's address over USB networking, HOST[:PORT] (repeatable)",
                      multiple=True, default=[DEFAULT_HOST], metavar="HOST"),
         PluginOption("user", "the SSH user", default="user"),
-        PluginOption("password", "the SSH password of that user", default=""),
+        PluginOption("password", "the SSH password of that user (better: [maemo] password in the "
+                     f"config, or {PASSWORD_ENV}; a command line shows in `ps`)", default=""),
         PluginOption("timeout", "seconds to wait for the phone", type=float, default=3.0,
                      range=(0.1, 600)),
     )
@@ -55,7 +58,10 @@ class MaemoPlugin(Plugin):
         return {"maemo_host": []}  # a private bench never probes the USB network
 
     def _login(self, address: str) -> tuple[str, str]:
-        return self.emulated.get(address) or (self.option("user"), self.option("password"))
+        # a password on the command line is visible to every user in `ps`: the config's
+        # [maemo] table or PHONEWIPE_MAEMO_PASSWORD keep it out of the process list
+        return self.emulated.get(address) or (
+            self.option("user"), self.option("password") or os.environ.get(PASSWORD_ENV, ""))
 
     def connect(self, address: str, timeout: float | None = None) -> MaemoClient:
         from .client import MaemoClient
