@@ -93,7 +93,7 @@ class MaemoPlugin(Plugin):
         except Exception as exc:
             raise DeviceNotFound(f"no N900 answers SSH at {endpoint.address} ({exc})",
                                  "enable USB networking on the phone and check the password "
-                                 "(--maemo-password)") from exc
+                                 f"({PASSWORD_ENV} or --maemo-password)") from exc
         return MaemoSession(endpoint, client)
 
     def start_emulator(self, storage: Any, profile: Any) -> Any:

@@ -66,8 +66,8 @@ class MaemoClient:
                     client_keys=None, agent_path=None, connect_timeout=min(timeout, 10))
             except asyncssh.PermissionDenied as exc:
                 raise LoginRefused(f"the N900 at {self.address} refused the login of {user!r}",
-                                   "give that user's password with --maemo-password (and the "
-                                   "user with --maemo-user)") from exc
+                                   "give that user's password in PHONEWIPE_MAEMO_PASSWORD or "
+                                   "with --maemo-password (and the user with --maemo-user)") from exc
         try:
             self.conn = self._wait(connect())
         except BaseException:
