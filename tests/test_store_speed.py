@@ -102,6 +102,7 @@ def test_catching_up_in_short_transactions_reads_the_same(tmp_path: Path,
     """A log read in transactions of 3 events (and appended to between reads) projects as
     one read in a single transaction does."""
     monkeypatch.setattr(sqlite_store, "_CATCH_UP_ROWS", 3)
+    monkeypatch.setattr(sqlite_store, "_FOLD_ROWS", 3)  # read 3 at a time: one by one, not folded
     short = SqliteStore(tmp_path / "audit.sqlite", station="st-1")
     log = fill(short, tmp_path)["log"]
     assert short.catch_up() == 18  # read once, then more is appended
@@ -114,6 +115,7 @@ def test_catching_up_in_short_transactions_reads_the_same(tmp_path: Path,
     sqlite3.connect(short.path).backup(copy)
     copy.close()
     monkeypatch.setattr(sqlite_store, "_CATCH_UP_ROWS", 500)
+    monkeypatch.setattr(sqlite_store, "_FOLD_ROWS", 500)
     whole = SqliteStore(tmp_path / "whole.sqlite", station="st-1")
     whole.migrate(3)
     whole.migrate(4)  # projections emptied, then rebuilt in one transaction

@@ -1,6 +1,8 @@
 """Jobs, batches, stations, search keys and certificate references as the audit events
 tell them: `project` folds one event into those tables, inside the transaction that wrote
-the event (PostgreSQL) or the one that caught up with it (SQLite). Idempotent per event."""
+the event (PostgreSQL) or the one that caught up with it (SQLite). Idempotent per event.
+A long SQLite catch-up folds many events at once in memory instead (fold.py), to the same
+rows, with the payload readers below (batch_manifest, queued_fields, record_args...)."""
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +27,8 @@ class Tx(Protocol):
 
 
 def _json(text: str) -> dict[str, Any]:
+    if text == "{}":  # most events, as the readers select them
+        return {}
     try:
         value = json.loads(text)
     except ValueError:
@@ -67,13 +71,12 @@ def project(tx: Tx, station: str, e: Event, keep_pdf: bool = False, head: str = 
 
 def _batch_event(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
     batch_id = e.job_id[len(BATCH_PREFIX):]
-    manifest = payload.get("manifest") if e.event == "batch-opened" else None
+    manifest = batch_manifest(e, payload)
     tx.run("INSERT INTO store_batches (batch_id, opened_at, manifest) VALUES (%(b)s, %(ts)s, %(m)s)"
-           " ON CONFLICT (batch_id) DO NOTHING",
-           {"b": batch_id, "ts": e.ts, "m": json.dumps(manifest) if manifest else None})
+           " ON CONFLICT (batch_id) DO NOTHING", {"b": batch_id, "ts": e.ts, "m": manifest})
     if manifest:
         tx.run("UPDATE store_batches SET manifest = %(m)s WHERE batch_id = %(b)s AND manifest IS NULL",
-               {"b": batch_id, "m": json.dumps(manifest)})
+               {"b": batch_id, "m": manifest})
     _batch_station(tx, batch_id, station)
     args = {"b": batch_id, "s": station, "ts": e.ts}
     if e.event in ("batch-opened", "batch-resumed"):  # open again, on this station at least
@@ -104,9 +107,7 @@ def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf
             "stage": e.event if staged else "queued"})
     args: dict[str, Any] = {"j": e.job_id, "ts": e.ts}
     if e.event == "queued":
-        endpoint = payload.get("endpoint") or {}
-        args.update(b=str(payload.get("batch_id") or ""), a=str(payload.get("asset_tag") or ""),
-                    addr=str(endpoint.get("address", "")) if isinstance(endpoint, dict) else "")
+        args["b"], args["a"], args["addr"] = queued_fields(payload)
         tx.run("UPDATE store_jobs SET batch_id = %(b)s, asset_tag = %(a)s, address = %(addr)s"
                " WHERE job_id = %(j)s", args)
         _batch_station(tx, args["b"], station)
@@ -121,6 +122,19 @@ def _job_event(tx: Tx, station: str, e: Event, payload: dict[str, Any], keep_pdf
                {"j": e.job_id, "l": json.dumps(payload)})
 
 
+def batch_manifest(e: Event, payload: dict[str, Any]) -> str | None:
+    """The asset list a `batch-opened` event carries, as stored (None for other events)."""
+    manifest = payload.get("manifest") if e.event == "batch-opened" else None
+    return json.dumps(manifest) if manifest else None
+
+
+def queued_fields(payload: dict[str, Any]) -> tuple[str, str, str]:
+    """(batch id, asset tag, address) of a `queued` event."""
+    endpoint = payload.get("endpoint") or {}
+    return (str(payload.get("batch_id") or ""), str(payload.get("asset_tag") or ""),
+            str(endpoint.get("address", "")) if isinstance(endpoint, dict) else "")
+
+
 def _identity_args(ident: dict[str, Any]) -> dict[str, Any]:
     model = " ".join(str(x) for x in (ident.get("manufacturer"), ident.get("model")) if x)
     return {"serial": str(ident.get("serial") or ""), "model": model,
@@ -132,17 +146,32 @@ def _identity(tx: Tx, job_id: str, ident: dict[str, Any]) -> None:
            " WHERE job_id = %(j)s", {"j": job_id, **_identity_args(ident)})
 
 
-def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
+def record_args(e: Event, payload: dict[str, Any]) -> dict[str, Any]:
+    """A `record` event's job columns as %(name)s parameters (serial, imeis and model only
+    when the record names its device)."""
     record = payload["record"]
     ident = record.get("device") or {}
-    batch_id = str(record.get("batch_id") or "")
     args = {"j": e.job_id, "o": str(record.get("outcome", "")), "r": str(record.get("reason", "")),
             "rid": str(record.get("record_id", "")), "sha": str(payload.get("record_sha256", "")),
-            "row": e.id, "ts": e.ts, "b": batch_id, "tag": str(record.get("asset_tag") or "")}
-    identity = ""
+            "row": e.id, "ts": e.ts, "b": str(record.get("batch_id") or ""),
+            "tag": str(record.get("asset_tag") or "")}
     if isinstance(ident, dict):
         args.update(_identity_args(ident))
-        identity = " serial = %(serial)s, imeis = %(imeis)s, model = %(model)s,"
+    return args
+
+
+def record_keys(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """A final record's (kind, key) search keys, normalised as `find` compares them."""
+    ident = record.get("device") or {}
+    device = ident if isinstance(ident, dict) else {}
+    keys = {("serial", normalise(device.get("serial"))), ("asset", normalise(record.get("asset_tag")))}
+    keys |= {("imei", normalise(str(i))) for i in device.get("imeis") or ()}
+    return [(kind, key) for kind, key in sorted(keys) if key]
+
+
+def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
+    args = record_args(e, payload)
+    identity = " serial = %(serial)s, imeis = %(imeis)s, model = %(model)s," if "serial" in args else ""
     moved = tx.run(f"UPDATE store_jobs SET{identity} outcome = %(o)s, reason = %(r)s,"
                    " record_id = %(rid)s, record_sha256 = %(sha)s, record_row = %(row)s,"
                    " finished_at = %(ts)s, asset_tag = %(tag)s,"
@@ -150,11 +179,8 @@ def _record(tx: Tx, station: str, e: Event, payload: dict[str, Any]) -> None:
                    " WHERE job_id = %(j)s AND outcome = '' RETURNING 1", args)
     if not moved:
         return  # a job's first record is its record
-    _batch_station(tx, batch_id, station)
-    device = ident if isinstance(ident, dict) else {}
-    keys = {("serial", normalise(device.get("serial"))), ("asset", normalise(record.get("asset_tag")))}
-    keys |= {("imei", normalise(str(i))) for i in device.get("imeis") or ()}
-    found = [(kind, key) for kind, key in sorted(keys) if key]
+    _batch_station(tx, args["b"], station)
+    found = record_keys(payload["record"])
     if found:
         values = ", ".join(f"(%(k{n})s, %(kind{n})s, %(j)s)" for n in range(len(found)))
         params: dict[str, Any] = {"j": e.job_id}
