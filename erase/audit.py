@@ -162,9 +162,12 @@ class AuditLog:
                 raise
 
     def close(self) -> None:
+        """Checkpoint and close. Under the writer's lock: a job still running (after a third
+        Ctrl-C) gets an error for its next row, never a connection closed in its hands."""
         if self.signer is not None:
             self.checkpoint("closed")
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def __enter__(self) -> "AuditLog":
         return self

@@ -127,3 +127,14 @@ def test_a_batch_that_cannot_be_written_fails_every_append_in_it(tmp_path):
     assert log.append("job-4", "S", "after") == 2  # the log goes on from the last good row
     log.close()
     assert verify_log(tmp_path / "audit.sqlite") == 2
+
+
+def test_an_append_after_close_is_an_output_error(tmp_path):
+    """A job still running after a third Ctrl-C closed the run's log gets one clear error."""
+    from phonewipe.erase.errors import OutputError
+    log = AuditLog(tmp_path / "audit.sqlite")
+    log.append("job-1", "S", "started")
+    log.close()
+    with pytest.raises(OutputError, match="cannot write audit log"):
+        log.append("job-1", "S", "late")
+    assert verify_log(tmp_path / "audit.sqlite") == 1

@@ -37,6 +37,19 @@ class HeldSession(VirtualSession):
         raise AssertionError("the job was never aborted")
 
 
+class StuckSession(HeldSession):
+    """A job that does not reach its next step for a while (a phone that stopped answering):
+    what a third Ctrl-C is for."""
+
+    released = threading.Event()
+
+    def erase(self, method: Any, context: EraseContext, progress: Any) -> EraseReport:
+        STARTED.set()
+        self.released.wait(30)
+        progress(0, 1)  # aborted by now: the guard raises
+        raise AssertionError("the job was never aborted")
+
+
 def _pester(presses: int, pause: float, told: list[int]) -> threading.Thread:
     """Send SIGINT to this process `presses` times once the job runs: each press after the
     runner answered the one before (``told``: what on_interrupt was called with), plus
@@ -86,12 +99,21 @@ def test_two_presses_abort_the_job_with_a_failed_certificate(held: Any, signer: 
 
 def test_a_third_press_gives_up_waiting(held: Any, signer: Any, tmp_path: Path) -> None:
     plugin, endpoint, audit = held
+    plugin.session_class = StuckSession
+    StuckSession.released.clear()
     told: list[int] = []
     _pester(3, 0.0, told)
-    with pytest.raises(KeyboardInterrupt):
-        erase_devices([(plugin, endpoint)], JobSettings(seed=7), audit, signer,
-                      tmp_path / "certs", on_interrupt=told.append)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            erase_devices([(plugin, endpoint)], JobSettings(seed=7), audit, signer,
+                          tmp_path / "certs", on_interrupt=told.append)
+    finally:
+        StuckSession.released.set()  # the job goes on to its next step and stops there
     assert told == [1, 2]
+    deadline = time.monotonic() + 30  # the job ends on its own: its record and certificate
+    while not audit.events(kinds=("certified", "certificate-failed")):
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.05)
 
 
 def test_the_handler_is_given_back(held: Any, signer: Any, tmp_path: Path) -> None:
