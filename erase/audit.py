@@ -219,21 +219,26 @@ class AuditLog:
                 prev = digest
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            self._roll_back()
             error = OutputError(f"cannot write audit log {self.path}: {exc}",
                                 "free disk space or choose another --out directory")
             for queued in batch:
                 queued.error = error
             return
         except BaseException as exc:  # a signer's failure: no row of the batch was written
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            self._roll_back()
             for queued in batch:
                 queued.error = exc
             return
         for queued, head in zip(batch, heads, strict=True):
             queued.head = head
+
+    def _roll_back(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.ProgrammingError:  # closed: nothing was begun
+            pass
 
     def head(self) -> tuple[int, str]:
         """(id of the last row, its hash); (0, GENESIS) for an empty log."""
