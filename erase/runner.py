@@ -157,6 +157,7 @@ def erase_devices(targets: list[tuple[Plugin, Endpoint]], settings: JobSettings,
                     answered += 1
                     _answer_interrupt(answered, abort, on_interrupt)
     except BaseException:  # the third press: stop waiting (the jobs stop at their next step)
+        abort.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
