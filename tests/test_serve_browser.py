@@ -42,6 +42,13 @@ def rows(driver: Any) -> list[dict[str, str]]:
             for c in table]
 
 
+def text_of(driver: Any, selector: str) -> str:
+    """An element's text read in one script: an element found first and read after may
+    already have been redrawn by the next event (a stale element)."""
+    return str(driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector))
+
+
 def by_serial(driver: Any) -> dict[str, dict[str, str]]:
     found = rows(driver)
     serials = [r["serial"] for r in found]
@@ -67,7 +74,7 @@ def test_a_running_batch_updates_live_on_the_page(browser: Any, tmp_path: Path) 
         with Server("--out", str(out)) as server:
             browser.get(server.url)
             browser.execute_script("window.__sameDocument = 'yes'")
-            wait_for(lambda: browser.find_element(By.ID, "status").text == "live", what="live")
+            wait_for(lambda: text_of(browser, "#status") == "live", what="live")
             # the slow phone is seen while it is being erased, then ends PASS: on this page,
             # without a reload, from the server-sent events
             running = wait_for(lambda: [r for r in rows(browser) if r["serial"].startswith("PWSLOW")
@@ -84,10 +91,8 @@ def test_a_running_batch_updates_live_on_the_page(browser: Any, tmp_path: Path) 
             wait_for(lambda: {s: r["result"] for s, r in by_serial(browser).items()} == expected,
                      timeout=120, what=f"every result: {expected}")
             assert browser.execute_script("return window.__sameDocument") == "yes"
-            card = browser.find_element(By.CSS_SELECTOR, "#stations .card").text
-            wait_for(lambda: "4 finished" in browser.find_element(By.CSS_SELECTOR,
-                                                                  "#stations .card").text,
-                     what=f"the station card to count 4 finished ({card})")
+            wait_for(lambda: "4 finished" in text_of(browser, "#stations .card"),
+                     what=f"the station card to count 4 finished ({text_of(browser, '#stations .card')})")
             station.wait(120)
             _screenshots(browser, server.url)
     finally:
@@ -168,8 +173,7 @@ def test_hostile_device_strings_are_shown_as_text_and_never_run(browser: Any,
             assert len(browser.find_elements(By.TAG_NAME, "script")) == 2
             assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, #jobs svg") == []
         browser.get(server.url + "#live")
-        text = wait_for(lambda: browser.find_element(By.ID, "jobs").text
-                        if "CRASH" in browser.find_element(By.ID, "jobs").text else "",
+        text = wait_for(lambda: t if "CRASH" in (t := text_of(browser, "#jobs")) else "",
                         what="the jobs table")
         flat = text.replace("\n", " ")
         for hostile in HOSTILE_TEXT:
