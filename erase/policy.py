@@ -60,8 +60,9 @@ def _claim(method: EraseMethod, identity: Identity, outcome: Outcome,
            verification: VerificationResult | None, scope: str) -> Assessment:
     sampled = "not verified by read-back"
     if outcome is Outcome.ERASED_VERIFIED and verification is not None:
-        sampled = (f"verified by {verification.mode} sampling ({verification.samples_read} "
-                   f"samples, {verification.bytes_read} bytes read back)")
+        how = "a full read-back" if verification.mode == "full" else f"{verification.mode} sampling"
+        sampled = (f"verified by {how} ({verification.samples_read:,} samples, "
+                   f"{verification.bytes_read:,} bytes read back)")
     encrypted = identity.encryption in ("file", "block")
     if method.technique is Technique.OVERWRITE and not method.through_files:
         return Assessment(Category.CLEAR.value,

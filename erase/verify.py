@@ -104,9 +104,26 @@ class VerificationPlan:
                         f"smaller than the {n:,} samples that find an escaped share of "
                         f"{self.residual:g} with confidence {self.confidence:g}; {share}")
             return (f"statistical sampling: {len(extents):,} blocks read ({n:,} stratified "
-                    f"pseudo-random ones and the first and last), finding an escaped share of "
+                    f"pseudo-random ones{self._ends_added()}), finding an escaped share of "
                     f"{self.residual:g} or more with confidence {self.confidence:g}; {share}")
         return f"full verification: every block; {share}"
+
+    def _ends_added(self) -> str:
+        """Which of the first and last blocks a quick plan reads beyond its stratified picks
+        (the first stratum and the last can already hold them)."""
+        picks = set(self._quick_picks())
+        added = [name for name, block in (("first", 0), ("last", self.blocks - 1))
+                 if block not in picks]
+        if not added:
+            return ", the first and last blocks among them"
+        return f" plus the {' and '.join(added)} block{'s' if len(added) == 2 else ''}"
+
+    def _quick_picks(self) -> list[int]:
+        """One pseudo-random block in each of n equal strata."""
+        n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
+        blocks = self.blocks
+        return [i * blocks // n + _u(self.seed, i) % ((i + 1) * blocks // n - i * blocks // n)
+                for i in range(n)]
 
     @property
     def blocks(self) -> int:
@@ -131,10 +148,7 @@ class VerificationPlan:
             n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
             if n + 2 >= blocks:
                 return [(b * bs, bs) for b in range(blocks)]
-            chosen = {0, blocks - 1}
-            for i in range(n):
-                lo, hi = i * blocks // n, (i + 1) * blocks // n
-                chosen.add(lo + _u(self.seed, i) % (hi - lo))
+            chosen = {0, blocks - 1, *self._quick_picks()}
             return [(b * bs, bs) for b in sorted(chosen)]
         if self.mode == "nist":
             return self._nist_extents()

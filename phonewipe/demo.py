@@ -14,7 +14,7 @@ from phonewipe.erase import ports
 from phonewipe.erase.emulation.fleet import EmulatedHandset
 from phonewipe.erase.errors import PhonewipeError
 from phonewipe.erase.job import JobSettings
-from phonewipe.erase.model import Destination, Endpoint, Operator
+from phonewipe.erase.model import Destination, Endpoint, Media, Operator
 from phonewipe.erase.plugin import Plugin, close_plugins, sandbox_plugins
 from phonewipe.erase.runner import check_output_dir
 
@@ -27,6 +27,10 @@ DEFAULT_PROFILES += ["iphone"] if importlib.util.find_spec("pymobiledevice3") el
 OPTIONAL_PROFILES = {"lumia-mass-storage"}
 DEMO_OPERATOR = Operator(name="Demo Operator", title="Bench technician",
                          organization="phonewipe demo", location="loopback bench")
+# what a real station sets in [media] (App. G): where the phones came from, what they held
+DEMO_MEDIA = Media(source="phonewipe demo: emulated handsets on loopback",
+                   classification="personal data (planted test data)",
+                   backup="none: test data only")
 
 
 def free_port() -> int:
@@ -101,7 +105,8 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
         handsets = start_demo_handsets(profiles or DEFAULT_PROFILES, out_dir / "handsets",
                                        plugins, err_console)
         targets = demo_targets(plugins, handsets)
-        settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"))
+        settings = JobSettings(operator=DEMO_OPERATOR, destination=Destination("resale"),
+                               media=DEMO_MEDIA)
         results = run_erase(targets, settings, out_dir, keys_dir, as_json)
     finally:
         stop_handsets(handsets)
@@ -140,4 +145,4 @@ def run_demo(out_dir: Path, profiles: list[str] | None, as_json: bool, console: 
 def _manual(out_dir: Path, keys_dir: Path) -> list[Any]:
     from phonewipe.certificates.sign import CertificateSigner
     from phonewipe.demo_manual import run_manual_demo
-    return run_manual_demo(out_dir, CertificateSigner(keys_dir), DEMO_OPERATOR)
+    return run_manual_demo(out_dir, CertificateSigner(keys_dir), DEMO_OPERATOR, DEMO_MEDIA)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from phonewipe.erase.model import Identity, Operator, Outcome, Record
+from phonewipe.erase.model import Identity, Media, Operator, Outcome, Record
 
 SCRIPTED = "scripted answers (phonewipe demo)"
 EXPECTED = {"BB10DEMO0001": Outcome.ERASED_UNVERIFIED, "R58DEMODEAD1": Outcome.DESTROYED}
@@ -49,7 +49,8 @@ def _setup_screen(path: Path) -> Path:
     return path
 
 
-def run_manual_demo(out_dir: Path, signer: Any, operator: Operator) -> list[ManualResult]:
+def run_manual_demo(out_dir: Path, signer: Any, operator: Operator,
+                    media: Media) -> list[ManualResult]:
     from phonewipe.entered import CERT_DIR, sign_and_log
     from phonewipe.erase.attest import Attestation
     from phonewipe.erase.audit import AuditLog, now_iso
@@ -64,7 +65,7 @@ def run_manual_demo(out_dir: Path, signer: Any, operator: Operator) -> list[Manu
                          Identity(platform="blackberry-10", manufacturer="BlackBerry",
                                   model="Z10 (STL100-2)", serial="BB10DEMO0001",
                                   imeis=("356938035643809",), os_version="10.3.3.2205"),
-                         JobSettings(operator=operator, asset_tag="DEMO-BB-1"), audit)
+                         JobSettings(operator=operator, asset_tag="DEMO-BB-1", media=media), audit)
         bb.start(photo)
         while (step := bb.next_step()) is not None:
             bb.confirm(step, True, SCRIPTED)
@@ -81,7 +82,7 @@ def run_manual_demo(out_dir: Path, signer: Any, operator: Operator) -> list[Manu
                                asset_tag="DEMO-DEAD-1")
         record = destruction_record(dead, shredded, replace(operator), [],
                                     destroyed_at=now_iso(), batch_id="demo-destroyed",
-                                    audit=audit)
+                                    audit=audit, media=media)
         results.append(ManualResult(record, sign_and_log(record, signer, audit,
                                                          out_dir / CERT_DIR),
                                     EXPECTED["R58DEMODEAD1"]))

@@ -137,3 +137,31 @@ def test_an_emulate_spec_that_emulates_nothing_is_refused(spec: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse_emulate((spec,))
     assert "at least 1" in caught.value.line()
+
+
+REAL_INTUNE = ("\ufeffDevice ID,Device name,Enrollment date,Serial number,Manufacturer,Model,IMEI,"
+               "MEID,Primary user UPN,Ownership\n"
+               "0b1c,LT-ANNA,2025-01-02,R58N123ABC,samsung,SM-G991B,35 209900 176148 1,,"
+               "anna@example.com,Corporate\n"
+               "0b1d,LT-IPHONE,2025-01-02,,Apple,iPhone 13,13440001234569,,ben@example.com,"
+               "Corporate\n"
+               "0b1e,LT-OLD,2025-01-02,,samsung,SM-A505F,35693803564380,,carol@example.com,"
+               "Corporate\n")
+
+
+def test_an_intune_export_as_downloaded_needs_no_column_map(tmp_path: Path) -> None:
+    """Comma-separated with a byte-order mark, no asset-tag column (the device name is the
+    tag), an IMEI in groups, one whose leading 0 a spreadsheet dropped (01344...), and one
+    given as 14 digits without its check digit: each still finds its phone."""
+    path = tmp_path / "DevicesWithInventory.csv"
+    path.write_text(REAL_INTUNE, encoding="utf-8")
+    manifest = load_manifest(path)
+    assert [a.asset_tag for a in manifest.assets] == ["LT-ANNA", "LT-IPHONE", "LT-OLD"]
+    assert manifest.warnings == ()
+    assert manifest.lookup(None, ["352099001761481"]).asset_tag == "LT-ANNA"
+    assert manifest.lookup("X", ["013440001234569"]).asset_tag == "LT-IPHONE"
+    assert manifest.lookup(None, ["356938035643809"]).asset_tag == "LT-OLD"
+    rec = reconcile([record("F2LX", Outcome.ERASED_VERIFIED, imei="013440001234569"),
+                     record("R58A", Outcome.ERASED_VERIFIED, imei="356938035643809")], manifest)
+    assert [e["asset_tags"] for e in rec.erased] == [["LT-IPHONE"], ["LT-OLD"]]
+    assert [a["asset_tag"] for a in rec.expected_never_seen] == ["LT-ANNA"]

@@ -174,3 +174,17 @@ def test_the_coverage_sentence_states_the_blocks_really_read(blocks: int) -> Non
     assert f"{len(plan.extents()):,} blocks" in sentence
     if blocks < quick_sample_count(0.99, 0.001):
         assert sentence.startswith("statistical sampling: all 1,000 blocks")
+
+
+@pytest.mark.parametrize("blocks, seed", [(8_192, 0), (8_192, 1), (100_000, 3)])
+def test_the_coverage_sentence_adds_up(blocks: int, seed: int) -> None:
+    """The blocks read are the stratified picks plus exactly the ends the sentence says were
+    added: never "4,603 read (4,603 stratified ones and the first and last)"."""
+    plan = make_plan("quick", blocks * 4096, seed=seed)
+    read = [offset // 4096 for offset, _ in plan.extents()]
+    sentence = plan.describe()
+    n = quick_sample_count(0.99, 0.001)
+    added = ("first" in sentence.split("plus")[-1]) + ("last" in sentence.split("plus")[-1]) \
+        if "plus" in sentence else 0
+    assert len(read) == n + added and {0, blocks - 1} <= set(read)
+    assert f"{len(read):,} blocks read ({n:,} stratified" in sentence

@@ -19,7 +19,9 @@ from ..identity import luhn_ok
 
 # header names (lower case, spaces and slashes as "_") each field is read from, first match wins
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "tag": ("asset_tag", "asset", "tag", "asset_number", "asset_id", "asset_tag_number"),
+    # an MDM export without an asset tag (Intune) names the device: that is its tag
+    "tag": ("asset_tag", "asset", "tag", "asset_number", "asset_id", "asset_tag_number",
+            "device_name", "mobile_device_name"),
     "identifier": ("serial_or_imei", "identifier"),
     "serial": ("serial", "serial_number", "serialnumber", "serial_no", "hardware_serial",
                "device_serial_number"),
@@ -43,8 +45,11 @@ class Asset:
 
     @property
     def keys(self) -> list[str]:
-        """Every identifier of the line, normalised: a device matches on any of them."""
+        """Every identifier of the line, normalised: a device matches on any of them. A
+        14-digit IMEI is also the 15-digit one a spreadsheet took the leading 0 from
+        (01 is Apple's and others' prefix), when that one's check digit holds."""
         found = [normalise(v) for v in (self.identifier, self.serial, *self.imeis)]
+        found += ["0" + k for k in found if len(k) == 14 and k.isdigit() and luhn_ok("0" + k)]
         return list(dict.fromkeys(k for k in found if k))
 
     @property
@@ -58,6 +63,14 @@ def normalise(identifier: str | None) -> str:
     key = "".join((identifier or "").split()).upper()
     digits = key.replace("-", "").replace(".", "").replace("/", "")
     return digits if digits.isdigit() else key
+
+
+def identity_keys(serial: str | None, imeis: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """How a device is looked up in a list: its serial, its IMEIs, and each IMEI's 14 digits
+    without the check digit (the form some lists give)."""
+    ids = [normalise(i) for i in imeis]
+    ids += [i[:14] for i in ids if len(i) == 15 and i.isdigit()]
+    return [k for k in dict.fromkeys([normalise(serial), *ids]) if k]
 
 
 def imei_problem(value: str) -> str | None:
@@ -98,8 +111,9 @@ class Manifest:
         return cls(data["path"], data["sha256"], tuple(assets))
 
     def lookup(self, serial: str | None, imeis: tuple[str, ...] | list[str] = ()) -> Asset | None:
-        """The asset a device is listed as: by serial first, then by any IMEI."""
-        for key in [normalise(serial)] + [normalise(i) for i in imeis]:
+        """The asset a device is listed as: by serial first, then by any IMEI (a list may
+        give an IMEI's 14 digits without the check digit)."""
+        for key in identity_keys(serial, imeis):
             if not key:
                 continue
             for asset in self.assets:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..model import Outcome, Record
-from .manifest import Asset, Manifest, normalise
+from .manifest import Asset, Manifest, identity_keys
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Reconciliation:
 
 
 def device_keys(record: Record) -> list[str]:
-    return [k for k in [normalise(record.device.serial), *map(normalise, record.device.imeis)] if k]
+    return identity_keys(record.device.serial, record.device.imeis)
 
 
 def _entry(record: Record, assets: list[Asset]) -> dict[str, Any]:

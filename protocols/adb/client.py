@@ -349,7 +349,7 @@ class AdbSession(UnrootedFill, ShellChannel, Session):
             self._zero_fill(size, progress)
         self.check("sync", root=True)
         self._reader = _DdReader(self, [(USERDATA, size)], root=True)
-        return EraseReport(size, method.expectation, f"userdata block device, {size} bytes",
+        return EraseReport(size, method.expectation, f"userdata block device, {size:,} bytes",
                            {"device": USERDATA, "bytes": size, "root": self.root,
                             "pattern": "AES-256-CTR keystream, key held by the host"
                             if method is RAW_PATTERN else "zeros"},
