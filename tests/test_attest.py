@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import clirun
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,9 +45,8 @@ SCRATCH_HOME = Path(tempfile.mkdtemp(prefix="phonewipe-home-"))  # no user confi
 
 def phonewipe(*args: str, stdin: str | None = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real command line in a subprocess: stdin is a pipe, never a terminal."""
-    env = {**os.environ, "COLUMNS": "100", "HOME": str(SCRATCH_HOME)}
-    return subprocess.run([sys.executable, "-m", "phonewipe", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    return clirun.run(*args, env={"COLUMNS": "100", "HOME": str(SCRATCH_HOME)}, cwd=cwd,
+                      stdin=stdin, timeout=120)
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import clirun
 import pytest
 from conftest import fingerprint
 
@@ -35,8 +35,7 @@ PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 def phonewipe(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "300"})
+    return clirun.run(*args, env={"COLUMNS": "300"}, timeout=60)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

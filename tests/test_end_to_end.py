@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import clirun
 import pytest
 from conftest import require_binary
 from forgery import swap_embedded_record
@@ -24,8 +25,7 @@ MARKERS = planted_markers()
 
 def phonewipe(*args: str, env: dict[str, str] | None = None,
               timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return clirun.run(*args, env={"COLUMNS": "200", **(env or {})}, timeout=timeout)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -3,11 +3,10 @@ station's chain checked from the command line (and a rewritten row named), the s
 down and up, and a station's journal sent after the database was away."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+import clirun
 import psycopg
 import pytest
 from conftest import fingerprint
@@ -24,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def phonewipe(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "phonewipe", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env={**os.environ, "COLUMNS": "80"})
+    return clirun.run("--config", str(config), *args, env={"COLUMNS": "80"}, cwd=ROOT, timeout=120)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import clirun
 import pytest
 from conftest import require_binary
 
@@ -33,8 +33,7 @@ HEADER = ["tag", "owner", "serial", "imei1", "imei2", "result", "category", "met
 
 
 def phonewipe(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env={**os.environ, "COLUMNS": "80"})
+    return clirun.run(*args, env={"COLUMNS": "80"}, cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ and CSV saying PASS."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import clirun
 import pytest
 from conftest import require_binary
 from test_audit_trust import recompute_chain
@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def phonewipe(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env={**os.environ, "COLUMNS": "250"})
+    return clirun.run(*args, env={"COLUMNS": "250"}, cwd=ROOT, timeout=timeout)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
 
+import clirun
 import pytest
 from conftest import require_binary
 
@@ -31,8 +32,7 @@ MIX = {"rooted": 7, "unrooted": 6, "frp-locked": 3, "lying-1pct": 3, "unplug-40"
 
 def phonewipe(*args: str, env: dict[str, str] | None = None,
               timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return clirun.run(*args, env={"COLUMNS": "200", **(env or {})}, cwd=ROOT, timeout=timeout)
 
 
 def slow_profile(tmp: Path, name: str, mib_s: float, expect: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import click
+import clirun
 import pytest
 from asn1crypto import cms
 from conftest import require_binary
@@ -30,8 +30,7 @@ PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 def phonewipe(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "400"})
+    return clirun.run(*args, env={"COLUMNS": "400"}, timeout=120)
 
 
 @pytest.fixture(scope="module")

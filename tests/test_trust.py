@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import clirun
 import pytest
 from conftest import require_binary
 from cryptography import x509
@@ -41,8 +42,7 @@ ORG = "ACME Refurb"
 
 
 def phonewipe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*PHONEWIPE, *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**os.environ, "COLUMNS": "400"})
+    return clirun.run(*args, env={"COLUMNS": "400"}, cwd=cwd, timeout=120)
 
 
 def no_traceback(result: subprocess.CompletedProcess) -> None:
