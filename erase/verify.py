@@ -23,8 +23,9 @@ from .model import Expectation, SampleFailure, VerificationResult
 from .pattern_samples import SamplePattern
 from .plaintext import entropy_bits_per_byte, fs_magic, known_plaintext
 from .plugin import BlockReader, Extent
-from .wrap import LOOKED_AT, wrap_size
+from .wrap import CHECKED, wrap_size
 from .wrap import describe as describe_wrap
+from .wrap import relabel as relabel_wrapped
 
 MODES = ("quick", "nist", "full")
 MAX_LISTED_FAILURES = 20
@@ -326,7 +327,8 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     digests: list[bytes | None] = []
     failures: list[SampleFailure] = []
     failures_total = 0
-    mismatched: list[tuple[int, bytes]] = []  # the first failed samples, for wrap.wrap_size
+    # the head of each listed failed sample: wrap.wrap_size names a counterfeit from them
+    mismatched: list[tuple[int, bytes]] = []
     unchanged = 0
     done = 0
     problem: str | None
@@ -347,8 +349,8 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
                 problem = check_changed(data, offset, plan.block_size)
         if problem:
             failures_total += 1
-            if data is not None and len(mismatched) < LOOKED_AT:
-                mismatched.append((offset, data))
+            if data is not None and len(mismatched) < MAX_LISTED_FAILURES:
+                mismatched.append((offset, data[:CHECKED]))
             if len(failures) < MAX_LISTED_FAILURES:
                 failures.append(SampleFailure(offset, problem[:MAX_FOUND_CHARS]))
         done += length
@@ -364,8 +366,9 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
         reasons.append(f"{failures_total} of {samples} samples do not show {expectation.value}")
         wrapped = wrap_size(reader.size, mismatched, pattern) \
             if pattern is not None and expectation is Expectation.PATTERN else None
-        if wrapped:
+        if wrapped and pattern is not None:
             reasons.append(describe_wrap(wrapped, reader.size))
+            failures = relabel_wrapped(failures, mismatched, wrapped, reader.size, pattern)
     if capacity is not None and capacity.status == MISMATCH:
         reasons.append(f"capacity: {capacity.note()}")
     status = "failed" if reasons else "passed"

@@ -9,8 +9,10 @@ offset the overwrite reached with the same address modulo R.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
+from .model import SampleFailure
 from .pattern_samples import SamplePattern
 
 SMALLEST = 1 << 20  # no medium worth the name wraps below 1 MiB
@@ -34,8 +36,31 @@ def wrap_size(size: int, failed: Sequence[tuple[int, bytes]], pattern: SamplePat
 
 
 def _holds_wrapped(offset: int, data: bytes, real: int, size: int, pattern: SamplePattern) -> bool:
+    return _wrapped_from(offset, data, real, size, pattern) is not None
+
+
+def _wrapped_from(offset: int, data: bytes, real: int, size: int,
+                  pattern: SamplePattern) -> int | None:
+    """The offset whose keyed pattern ``data`` holds, when it is the last write that wrapped
+    onto ``offset``; else None."""
     last = offset + (size - len(data) - offset) // real * real  # the last write there
-    return last > offset and data == pattern.at(last, len(data))
+    return last if last > offset and data == pattern.at(last, len(data)) else None
+
+
+def relabel(failures: Sequence[SampleFailure], failed: Sequence[tuple[int, bytes]], real: int,
+            size: int, pattern: SamplePattern) -> list[SampleFailure]:
+    """Listed failures whose sample (``failed``: offset and head of each) holds another
+    offset's pattern say so, instead of "old content left in place"."""
+    source = {}
+    for offset, data in failed:
+        if len(data) >= 16 and offset % 16 == 0:
+            found = _wrapped_from(offset, data[:CHECKED], real, size, pattern)
+            if found is not None:
+                source[offset] = found
+    return [replace(f, found=f"the keyed pattern written at offset {source[f.offset]:,}, "
+                             f"{_human(source[f.offset] - f.offset)} further on (the medium "
+                             "wraps its addresses)") if f.offset in source else f
+            for f in failures]
 
 
 def describe(real: int, size: int) -> str:

@@ -52,6 +52,8 @@ def test_the_keyed_pattern_never_passes_counterfeit_flash(adb_fleet: Any, tmp_pa
         assert record.outcome is Outcome.FAILED, (mode, seed, record.reason)
         assert record.verification.failures_total > 0
         assert "holds about 8 MiB of the 32 MiB it reports" in record.reason, record.reason
+        listed = record.verification.failures
+        assert listed and all("wraps its addresses" in f.found for f in listed), listed
 
 
 @pytest.mark.interop
@@ -96,3 +98,19 @@ def test_old_data_and_other_keys_name_nothing() -> None:
     assert wrap_size(size, other, SamplePattern(key)) is None
     mixed = _wrapped_samples(key, size, 64 << 20, [4096 * 3]) + old[:1]
     assert wrap_size(size, mixed, SamplePattern(key)) is None  # one size must explain all
+
+
+def test_each_listed_failure_names_the_offset_whose_pattern_it_holds() -> None:
+    from phonewipe.erase.model import SampleFailure
+    from phonewipe.erase.wrap import relabel
+    key, size, real = bytes(range(32)), 1 << 30, 64 << 20
+    wrapped = _wrapped_samples(key, size, real, [4096 * 7, 4096 * 1000])
+    old = (4096 * 50, random.Random(1).randbytes(4096))
+    failures = [SampleFailure(o, "data that is not the keyed pattern (old content left in place)")
+                for o, _ in [*wrapped, old]]
+    found = [f.found for f in relabel(failures, [*wrapped, old], real, size, SamplePattern(key))]
+    last = 4096 * 7 + (size - 4096 - 4096 * 7) // real * real
+    assert found[0] == (f"the keyed pattern written at offset {last:,}, 960 MiB further on "
+                        "(the medium wraps its addresses)")
+    assert "wraps its addresses" in found[1]
+    assert found[2] == failures[2].found  # old data stays old data
