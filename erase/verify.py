@@ -29,6 +29,8 @@ from .wrap import relabel as relabel_wrapped
 
 MODES = ("quick", "nist", "full")
 MAX_LISTED_FAILURES = 20
+EXPECTATION_WORDS = {Expectation.PATTERN: "the keyed pattern", Expectation.ZEROS: "zeros",
+                     Expectation.NO_PLAINTEXT: "erased content (high entropy, no plaintext)"}
 MAX_FOUND_CHARS = 160  # each listed failure says what was found in at most this many characters
 FULL_CHUNK = 1024 * 1024
 NIST_SUBSECTIONS = 1000
@@ -363,7 +365,8 @@ def sample_and_check(reader: BlockReader, plan: VerificationPlan, expectation: E
     if not extents:
         reasons.append("nothing to sample")
     if failures_total:
-        reasons.append(f"{failures_total} of {samples} samples do not show {expectation.value}")
+        reasons.append(f"{failures_total:,} of {samples:,} samples do not show "
+                       f"{EXPECTATION_WORDS[expectation]}")
         wrapped = wrap_size(reader.size, mismatched, pattern) \
             if pattern is not None and expectation is Expectation.PATTERN else None
         if wrapped and pattern is not None:

@@ -64,9 +64,10 @@ def relabel(failures: Sequence[SampleFailure], failed: Sequence[tuple[int, bytes
 
 
 def describe(real: int, size: int) -> str:
-    return (f"the failed samples hold the keyed pattern written {_human(real)} further on: the "
-            f"medium holds about {_human(real)} of the {_human(size)} it reports and wraps its "
-            "addresses (counterfeit capacity); its data is not reliably erasable by overwrite")
+    return (f"the failed samples hold the keyed pattern of offsets a multiple of {_human(real)} "
+            f"further on: the medium holds about {_human(real)} of the {_human(size)} it reports "
+            "and wraps its addresses (counterfeit capacity); its data is not reliably erasable by "
+            "overwrite")
 
 
 def _human(n: int) -> str:

@@ -193,7 +193,7 @@ def test_lying_programmer_never_passes(job, verify: str) -> None:
     run = job("edl-lying", verify=verify)
     assert run.record.outcome is Outcome.FAILED, run.record.reason
     assert run.record.verification.status == "failed"
-    assert "do not show keyed-pattern" in run.record.reason
+    assert "do not show the keyed pattern" in run.record.reason
 
 
 def test_rejected_programmer_is_not_erased_and_says_what_to_get(job) -> None:
