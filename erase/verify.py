@@ -114,19 +114,21 @@ class VerificationPlan:
     def _ends_added(self) -> str:
         """Which of the first and last blocks a quick plan reads beyond its stratified picks
         (the first stratum and the last can already hold them)."""
-        picks = set(self._quick_picks())
+        picks = set(self._quick_picks)
         added = [name for name, block in (("first", 0), ("last", self.blocks - 1))
                  if block not in picks]
         if not added:
             return ", the first and last blocks among them"
         return f" plus the {' and '.join(added)} block{'s' if len(added) == 2 else ''}"
 
-    def _quick_picks(self) -> list[int]:
-        """One pseudo-random block in each of n equal strata."""
+    @functools.cached_property
+    def _quick_picks(self) -> tuple[int, ...]:
+        """One pseudo-random block in each of n equal strata (derived once: the extents and
+        the coverage sentence both need them)."""
         n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
         blocks = self.blocks
-        return [i * blocks // n + _u(self.seed, i) % ((i + 1) * blocks // n - i * blocks // n)
-                for i in range(n)]
+        return tuple(i * blocks // n + _u(self.seed, i) % ((i + 1) * blocks // n - i * blocks // n)
+                     for i in range(n))
 
     @property
     def blocks(self) -> int:
@@ -151,7 +153,7 @@ class VerificationPlan:
             n = quick_sample_count(self.confidence or 0.99, self.residual or 0.001)
             if n + 2 >= blocks:
                 return [(b * bs, bs) for b in range(blocks)]
-            chosen = {0, blocks - 1, *self._quick_picks()}
+            chosen = {0, blocks - 1, *self._quick_picks}
             return [(b * bs, bs) for b in sorted(chosen)]
         if self.mode == "nist":
             return self._nist_extents()

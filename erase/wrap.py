@@ -24,19 +24,21 @@ def wrap_size(size: int, failed: Sequence[tuple[int, bytes]], pattern: SamplePat
     """The real size R that explains every examined failed sample (at least two, or the only
     one), or None. ``size`` is the reported size of the address space the pattern covers."""
     looked = [(offset, data[:CHECKED]) for offset, data in failed[:LOOKED_AT]
-              if len(data) >= 16 and offset % 16 == 0]
+              if _examinable(offset, data)]
     if not looked or (len(looked) < 2 and len(failed) > 1):
         return None
     real = SMALLEST
     while real < size:
-        if all(_holds_wrapped(offset, data, real, size, pattern) for offset, data in looked):
+        if all(_wrapped_from(offset, data, real, size, pattern) is not None
+               for offset, data in looked):
             return real
         real *= 2
     return None
 
 
-def _holds_wrapped(offset: int, data: bytes, real: int, size: int, pattern: SamplePattern) -> bool:
-    return _wrapped_from(offset, data, real, size, pattern) is not None
+def _examinable(offset: int, data: bytes) -> bool:
+    """A sample whose keyed pattern can be compared (whole AES blocks from its start)."""
+    return len(data) >= 16 and offset % 16 == 0
 
 
 def _wrapped_from(offset: int, data: bytes, real: int, size: int,
@@ -53,7 +55,7 @@ def relabel(failures: Sequence[SampleFailure], failed: Sequence[tuple[int, bytes
     offset's pattern say so, instead of "old content left in place"."""
     source = {}
     for offset, data in failed:
-        if len(data) >= 16 and offset % 16 == 0:
+        if _examinable(offset, data):
             found = _wrapped_from(offset, data[:CHECKED], real, size, pattern)
             if found is not None:
                 source[offset] = found

@@ -9,7 +9,6 @@ import base64
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import clirun
@@ -30,8 +29,6 @@ from phonewipe.erase.audit import (
     verify_log,
 )
 from phonewipe.erase.errors import AuditBroken
-
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 def phonewipe(*args: str) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +18,7 @@ from forgery import swap_embedded_record
 
 from phonewipe.erase.emulation.personal import planted_markers
 
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
+PHONEWIPE = clirun.PHONEWIPE  # what the subprocess helpers start
 MARKERS = planted_markers()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import clirun
@@ -26,7 +25,6 @@ from phonewipe.erase.model import Destination, Endpoint, Identity, Operator, Out
 from phonewipe.find import find_device
 from phonewipe.reports import ASSET_COLUMNS
 
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = ["tag", "owner", "serial", "imei1", "imei2", "result", "category", "method", "date",
           "batch", "certificate_file", "record_sha256"]

@@ -7,7 +7,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import clirun
@@ -17,7 +16,6 @@ from test_audit_trust import recompute_chain
 
 from phonewipe.erase.model import Record
 
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from phonewipe.erase.audit import AuditLog
 from phonewipe.erase.emulation.profiles import load_profile
 from phonewipe.erase.station.ledger import read_ledger
 
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
+PHONEWIPE = clirun.PHONEWIPE  # what the subprocess helpers start
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ASSETS = ROOT / "fixtures" / "manifests" / "sample-batch.csv"
 MIX = {"rooted": 7, "unrooted": 6, "frp-locked": 3, "lying-1pct": 3, "unplug-40": 3, "slow": 3,

@@ -7,7 +7,6 @@ import datetime as dt
 import io
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -25,8 +24,6 @@ from phonewipe.certificates.sign import CertificateSigner, TimestampUnavailable
 from phonewipe.certificates.trust import TrustStore
 from phonewipe.certificates.verify import verify_bytes, verify_certificate
 from phonewipe.erase.ports import free_port
-
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 
 
 def phonewipe(*args: str) -> subprocess.CompletedProcess:

@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +36,6 @@ from phonewipe.certificates.sign import CertificateSigner
 from phonewipe.certificates.trust import TrustStore
 from phonewipe.certificates.verify import verify_bytes, verify_certificate
 
-PHONEWIPE = [sys.executable, "-m", "phonewipe"]
 ORG = "ACME Refurb"
 
 

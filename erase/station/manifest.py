@@ -114,8 +114,6 @@ class Manifest:
         """The asset a device is listed as: by serial first, then by any IMEI (a list may
         give an IMEI's 14 digits without the check digit)."""
         for key in identity_keys(serial, imeis):
-            if not key:
-                continue
             for asset in self.assets:
                 if key in asset.keys:
                     return asset
