@@ -113,7 +113,9 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
     from phonewipe.erase.emulation.fleet import start_handsets, stop_handsets
     from phonewipe.erase.errors import DeviceGone
     from phonewipe.erase.plugin import PluginOptions, load_plugins
+    from phonewipe.protocols.adb.server import AdbServer
     require_binary("adb")
+    users_server = AdbServer().probe(timeout=2)  # the default port 5037, this user's own
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
                            only=["adb"])
     handsets = start_handsets(["rooted"], tmp_path / "handsets", plugins, userdata_bytes=4 << 20)
@@ -126,6 +128,8 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
         with pytest.raises(DeviceGone) as gone:
             session.run("true")
         assert "adb server" in gone.value.message and "cable" not in gone.value.line()
+        if users_server == "free":  # adbutils, refused, would start one there and wait for it
+            assert AdbServer().probe(timeout=2) == "free", "a server was started on port 5037"
     finally:
         stop_handsets(handsets)
         plugins["adb"].server.stop()

@@ -2,6 +2,7 @@
 ships), started on a chosen port so tests and the demo never disturb a user's server."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -10,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from phonewipe.erase.errors import DeviceNotFound, PhonewipeError
 
@@ -31,6 +32,31 @@ def adbutils_module() -> ModuleType:
 def link_errors() -> tuple[type[BaseException], ...]:
     """What a request to the adb server raises when the server or the link fails."""
     return (adbutils_module().AdbError, OSError)
+
+
+@functools.cache
+def _client_class() -> Any:
+    """adbutils' client, except that a refused connection is an error: adbutils would run
+    `adb start-server` for the default port 5037 (not ours under --adb-port, and a server
+    left running after phonewipe exits) and wait up to 20 s for it. Made when first needed,
+    as adbutils is imported."""
+    adbutils = adbutils_module()
+
+    class ServerOnlyConnection(adbutils.AdbConnection):  # type: ignore[misc]
+        def _safe_connect(self) -> Any:
+            return self._create_socket()
+
+    class ServerOnlyClient(adbutils.AdbClient):  # type: ignore[misc]
+        def __init__(self, host: str, port: int, socket_timeout: float) -> None:
+            super().__init__(host=host, port=port, socket_timeout=socket_timeout)
+            self.server_address, self.server_timeout = (host, port), socket_timeout
+
+        def make_connection(self, timeout: float | None = None) -> Any:
+            conn = ServerOnlyConnection(*self.server_address)
+            conn.conn.settimeout(timeout or self.server_timeout)
+            return conn
+
+    return ServerOnlyClient
 
 
 def find_adb(explicit: str | None = None) -> str:
@@ -121,7 +147,7 @@ class AdbServer:
 
     def client(self) -> adbutils.AdbClient:
         self.ensure_started()
-        return adbutils_module().AdbClient(host="127.0.0.1", port=self.port, socket_timeout=30)
+        return _client_class()(host="127.0.0.1", port=self.port, socket_timeout=30)
 
     def connect(self, address: str, timeout: float = 10.0) -> str:
         """`adb connect ADDRESS`, then wait until the device is listed. Returns its serial."""
