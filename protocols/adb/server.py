@@ -40,13 +40,13 @@ def _client_class() -> Any:
     `adb start-server` for the default port 5037 (not ours under --adb-port, and a server
     left running after phonewipe exits) and wait up to 20 s for it. Made when first needed,
     as adbutils is imported."""
-    adbutils = adbutils_module()
+    import adbutils
 
-    class ServerOnlyConnection(adbutils.AdbConnection):  # type: ignore[misc]
+    class ServerOnlyConnection(adbutils.AdbConnection):
         def _safe_connect(self) -> Any:
             return self._create_socket()
 
-    class ServerOnlyClient(adbutils.AdbClient):  # type: ignore[misc]
+    class ServerOnlyClient(adbutils.AdbClient):
         def __init__(self, host: str, port: int, socket_timeout: float) -> None:
             super().__init__(host=host, port=port, socket_timeout=socket_timeout)
             self.server_address, self.server_timeout = (host, port), socket_timeout
