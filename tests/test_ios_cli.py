@@ -98,3 +98,17 @@ def test_the_demo_includes_an_iphone_that_ends_erased_not_verified(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr  # each ended as expected
     assert {"PWIPH0000", "PWIPL0000"} <= \
         {p.name.split("-")[0] for p in (tmp_path / "demo" / "certificates").glob("*.pdf")}
+
+
+def test_only_a_usbmuxd_that_exists_is_asked(tmp_path: Path) -> None:
+    """No usbmuxd socket, no listing (and pymobiledevice3 stays unloaded on an Android-only
+    bench); a TCP address or a socket that exists is always asked."""
+    import socket
+
+    from phonewipe.protocols.apple_ios import _socket_missing
+    assert _socket_missing(f"UNIX:{tmp_path / 'usbmuxd'}") and _socket_missing(str(tmp_path / "x"))
+    assert not _socket_missing("127.0.0.1:27015")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(tmp_path / "usbmuxd"))
+        assert not _socket_missing(f"UNIX:{tmp_path / 'usbmuxd'}")
+    assert _socket_missing(None) == (not Path("/var/run/usbmuxd").exists())

@@ -23,6 +23,7 @@ from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 MODE = "ios"
 MUX_KEY = "ios_emulated_mux"  # PluginOptions: the EmulatedUsbmuxd a bench shares
 SANDBOX_KEY = "ios_sandbox"  # PluginOptions: a private bench (no system usbmuxd)
+SYSTEM_USBMUXD = "/var/run/usbmuxd"  # where pymobiledevice3 and libusbmuxd look on Linux
 INSTALL_ADVICE = "install the iPhone support: pip install 'phonewipe[ios]'"
 
 
@@ -35,6 +36,16 @@ def check_usbmux_address(address: str) -> None:
     raise ConfigError(f"ios usbmux address {address!r} is neither HOST:PORT nor UNIX:/path",
                       "use e.g. --ios-usbmux 127.0.0.1:27015 or --ios-usbmux UNIX:/var/run/usbmuxd")
 
+
+
+def _socket_missing(address: str | None) -> bool:
+    """A usbmuxd on a UNIX socket that does not exist (no usbmuxd running, the usual case on
+    a bench of Android phones) cannot list anything. None is the system's usbmuxd: that
+    socket on Linux and macOS (TCP port 27015 on Windows)."""
+    if not address and os.name != "posix":
+        return False
+    path = SYSTEM_USBMUXD if not address else address.removeprefix("UNIX:")
+    return path.startswith("/") and not os.path.exists(path)
 
 class EmulatedIphoneHandle:
     """`start_emulator`'s answer: the phone plugged into the bench's usbmuxd until stopped."""
@@ -125,12 +136,16 @@ class IosPlugin(Plugin):
         return list(dict.fromkeys(own + served))
 
     def _found(self, addresses: list[str | None] | None = None) -> dict[str, str | None]:
+        asked = [a for a in (self.addresses() if addresses is None else addresses)
+                 if not _socket_missing(a)]
+        if not asked:  # no usbmuxd to ask: pymobiledevice3 (a third of a second) stays unloaded
+            return {}
         try:
             from .client import list_devices
         except ImportError:
             return {}  # without the extra there is no iPhone support, and nothing to list
         found: dict[str, str | None] = {}
-        for address in self.addresses() if addresses is None else addresses:
+        for address in asked:
             for entry in list_devices(address):
                 found.setdefault(entry.udid, address)
         self._where.update(found)
