@@ -35,6 +35,10 @@ _SMALL = _styles["BodyText"].clone("small", fontSize=7, leading=8.5)
 _BODY = _styles["BodyText"].clone("body", fontSize=8.5, leading=10.5)
 
 
+def _why_destroy(entry: dict[str, Any]) -> str:
+    return str(entry.get("why") or f"failed {entry.get('failures', 2)} times")
+
+
 def _p(text: Any, style: Any = _SMALL) -> Paragraph:
     safe = printable(str(text if text is not None else "")).replace("&", "&amp;") \
         .replace("<", "&lt;").replace(">", "&gt;")
@@ -104,9 +108,11 @@ def render_summary(summary: dict[str, Any], layout: int = LAYOUT_VERSION,
                 text = "; ".join(f"{a['asset_tag']} {a['identifier']} ({a['owner']})"
                                  for a in items) or "none"
             elif key == "offered_for_destruction":
-                text = "; ".join(f"{_device_label(e)}: failed {e.get('failures', 2)} times, "
+                text = "; ".join(f"{_device_label(e)}: {_why_destroy(e)}, "
                                  "record its destruction with `phonewipe destroy`"
                                  for e in items)
+                if any(e.get("why") for e in items):  # not only devices that failed twice
+                    title = "Offered for destruction"
             else:
                 text = "; ".join(_device_label(e) for e in items) or "none"
             story.append(_p(f"{title} ({len(items)}): {text}", _BODY))

@@ -3,7 +3,9 @@
 PASS (erased and verified) goes to the configured destination; anything else is held in
 quarantine, not for resale until erased. A device that FAILED before (the same serial or
 IMEI in the audit log) and FAILS again is routed to destruction: its reason says to destroy
-it physically and record the destruction, and the record lists the earlier failures.
+it physically and record the destruction, and the record lists the earlier failures. So is
+a medium its first verification found counterfeit (it holds less than it reports): erasing
+it again cannot help.
 
 One rule, in one place: the job (erase/job.py) and the station's own records
 (erase/station) apply `route` to every final record."""
@@ -14,10 +16,14 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from .model import Destination, Outcome, Record, Technique
+from .wrap import named_counterfeit
 
 DESTRUCTION_ADVICE = ("run the erase again; if it fails a second time, send the device to "
                       "physical destruction (R2v3)")
 DESTROY = "physically destroy it and record the destruction (`phonewipe destroy`)"
+COUNTERFEIT_ADVICE = ("the medium holds less than it reports, so no overwrite of it can be "
+                      f"trusted: do not erase it again, {DESTROY} (R2v3)")
+COUNTERFEIT_DETAILS = "counterfeit capacity"
 QUARANTINE = "quarantine"
 QUARANTINE_DETAILS = "not for resale until erased"
 VENDOR_ATTESTED_DETAILS = ("the vendor's erase ran but nothing was read back: released only by "
@@ -29,13 +35,15 @@ _NOT_THE_DEVICE = ("interrupted by the operator", "was interrupted", "station st
 
 
 def destination_for(outcome: Outcome, configured: Destination, failures: int = 0,
-                    vendor_attested: bool = False) -> Destination:
+                    vendor_attested: bool = False, counterfeit: bool = False) -> Destination:
     """PASS: the configured destination; otherwise quarantine (with `failures` FAILs of
-    this device in all, two or more: destruction). A vendor's own erase that nothing read
-    back (an iPhone's, an attested one) may never reach a PASS: its quarantine says what
-    releases it instead of waiting for one."""
+    this device in all, two or more, or a counterfeit medium: destruction). A vendor's own
+    erase that nothing read back (an iPhone's, an attested one) may never reach a PASS: its
+    quarantine says what releases it instead of waiting for one."""
     if outcome is Outcome.ERASED_VERIFIED:
         return configured
+    if outcome is Outcome.FAILED and counterfeit:
+        return Destination(QUARANTINE, f"{QUARANTINE_DETAILS}; {COUNTERFEIT_DETAILS}: {DESTROY}")
     if outcome is Outcome.FAILED and failures >= 2:
         return Destination(QUARANTINE, f"{QUARANTINE_DETAILS}; failed {failures} times: {DESTROY}")
     if outcome is Outcome.ERASED_UNVERIFIED and vendor_attested:
@@ -99,6 +107,12 @@ def earlier_failures(audit: Any, record: Record) -> list[dict[str, Any]]:
     return found
 
 
+def counterfeit(record: Record) -> bool:
+    """A FAIL whose verification found the medium holds less than it reports."""
+    return record.outcome is Outcome.FAILED and record.verification is not None \
+        and named_counterfeit(record.verification.reason)
+
+
 def route(record: Record, audit: Any = None) -> Record:
     """`record` with its destination following its outcome; a FAIL of a device that failed
     before (found in `audit`) also gets the destruction advice and its `earlier_failures`."""
@@ -109,7 +123,7 @@ def route(record: Record, audit: Any = None) -> Record:
         Technique.CRYPTO_ERASE.value, Technique.FACTORY_RESET.value)
     destination = destination_for(record.outcome, record.destination,
                                   len(earlier) + 1 if record.outcome is Outcome.FAILED else 0,
-                                  vendor_attested=attested)
+                                  vendor_attested=attested, counterfeit=counterfeit(record))
     if not earlier:
         return replace(record, destination=destination)
     last = earlier[-1]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol, Sequence
 from . import __version__
 from .audit import Event, last_appended, now_iso
 from .capacity import check_capacity
-from .destination import DESTRUCTION_ADVICE, route
+from .destination import COUNTERFEIT_ADVICE, DESTRUCTION_ADVICE, route
 from .errors import DeviceGone, MediumUnreachable, PhonewipeError
 from .evidence import EVIDENCE_SCHEMA, build_evidence
 from .follow import Followed, Found, NotFollowed, follow_for_readback, follow_to
@@ -41,6 +41,7 @@ from .plugin import EraseContext, Plugin, Session
 from .policy import STANDARD, assess
 from .strings import clean, clean_identity
 from .verify import make_plan, read_digests, sample_and_check
+from .wrap import named_counterfeit
 
 SecondLook = Callable[[Session, Record], "str | None"]
 """second_look(session, provisional record) -> why the second look failed, or None: run after
@@ -285,8 +286,10 @@ class _Job:
                                   "failures_total": self.verification.failures_total,
                                   "digest": self.verification.digest, "medium": sampling.medium})
             if self.verification.status != "passed":
+                advice = COUNTERFEIT_ADVICE if named_counterfeit(self.verification.reason) \
+                    else DESTRUCTION_ADVICE
                 raise _Stop(Outcome.FAILED, f"verification failed: {self.verification.reason}; "
-                                            f"{DESTRUCTION_ADVICE}")
+                                            f"{advice}")
         if self.second_look is not None and self.verification is not None \
                 and self.verification.status == "passed":
             failed = self.second_look(self.followed.session if self.followed else session,

@@ -18,6 +18,7 @@ from .pattern_samples import SamplePattern
 SMALLEST = 1 << 20  # no medium worth the name wraps below 1 MiB
 LOOKED_AT = 8  # failed samples examined; a few AES blocks each per candidate size
 CHECKED = 4096  # bytes of each sample compared
+COUNTERFEIT = "(counterfeit capacity)"  # in the verification's reason when named
 
 
 def wrap_size(size: int, failed: Sequence[tuple[int, bytes]], pattern: SamplePattern) -> int | None:
@@ -68,8 +69,13 @@ def relabel(failures: Sequence[SampleFailure], failed: Sequence[tuple[int, bytes
 def describe(real: int, size: int) -> str:
     return (f"the failed samples hold the keyed pattern of offsets a multiple of {_human(real)} "
             f"further on: the medium holds about {_human(real)} of the {_human(size)} it reports "
-            "and wraps its addresses (counterfeit capacity); its data is not reliably erasable by "
+            f"and wraps its addresses {COUNTERFEIT}; its data is not reliably erasable by "
             "overwrite")
+
+
+def named_counterfeit(verification_reason: str) -> bool:
+    """The verification found the medium wraps its addresses: no second erase can help."""
+    return COUNTERFEIT in verification_reason
 
 
 def _human(n: int) -> str:

@@ -291,11 +291,11 @@ def _print_outputs(console: Any, outputs: Any) -> None:
     if rec.get("destroyed") and not rec["has_manifest"]:
         console.print(f"destroyed (Destruct records): {len(rec['destroyed'])}", highlight=False)
     station = shlex.quote(str(Path(outputs.directory).parent.parent))
-    for e in rec.get("offered_for_destruction", []):  # FAILED twice (R2v3)
+    for e in rec.get("offered_for_destruction", []):  # FAILED twice, or counterfeit (R2v3)
         who = e.get("serial") or ", ".join(e.get("imeis", [])) or "?"
         command = str(e.get("command", "")).replace("STATION_DIR", station)
-        console.print(f"offered for destruction: {escape(for_terminal(who))} failed "
-                      f"{e.get('failures', 2)} times; record it with: "
+        why = e.get("why") or f"failed {e.get('failures', 2)} times"
+        console.print(f"offered for destruction: {escape(for_terminal(who))} {why}; record it with: "
                       f"{escape(for_terminal(command))}", highlight=False, soft_wrap=True)
     for p in (outputs.summary_pdf, outputs.records_csv, outputs.records_json, outputs.assets_csv):
         if p is not None:

@@ -54,6 +54,9 @@ def test_the_keyed_pattern_never_passes_counterfeit_flash(adb_fleet: Any, tmp_pa
         assert "holds about 8 MiB of the 32 MiB it reports" in record.reason, record.reason
         listed = record.verification.failures
         assert listed and all("wraps its addresses" in f.found for f in listed), listed
+        # no second erase can help counterfeit flash: straight to destruction, not "again"
+        assert "run the erase again" not in record.reason and "do not erase it again" in record.reason
+        assert "counterfeit capacity: physically destroy it" in record.destination.details
 
 
 @pytest.mark.interop

@@ -87,3 +87,4 @@ def test_the_keyed_pattern_fails_a_counterfeit_card(card: str, keys: Path, tmp_p
     assert entry["outcome"] == "FAILED", f"false {entry}"
     assert code == 12 and "verification failed" in entry["reason"]
     assert "holds about 4 MiB of the 16 MiB it reports" in entry["reason"], entry["reason"]
+    assert "do not erase it again, physically destroy it" in entry["reason"], entry["reason"]

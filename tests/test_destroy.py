@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,25 @@ def test_a_second_person_validates_a_destruction_certificate(tmp_path: Path, key
     addendum = cert.parent / f"{cert.stem}-validation.pdf"
     report = verify_json(addendum, keys)
     assert report["kind"] == "addendum" and report["verdict"] == "trusted", report
+
+
+def test_counterfeit_flash_is_offered_for_destruction_after_one_failure(tmp_path: Path) -> None:
+    """A medium that holds less than it reports cannot be erased by a second try: it is
+    offered at once, saying why, on the station's summary page too."""
+    from phonewipe.certificates.batch import render_summary
+    from phonewipe.erase.model import VerificationResult
+    from phonewipe.erase.wrap import describe
+
+    fake = replace(_record("FAKE1", Outcome.FAILED, 1), verification=VerificationResult(
+        mode="quick", status="failed", reason=describe(8 << 20, 32 << 20)))
+    worn = replace(_record("WORN1", Outcome.FAILED, 2),
+                   verification=VerificationResult(mode="quick", status="failed", reason="x"))
+    r = reconcile([fake, worn], None)
+    [offered] = r.offered_for_destruction
+    assert offered["serial"] == "FAKE1" and "counterfeit capacity" in offered["why"]
+    pdf = tmp_path / "summary.pdf"
+    pdf.write_bytes(render_summary({"batch_id": "B1", "generated_at": "2026-12-03T09:00:00Z",
+                                    "device_count": 2, "totals": {"FAIL": 2}, "devices": [],
+                                    "reconciliation": r.to_dict()}))
+    text = " ".join(pdf_text(pdf).split())
+    assert "Offered for destruction (1)" in text and "holds less than it reports" in text

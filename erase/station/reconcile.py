@@ -5,6 +5,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..destination import COUNTERFEIT_DETAILS, counterfeit
 from ..model import Outcome, Record
 from .manifest import Asset, Manifest, identity_keys
 
@@ -19,7 +20,8 @@ class Reconciliation:
     duplicates: list[str] = field(default_factory=list)
     has_manifest: bool = False
     # Destruct records (erase/destroy.py) of this batch's devices or listed assets, and the
-    # devices that FAILED twice and have none yet: offered for destruction (R2v3)
+    # devices that FAILED twice, or once on counterfeit flash, and have no Destruct record
+    # yet: offered for destruction (R2v3)
     destroyed: list[dict[str, Any]] = field(default_factory=list)
     offered_for_destruction: list[dict[str, Any]] = field(default_factory=list)
 
@@ -110,10 +112,12 @@ def _destructions(out: Reconciliation, records: list[Record], assets: list[Asset
         out.destroyed.append(_entry(record, mine))
     for record in records:
         own = set(device_keys(record))
-        if record.outcome is Outcome.FAILED and record.earlier_failures \
+        if record.outcome is Outcome.FAILED and (record.earlier_failures or counterfeit(record)) \
                 and not own & destroyed_keys:
             entry = _entry(record, [a for a in assets if set(a.keys) & own])
             entry["failures"] = len(record.earlier_failures) + 1
+            if counterfeit(record):  # no second erase: it cannot help
+                entry["why"] = f"holds less than it reports ({COUNTERFEIT_DETAILS})"
             entry["command"] = destroy_command(record)
             out.offered_for_destruction.append(entry)
 
