@@ -39,3 +39,44 @@ def test_a_silent_service_on_the_adb_port_is_one_line_not_a_hang(tmp_path: Path)
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert "--adb-port" in lines[0] and "Traceback" not in result.stderr
     assert time.monotonic() - started < 60
+
+
+HANGS_ON_KILL = '''
+import socket, sys, time
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+held = []
+while True:
+    conn, _ = listener.accept()
+    request = conn.recv(4 + int(conn.recv(4), 16))
+    if request.endswith(b"host:version"):
+        conn.sendall(b"OKAY00040029")
+        conn.close()
+    else:  # host:kill: takes it, answers, never exits (an adb 29 server stuck in exit())
+        conn.sendall(b"OKAY")
+        held.append(conn)
+'''
+
+
+def test_a_server_that_hangs_on_its_way_out_is_ended_by_signal(tmp_path: Path) -> None:
+    """`adb kill-server` reaches the server, which answers and then never exits: stop()
+    ends it (it is an adb process on our port) instead of failing after a long wait."""
+    import signal
+
+    from phonewipe.demo import free_port
+    from phonewipe.protocols.adb.server import AdbServer
+    adb = require_binary("adb")
+    port = free_port()
+    stuck = tmp_path / "adb"  # its process name, as a real server's
+    stuck.write_text(f"#!{sys.executable}\n{HANGS_ON_KILL}")
+    stuck.chmod(0o755)
+    proc = subprocess.Popen([str(stuck), str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+        server = AdbServer(port=port, adb_path=adb, home=tmp_path / "home", kill_timeout=1.0)
+        assert server.running()
+        server.stop()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()

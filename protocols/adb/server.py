@@ -2,9 +2,11 @@
 ships), started on a chosen port so tests and the demo never disturb a user's server."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 5037
 PROBE_TIMEOUT = 5.0  # seconds an adb server has to answer host:version
+KILL_TIMEOUT = 10.0  # seconds `adb kill-server` has before the server is ended by signal
 
 
 def adbutils_module() -> ModuleType:
@@ -83,6 +86,7 @@ class AdbServer:
     port: int = DEFAULT_PORT
     adb_path: str | None = None
     home: Path | None = None
+    kill_timeout: float = KILL_TIMEOUT
     _started_here: bool = field(default=False, init=False)
 
     @property
@@ -165,5 +169,51 @@ class AdbServer:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.running():
-            self.run("kill-server", timeout=15)
+        """`adb kill-server`; a server that takes the request and then hangs on its way out
+        (Debian's adb 29 now and then, stopped right after it started, on a loaded host) is
+        ended by signal: it is an adb process listening on our port."""
+        if not self.running():
+            return
+        try:
+            self.run("kill-server", timeout=self.kill_timeout)
+        except PhonewipeError:
+            hung = [pid for pid in listening_pids(self.port) if _process_name(pid) == "adb"]
+            if not hung:
+                raise
+            for pid in hung:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def listening_pids(port: int) -> list[int]:
+    """The processes with a TCP socket listening on ``port`` (Linux /proc; [] elsewhere)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" \
+                    and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for proc in Path("/proc").iterdir() if inodes else ():
+        if proc.name.isdigit() and _holds_any(proc, inodes):
+            found.append(int(proc.name))
+    return found
+
+
+def _holds_any(proc: Path, links: set[str]) -> bool:
+    try:
+        return any(os.readlink(fd) in links for fd in (proc / "fd").iterdir())
+    except OSError:  # gone meanwhile, or not ours to look at
+        return False
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
