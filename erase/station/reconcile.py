@@ -112,11 +112,12 @@ def _destructions(out: Reconciliation, records: list[Record], assets: list[Asset
         out.destroyed.append(_entry(record, mine))
     for record in records:
         own = set(device_keys(record))
-        if record.outcome is Outcome.FAILED and (record.earlier_failures or counterfeit(record)) \
+        fake = counterfeit(record)  # no second erase can help: offered after one FAIL
+        if record.outcome is Outcome.FAILED and (record.earlier_failures or fake) \
                 and not own & destroyed_keys:
             entry = _entry(record, [a for a in assets if set(a.keys) & own])
             entry["failures"] = len(record.earlier_failures) + 1
-            if counterfeit(record):  # no second erase: it cannot help
+            if fake:
                 entry["why"] = f"holds less than it reports ({COUNTERFEIT_DETAILS})"
             entry["command"] = destroy_command(record)
             out.offered_for_destruction.append(entry)

@@ -37,7 +37,6 @@ def check_usbmux_address(address: str) -> None:
                       "use e.g. --ios-usbmux 127.0.0.1:27015 or --ios-usbmux UNIX:/var/run/usbmuxd")
 
 
-
 def _socket_missing(address: str | None) -> bool:
     """A usbmuxd on a UNIX socket that does not exist (no usbmuxd running, the usual case on
     a bench of Android phones) cannot list anything. None is the system's usbmuxd: that
@@ -46,6 +45,7 @@ def _socket_missing(address: str | None) -> bool:
         return False
     path = SYSTEM_USBMUXD if not address else address.removeprefix("UNIX:")
     return path.startswith("/") and not os.path.exists(path)
+
 
 class EmulatedIphoneHandle:
     """`start_emulator`'s answer: the phone plugged into the bench's usbmuxd until stopped."""
