@@ -17,6 +17,31 @@ settings.register_profile("fuzz", max_examples=10_000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+USERS_ADB = pytest.StashKey[str]()  # what answered on adb's default port before the run
+
+
+def _users_adb_port() -> str:
+    from phonewipe.protocols.adb.server import AdbServer
+    return AdbServer().probe(timeout=2)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the run itself, not an xdist worker
+        session.config.stash[USERS_ADB] = _users_adb_port()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing a test starts outlives the run: an adb server on the user's port 5037 (adb
+    starts one there for any command without -P) is the leak that has happened."""
+    if session.config.stash.get(USERS_ADB, "") == "free" and _users_adb_port() != "free":
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(
+            "a test left an adb server running on port 5037 (the user's own): give it a "
+            "private port (--adb-port, or [adb] port in its config) and stop it", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def require_binary(name: str) -> str:
     """Path of a system binary; skip when missing on a user's machine, fail under CI."""
     path = shutil.which(name)

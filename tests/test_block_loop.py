@@ -93,15 +93,24 @@ def digest(path: Path) -> str:
 
 def erase(node: str, keys: Path, out: Path, *extra: str, allow: bool = True,
           method: str = "block-pattern", verify: str = "quick") -> tuple[int, dict | None, str]:
-    """`phonewipe erase NODE` against the block plugin alone: (exit code, result, stderr)."""
+    """`phonewipe erase NODE` against the block plugin alone: (exit code, result, stderr).
+    A node the block plugin does not list is looked for through every plugin: adb's on a
+    private port, whose server is stopped afterwards (not the user's 5037)."""
+    from phonewipe.demo import free_port
+    from phonewipe.protocols.adb.server import AdbServer
     home = out.parent / "home"
-    home.mkdir(exist_ok=True)
+    (home / ".config" / "phonewipe").mkdir(parents=True, exist_ok=True)
+    adb = AdbServer(port=free_port())
+    (home / ".config" / "phonewipe" / "config.toml").write_text(f"[adb]\nport = {adb.port}\n")
     flags = ["--allow-internal", node] if allow else []  # alias of --block-allow-internal
-    result = subprocess.run(
-        [sys.executable, "-m", "phonewipe", *flags, *extra, "erase", node, "--out", str(out),
-         "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org",
-         "--method", method, "--verify", verify, "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(home)})
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "phonewipe", *flags, *extra, "erase", node, "--out", str(out),
+             "--keys", str(keys), "--operator", "Test Operator", "--organization", "Test Org",
+             "--method", method, "--verify", verify, "--json"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(home)})
+    finally:
+        adb.stop()
     assert "Traceback" not in result.stderr, result.stderr
     data = json.loads(result.stdout)
     entry = data[0] if isinstance(data, list) else None

@@ -28,9 +28,16 @@ def run(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Com
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
-    """(environment, profile -> UDID) with `phonewipe emulate` serving the iPhones."""
+    """(environment, profile -> UDID) with `phonewipe emulate` serving the iPhones. `devices`
+    and `erase` ask every plugin, adb too: on a private port (its server stopped afterwards),
+    not the user's 5037, where adb would start a server left running after the test."""
+    from phonewipe.demo import free_port
+    from phonewipe.protocols.adb.server import AdbServer
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "COLUMNS": "200"}
+    adb = AdbServer(port=free_port(), home=tmp_path / "adb-home")
+    (tmp_path / ".config" / "phonewipe").mkdir(parents=True)
+    (tmp_path / ".config" / "phonewipe" / "config.toml").write_text(f"[adb]\nport = {adb.port}\n")
     proc = subprocess.Popen([*PHONEWIPE, "emulate", "--json", "--workdir", str(tmp_path / "phones"),
                              *ERASE_CODES], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
@@ -40,6 +47,7 @@ def served(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     finally:
         proc.terminate()
         proc.wait(15)
+        adb.stop()
 
 
 def test_devices_then_erase_each_iphone_with_a_certificate(served: tuple[dict[str, str], dict[str, str]],
