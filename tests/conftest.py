@@ -18,11 +18,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 USERS_ADB = pytest.StashKey[str]()  # what answered on adb's default port before the run
+RUN_ADB_PORT = pytest.StashKey[int]()  # the adb port of this run, for commands given none
 
 
 def _users_adb_port() -> str:
     from phonewipe.protocols.adb.server import AdbServer
     return AdbServer().probe(timeout=2)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A command a test runs without an adb port (an erase of a block device still asks adb)
+    uses ANDROID_ADB_SERVER_PORT, as adb does: a private port for the run, set before the
+    xdist workers start so that they and every subprocess inherit it."""
+    from phonewipe.erase.ports import free_port
+    from phonewipe.protocols.adb.server import PORT_VARIABLE
+    if hasattr(config, "workerinput") or os.environ.get(PORT_VARIABLE):
+        return
+    config.stash[RUN_ADB_PORT] = free_port()
+    os.environ[PORT_VARIABLE] = str(config.stash[RUN_ADB_PORT])
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -31,14 +44,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Nothing a test starts outlives the run: an adb server on the user's port 5037 (adb
-    starts one there for any command without -P) is the leak that has happened."""
+    """Nothing a test starts outlives the run: the run's adb server is stopped, and an adb
+    server on the user's port 5037 (adb starts one there for any command without -P or
+    ANDROID_ADB_SERVER_PORT) fails the run, as the leak it is."""
+    from phonewipe.protocols.adb.server import AdbServer
+    if RUN_ADB_PORT in session.config.stash:
+        AdbServer(port=session.config.stash[RUN_ADB_PORT]).stop()
     if session.config.stash.get(USERS_ADB, "") == "free" and _users_adb_port() != "free":
         writer = session.config.get_terminal_writer()
         writer.line()
         writer.line(
             "a test left an adb server running on port 5037 (the user's own): give it a "
-            "private port (--adb-port, or [adb] port in its config) and stop it", red=True)
+            "private port (--adb-port, [adb] port in its config, or ANDROID_ADB_SERVER_PORT) "
+            "and stop it", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

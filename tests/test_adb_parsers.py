@@ -103,7 +103,7 @@ def test_a_malformed_shell_frame_is_one_clear_line(answer: bytes, words: str) ->
     assert "malformed shell frame" in line and words in line and "\n" not in line
 
 
-def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> None:
+def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path, monkeypatch) -> None:
     """A phone whose commands fail because the host's adb server went away is told apart
     from a pulled cable: the advice differs."""
 
@@ -115,6 +115,7 @@ def test_an_adb_server_that_dies_is_named_not_blamed_on_the_cable(tmp_path) -> N
     from phonewipe.erase.plugin import PluginOptions, load_plugins
     from phonewipe.protocols.adb.server import AdbServer
     require_binary("adb")
+    monkeypatch.delenv("ANDROID_ADB_SERVER_PORT", raising=False)  # adb's own default: 5037
     users_server = AdbServer().probe(timeout=2)  # the default port 5037, this user's own
     plugins = load_plugins(PluginOptions({"adb_port": free_port(), "adb_home": tmp_path / "home"}),
                            only=["adb"])

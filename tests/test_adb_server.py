@@ -80,3 +80,37 @@ def test_a_server_that_hangs_on_its_way_out_is_ended_by_signal(tmp_path: Path) -
     finally:
         proc.kill()
         proc.wait()
+
+
+LEAVES_ITS_PORT_FIRST = HANGS_ON_KILL.replace(
+    "        held.append(conn)", "        held.append(conn)\n        listener.close()\n        break"
+) + "time.sleep(3600)\n"
+
+
+def test_a_server_that_closed_its_port_and_hangs_is_ended_by_its_command_line(tmp_path: Path) -> None:
+    """A server on its way out that has closed its listening socket and still holds the
+    kill-server client is found by its command line (`adb -L tcp:PORT fork-server server`)."""
+    import signal
+
+    from phonewipe.demo import free_port
+    from phonewipe.protocols.adb.server import AdbServer
+    adb = require_binary("adb")
+    port, other = free_port(), free_port()
+    stuck = tmp_path / "adb"
+    stuck.write_text(f"#!{sys.executable}\nimport sys\nsys.argv[1] = sys.argv[2][4:]\n"
+                     f"{LEAVES_ITS_PORT_FIRST}")
+    stuck.chmod(0o755)
+    server_of = [str(stuck), "-L", "tcp:{}", "fork-server", "server", "--reply-fd", "3"]
+    procs = [subprocess.Popen([a.format(p) for a in server_of], stdout=subprocess.PIPE, text=True)
+             for p in (port, other)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+        server = AdbServer(port=port, adb_path=adb, home=tmp_path / "home", kill_timeout=1.0)
+        server.stop()
+        assert procs[0].wait(timeout=10) == -signal.SIGKILL
+        assert procs[1].poll() is None  # another port's server is left alone
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -58,3 +58,43 @@ def test_a_port_held_by_another_service_is_refused_at_once(no_adb_runs: None, ta
         server.ensure_started()
     assert time.monotonic() - started < 2
     assert "not an adb server" in str(caught.value) and "--adb-port" in caught.value.advice
+
+
+# -- ANDROID_ADB_SERVER_PORT: the port adb itself uses when given none -----------------------
+@pytest.mark.parametrize("value, port", [(None, 5037), ("", 5037), (" 6037 ", 6037), ("65535", 65535)])
+def test_the_port_adb_would_use(value: str | None, port: int) -> None:
+    from phonewipe.protocols.adb.server import PORT_VARIABLE, port_from_environment
+    assert port_from_environment({} if value is None else {PORT_VARIABLE: value}) == port
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "65536", "-1", "²", "5037\x1b[2J"])
+def test_a_port_variable_that_is_no_port_is_named(value: str) -> None:
+    from phonewipe.protocols.adb.server import PORT_VARIABLE, port_from_environment
+    with pytest.raises(PhonewipeError) as error:
+        port_from_environment({PORT_VARIABLE: value})
+    assert PORT_VARIABLE in error.value.message and "--adb-port" in error.value.line()
+    assert "\x1b" not in error.value.line()
+
+
+def test_the_plugin_takes_the_port_given_then_adbs_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phonewipe.erase.plugin import PluginOptions, load_plugins
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "6123")
+    assert load_plugins(PluginOptions(), only=["adb"])["adb"].server.port == 6123
+    given = PluginOptions({"adb_port": 6124})
+    assert load_plugins(given, only=["adb"])["adb"].server.port == 6124
+    monkeypatch.delenv("ANDROID_ADB_SERVER_PORT")
+    assert load_plugins(PluginOptions(), only=["adb"])["adb"].server.port == 5037
+
+
+def test_a_bad_port_variable_stops_adb_not_the_other_plugins(monkeypatch: pytest.MonkeyPatch,
+                                                             no_adb_runs: None) -> None:
+    """Every command loads every plugin: a bad variable is said when adb is asked."""
+    from phonewipe.erase.model import Endpoint
+    from phonewipe.erase.plugin import PluginOptions, load_plugins
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "adb")
+    plugins = load_plugins(PluginOptions())
+    adb = plugins.pop("adb")
+    for call in (adb.discover, lambda: adb.open(Endpoint("adb", "adb", "serial"))):
+        with pytest.raises(PhonewipeError, match="ANDROID_ADB_SERVER_PORT"):
+            call()
+    assert plugins  # the others load as ever

@@ -5,6 +5,7 @@ speaking the real wire protocol over loopback TCP, reached by the same server.
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from phonewipe.erase.model import Endpoint
 from phonewipe.erase.plugin import Plugin, PluginOption, PluginOptions, Session
 from phonewipe.erase.ports import free_port
 
-from .server import DEFAULT_PORT, AdbServer, link_errors
+from .server import DEFAULT_PORT, AdbServer, link_errors, port_from_environment
 
 STATE_TO_MODE = {"device": "adb", "unauthorized": "adb", "offline": "adb",
                  "recovery": "recovery", "sideload": "recovery", "rescue": "recovery"}
@@ -28,7 +29,8 @@ class AdbPlugin(Plugin):
     has_emulator = True
     method_names = ("adb-raw-pattern", "adb-raw-zeros", "adb-fill-reset", "adb-factory-reset")
     option_specs = (
-        PluginOption("port", "port of the adb server", int, DEFAULT_PORT, range=(1, 65535)),
+        PluginOption("port", "port of the adb server (default: ANDROID_ADB_SERVER_PORT, as adb "
+                     "reads it, else 5037)", int, DEFAULT_PORT, range=(1, 65535)),
         PluginOption("path", "the adb binary that runs the server (default: adb on PATH)",
                      metavar="PATH"),
         PluginOption("reboot_wait", "seconds to wait for a phone to come back over adb after "
@@ -39,7 +41,13 @@ class AdbPlugin(Plugin):
 
     def __init__(self, options: PluginOptions | None = None) -> None:
         super().__init__(options)
-        self.server = AdbServer(port=int(self.option("port")), adb_path=self.option("path"),
+        self.unusable: PhonewipeError | None = None
+        given = self.options.get("adb_port")
+        try:  # as adb itself: the port given, else ANDROID_ADB_SERVER_PORT, else 5037
+            port = int(given) if given is not None else port_from_environment(os.environ)
+        except PhonewipeError as exc:  # said when adb is used, not by every command
+            port, self.unusable = DEFAULT_PORT, exc
+        self.server = AdbServer(port=port, adb_path=self.option("path"),
                                 home=self.options.get("adb_home"))
 
     @classmethod
@@ -51,7 +59,12 @@ class AdbPlugin(Plugin):
         if self.options.get("adb_home") is not None:  # a private server: ours to stop
             self.server.stop()
 
+    def usable(self) -> None:
+        if self.unusable is not None:
+            raise self.unusable
+
     def discover(self) -> list[Endpoint]:
+        self.usable()
         try:
             devices = self.server.client().list()
         except link_errors() as exc:
@@ -64,6 +77,7 @@ class AdbPlugin(Plugin):
     def open(self, endpoint: Endpoint) -> Session:
         from .client import AdbSession
 
+        self.usable()
         try:
             states = {d.serial: d.state for d in self.server.client().list()}
         except link_errors() as exc:
@@ -77,6 +91,7 @@ class AdbPlugin(Plugin):
     def start_emulator(self, storage: Any, profile: Any) -> Any:
         from .emulator import EmulatedAdbd
 
+        self.usable()
         adbd = EmulatedAdbd(storage)
         adbd.start()
         if storage.state.mode == "adb":

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import adbutils
 
 DEFAULT_PORT = 5037
+PORT_VARIABLE = "ANDROID_ADB_SERVER_PORT"  # adb's own: the server port when -P is not given
 PROBE_TIMEOUT = 5.0  # seconds an adb server has to answer host:version
 KILL_TIMEOUT = 10.0  # seconds `adb kill-server` has before the server is ended by signal
 
@@ -60,6 +62,17 @@ def _client_class() -> Any:
             return conn
 
     return ServerOnlyClient
+
+
+def port_from_environment(environ: Mapping[str, str]) -> int:
+    """The port adb itself would use: ANDROID_ADB_SERVER_PORT when set, else 5037."""
+    value = environ.get(PORT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_PORT
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= 65535:
+        return int(value)
+    raise PhonewipeError(f"{PORT_VARIABLE} is {value[:20]!r}, not a port number",
+                         "set it to a number from 1 to 65535, unset it, or pass --adb-port")
 
 
 def find_adb(explicit: str | None = None) -> str:
@@ -177,12 +190,32 @@ class AdbServer:
         try:
             self.run("kill-server", timeout=self.kill_timeout)
         except PhonewipeError:
-            hung = [pid for pid in listening_pids(self.port) if _process_name(pid) == "adb"]
+            hung = server_pids(self.port)
             if not hung:
                 raise
             for pid in hung:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def server_pids(port: int) -> list[int]:
+    """The adb server processes of ``port``: an adb listening there, or one whose command
+    line is a server's for that port (`adb -L tcp:PORT fork-server server ...`): a server on
+    its way out may have closed its listening socket and still hold the client waiting."""
+    pids = {pid for pid in listening_pids(port) if _process_name(pid) == "adb"}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _serves_port(proc, port):
+            pids.add(int(proc.name))
+    return sorted(pids)
+
+
+def _serves_port(proc: Path, port: int) -> bool:
+    try:
+        args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "fork-server" in args and _process_name(int(proc.name)) == "adb" \
+        and any(a in (f"tcp:{port}", f"tcp:localhost:{port}", f"tcp:127.0.0.1:{port}") for a in args)
 
 
 def listening_pids(port: int) -> list[int]:
