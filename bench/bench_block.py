@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hostload import cpu_times, stolen_since
+
 from phonewipe.erase.pattern import PatternStream, new_key
 from phonewipe.erase.plugin import EraseContext, PluginOptions
 from phonewipe.erase.verify import make_plan, sample_and_check
@@ -99,6 +101,7 @@ def main() -> int:
         session.identify()
         best = {name: float("inf") for name in ("dd", "dd-pattern", "pattern", "zeros")}
         verify_s = float("inf")
+        host = cpu_times()
         for _ in range(ROUNDS):
             best["dd"] = min(best["dd"], timed_dd("/dev/zero", node))
             best["dd-pattern"] = min(best["dd-pattern"], timed_dd(pattern_file, node))
@@ -113,6 +116,7 @@ def main() -> int:
                                         key)
             verify_s = min(verify_s, time.perf_counter() - t0)
             assert sampling.result.status == "passed", sampling.result.reason
+        stolen = stolen_since(host)
         best["made"] = made_alone()
         mib_s = {k: SIZE_MIB / v for k, v in best.items()}
         print(f"device: {node} over {image} ({SIZE_MIB} MiB), best of {ROUNDS} interleaved rounds")
@@ -126,6 +130,7 @@ def main() -> int:
         print(f"keyed pattern made alone    {mib_s['made']:8.1f} MiB/s   (no device)")
         print(f"quick read-back (O_DIRECT)  {verify_s:8.2f} s = "
               f"{verify_s / best['zeros']:.1%} of the zero overwrite")
+        print(stolen)
         return 0
     finally:
         subprocess.run(["losetup", "--detach", node], capture_output=True)
