@@ -19,6 +19,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 USERS_ADB = pytest.StashKey[str]()  # what answered on adb's default port before the run
 RUN_ADB_PORT = pytest.StashKey[int]()  # the adb port of this run, for commands given none
+USERS_ADB_VARIABLE = pytest.StashKey["str | None"]()  # ANDROID_ADB_SERVER_PORT before the run
 
 
 def _users_adb_port() -> str:
@@ -32,10 +33,22 @@ def pytest_configure(config: pytest.Config) -> None:
     xdist workers start so that they and every subprocess inherit it."""
     from phonewipe.erase.ports import free_port
     from phonewipe.protocols.adb.server import PORT_VARIABLE
-    if hasattr(config, "workerinput") or os.environ.get(PORT_VARIABLE):
+    if hasattr(config, "workerinput"):
         return
+    config.stash[USERS_ADB_VARIABLE] = os.environ.get(PORT_VARIABLE)  # the user's own server
     config.stash[RUN_ADB_PORT] = free_port()
     os.environ[PORT_VARIABLE] = str(config.stash[RUN_ADB_PORT])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from phonewipe.protocols.adb.server import PORT_VARIABLE
+    if RUN_ADB_PORT not in config.stash:
+        return
+    users = config.stash[USERS_ADB_VARIABLE]
+    if users is None:
+        os.environ.pop(PORT_VARIABLE, None)
+    else:
+        os.environ[PORT_VARIABLE] = users
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -47,11 +60,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Nothing a test starts outlives the run: the run's adb server is stopped, and an adb
     server on the user's port 5037 (adb starts one there for any command without -P or
     ANDROID_ADB_SERVER_PORT) fails the run, as the leak it is."""
+    from phonewipe.erase.errors import PhonewipeError
     from phonewipe.protocols.adb.server import AdbServer
+    writer = session.config.get_terminal_writer()
     if RUN_ADB_PORT in session.config.stash:
-        AdbServer(port=session.config.stash[RUN_ADB_PORT]).stop()
+        try:
+            AdbServer(port=session.config.stash[RUN_ADB_PORT]).stop()
+        except PhonewipeError as exc:
+            writer.line(f"the run's adb server did not stop: {exc.line()}", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.config.stash.get(USERS_ADB, "") == "free" and _users_adb_port() != "free":
-        writer = session.config.get_terminal_writer()
         writer.line()
         writer.line(
             "a test left an adb server running on port 5037 (the user's own): give it a "

@@ -30,7 +30,7 @@ class AdbPlugin(Plugin):
     method_names = ("adb-raw-pattern", "adb-raw-zeros", "adb-fill-reset", "adb-factory-reset")
     option_specs = (
         PluginOption("port", "port of the adb server (default: ANDROID_ADB_SERVER_PORT, as adb "
-                     "reads it, else 5037)", int, DEFAULT_PORT, range=(1, 65535)),
+                     f"reads it, else {DEFAULT_PORT})", int, range=(1, 65535)),
         PluginOption("path", "the adb binary that runs the server (default: adb on PATH)",
                      metavar="PATH"),
         PluginOption("reboot_wait", "seconds to wait for a phone to come back over adb after "
