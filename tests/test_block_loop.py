@@ -213,6 +213,33 @@ def test_a_mounted_partition_refuses_its_disk(stack: ExitStack, tmp_path: Path) 
     assert str(tmp_path / "mnt") in refused.message
 
 
+def test_a_device_mounted_in_another_mount_namespace_is_refused_untouched(
+        keys: Path, stack: ExitStack, tmp_path: Path) -> None:
+    """A mount this process's table does not show (a container's, a private namespace's):
+    the kernel's exclusive claim finds it, so it is BLOCKED before anything, not a FAILED
+    certificate for a disk left untouched."""
+    if shutil.which("unshare") is None:
+        missing("unshare is not installed (Debian: apt-get install util-linux)")
+    image = used_image(tmp_path / "card.img")
+    node = stack.enter_context(loop_device(image))
+    _mkfs(node)
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    holder = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -o noinit_itable {node} {mountpoint} && echo mounted && exec sleep 600"],
+        stdout=subprocess.PIPE, text=True)
+    stack.callback(holder.wait, 30)
+    stack.callback(holder.kill)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "mounted"
+    assert str(mountpoint) not in Path("/proc/self/mountinfo").read_text()
+    before = digest(image)
+    code, entry, _ = erase(node, keys, tmp_path / "out")
+    assert entry is not None and (code, entry["outcome"]) == (11, "BLOCKED"), entry
+    assert "another mount namespace" in entry["reason"] and "\n" not in entry["reason"]
+    assert digest(image) == before
+
+
 def _mkfs(node: str) -> None:
     """ext4 that writes nothing in the background once mounted (inode tables and journal
     initialised now), so the checksum sees only what the erase would write."""
@@ -346,6 +373,35 @@ def test_a_device_swapped_after_the_checks_is_not_written(stack: ExitStack, tmp_
     with pytest.raises(PhonewipeError, match="nothing was written"):
         session.erase(PATTERN, EraseContext(new_key()), lambda done, total: None)
     assert digest(other) == before
+
+
+def test_a_medium_attached_anew_after_the_checks_is_not_written(stack: ExitStack,
+                                                                tmp_path: Path) -> None:
+    """A card reader keeps its serial when its card is swapped for one of the same size: the
+    kernel's disk sequence number, read from sysfs and from the opened device, tells."""
+    from phonewipe.erase.errors import PhonewipeError
+    from phonewipe.erase.pattern import new_key
+    from phonewipe.erase.plugin import EraseContext
+    from phonewipe.protocols.block import directio
+    from phonewipe.protocols.block.session import PATTERN
+    image = used_image(tmp_path / "card.img")
+    node = stack.enter_context(loop_device(image))
+    _, session = _session(node)
+    session.identify()
+    fd = os.open(node, os.O_RDONLY)
+    try:
+        assert directio.disk_sequence(fd) == session.disk.diskseq > 0
+    finally:
+        os.close(fd)
+    before = digest(image)
+    checked = session.disk
+    session.disk = replace(checked, diskseq=checked.diskseq - 1)  # the card that was checked
+    with pytest.raises(PhonewipeError, match="attached anew since it was checked"):
+        session.erase(PATTERN, EraseContext(new_key()), lambda done, total: None)
+    session._current = lambda: session.disk  # the sysfs look agrees: the opened device tells
+    with pytest.raises(PhonewipeError, match="attached anew since it was checked"):
+        session.erase(PATTERN, EraseContext(new_key()), lambda done, total: None)
+    assert digest(image) == before
 
 
 def test_the_disk_holding_the_running_system_is_refused(stack: ExitStack, tmp_path: Path,

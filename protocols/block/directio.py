@@ -18,6 +18,7 @@ from phonewipe.erase.plugin import ProgressFn
 
 BLKFLSBUF = 0x1261  # <linux/fs.h> _IO(0x12, 97)
 BLKGETSIZE64 = 0x80081272  # _IOR(0x12, 114, size_t)
+BLKGETDISKSEQ = 0x80081280  # _IOR(0x12, 128, __u64), Linux 5.15 and later
 CHUNK = 4 << 20  # one write: large enough for the device's full speed
 MADE_CHUNK = 1 << 20  # one write of made data: its making and its copy stay in the caches
 WRITERS = 4  # threads that make and write: four writes in flight keep a queueing device busy
@@ -41,6 +42,18 @@ def open_direct(node: str, write: bool) -> int:
 def device_size(fd: int) -> int:
     buf = bytearray(8)
     fcntl.ioctl(fd, BLKGETSIZE64, buf)
+    return int.from_bytes(buf, "little")
+
+
+def disk_sequence(fd: int) -> int:
+    """The kernel's sequence number of the medium behind ``fd``; 0 where the kernel has none."""
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, BLKGETDISKSEQ, buf)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            return 0
+        raise
     return int.from_bytes(buf, "little")
 
 

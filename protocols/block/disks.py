@@ -5,7 +5,11 @@ udev's database fills in what a USB reader reports (ID_VENDOR, ID_MODEL, ID_SERI
 ID_BUS); where udev has no record (a container, a loop device) sysfs attributes stand in.
 A loop device has no serial of its own: its backing file's device and inode number and the
 kernel's disk sequence number (which changes whenever the loop device is attached anew)
-name what it holds."""
+name what it holds.
+
+A card reader's serial is the reader's, not the card's: ``diskseq`` (Linux 5.15 and later)
+changes whenever a medium is changed or attached anew, so a card swapped in the same reader
+is told apart from the one checked."""
 from __future__ import annotations
 
 import os
@@ -32,6 +36,7 @@ class Disk:
     logical_block: int = SECTOR
     backing_file: str = ""  # a loop device's
     mmc_type: str = ""  # an MMC host's card: SD (a card) or MMC (often a soldered eMMC)
+    diskseq: int = 0  # the kernel's count for this attachment of the medium; 0: not told
 
     @property
     def internal(self) -> bool:
@@ -96,7 +101,12 @@ def describe(device: pyudev.Device) -> Disk:
                 devno=(os.major(device.device_number), os.minor(device.device_number)),
                 logical_block=int(_attr(device, "queue/logical_block_size") or SECTOR),
                 backing_file=backing,
-                mmc_type=_attr(device, "device/type") if _transport(device) == "mmc" else "")
+                mmc_type=_attr(device, "device/type") if _transport(device) == "mmc" else "",
+                diskseq=_number(_attr(device, "diskseq")))
+
+
+def _number(text: str) -> int:
+    return int(text) if text.isdigit() else 0
 
 
 def list_disks(context: pyudev.Context | None = None) -> list[Disk]:

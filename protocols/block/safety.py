@@ -3,10 +3,11 @@ held by another block device (device-mapper, md, a loop device over it), holding
 running system, or a fixed internal disk that ``--block-allow-internal`` does not name.
 
 Each refusal is one sentence saying what to do; `Refusal.code` goes on the record. The
-kernel has the last word: the device is opened O_EXCL to write, which fails while anything
-has it mounted or claimed."""
+kernel has the last word: the checks end by asking it for the device exclusively (which
+finds a mount no mount table here shows), and the device is opened O_EXCL to write."""
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,18 @@ def _holders(disk: Disk) -> list[str]:
     return sorted(set(names))
 
 
+def claimed_elsewhere(disk: Disk) -> bool:
+    """The kernel will not give the disk exclusively: mounted where this process's mount
+    table does not show it (another mount namespace, a container), or claimed by a file
+    system that spans disks (btrfs), a device-mapper or a program that holds it O_EXCL."""
+    try:
+        fd = os.open(disk.node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        return exc.errno == errno.EBUSY  # any other error is the open's to report
+    os.close(fd)
+    return False
+
+
 def _root_devno() -> tuple[int, int]:
     st = os.stat("/")
     return os.major(st.st_dev), os.minor(st.st_dev)
@@ -95,6 +108,10 @@ def refusal(disk: Disk, allowed_internal: set[str]) -> Refusal | None:
     if holders:
         return Refusal("block-held", f"{disk.node} is in use by {', '.join(holders)} "
                        "(device-mapper, RAID or a loop device): release it first")
+    if claimed_elsewhere(disk):
+        return Refusal("block-busy", f"{disk.node} is in use, though no mount here shows it "
+                       "(mounted in another mount namespace or container, or held open "
+                       "exclusively by a program): release it there, then run again")
     if disk.internal and not ({disk.node, os.path.realpath(disk.node)} & allowed_internal):
         return Refusal("block-internal", f"{disk.node} is a fixed {disk.transport} disk, not a "
                        f"removable medium: name it with --block-allow-internal {disk.node} "

@@ -247,10 +247,31 @@ class BlockSession(Session):
                                  f"{now.size:,} bytes, not the {clean(self.disk.serial) or 'none'}, "
                                  f"{self.disk.size:,} bytes checked: nothing was written",
                                  "run again to check the device that is there now")
+        if now.diskseq != self.disk.diskseq:
+            raise self._attached_anew()
         refused = refusal(now, self.allowed_internal)
         if refused is not None:
             raise PhonewipeError(f"{refused.message} (found just before writing); nothing "
                                  "was written")
+
+    def _attached_anew(self) -> PhonewipeError:
+        """A reader's serial stays when its card is swapped: the kernel's disk sequence
+        number does not."""
+        return PhonewipeError(f"{self.disk.node} holds a medium changed or attached anew since "
+                              "it was checked (a card swapped in its reader, or a reconnect): "
+                              "nothing was written", "run again to check the medium there now")
+
+    def _check_opened(self, fd: int) -> int:
+        """The opened device is the one checked (its sequence number, where the kernel tells
+        one) and of the size checked: what the erase writes to. Returns the size."""
+        seq = directio.disk_sequence(fd)
+        if seq and self.disk.diskseq and seq != self.disk.diskseq:
+            raise self._attached_anew()
+        size = directio.device_size(fd)
+        if size != self.disk.size:
+            raise PhonewipeError(f"{self.disk.node} reports {size:,} bytes when opened, not "
+                                 f"{self.disk.size:,}: nothing was written", GONE_ADVICE)
+        return size
 
     def erase(self, method: EraseMethod, context: EraseContext, progress: ProgressFn) -> EraseReport:
         if method not in METHODS:
@@ -260,10 +281,7 @@ class BlockSession(Session):
         fd = self.open_device(write=True)
         tally = directio.Tally()
         try:
-            size = directio.device_size(fd)
-            if size != self.disk.size:
-                raise PhonewipeError(f"{self.disk.node} reports {size:,} bytes when opened, not "
-                                     f"{self.disk.size:,}: nothing was written", GONE_ADVICE)
+            size = self._check_opened(fd)
             directio.write_stream(fd, size, self._filler(method, context), progress, tally)
             directio.flush(fd)
         except OSError as exc:
