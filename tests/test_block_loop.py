@@ -55,8 +55,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def loop_device(image: Path, partscan: bool = False) -> Iterator[str]:
-    args = ["losetup", "--find", "--show", *(["--partscan"] if partscan else []), str(image)]
+def loop_device(image: Path, partscan: bool = False, read_only: bool = False) -> Iterator[str]:
+    args = ["losetup", "--find", "--show", *(["--partscan"] if partscan else []),
+            *(["--read-only"] if read_only else []), str(image)]
     node = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
     try:
         yield node
@@ -240,6 +241,19 @@ def test_a_device_mounted_in_another_mount_namespace_is_refused_untouched(
     assert digest(image) == before
 
 
+def test_a_write_protected_card_is_refused_untouched(keys: Path, stack: ExitStack,
+                                                    tmp_path: Path) -> None:
+    """An SD card's lock switch (here a read-only loop device): BLOCKED with what to do, not
+    a FAILED certificate saying the medium is failing."""
+    image = used_image(tmp_path / "card.img")
+    node = stack.enter_context(loop_device(image, read_only=True))
+    before = digest(image)
+    code, entry, _ = erase(node, keys, tmp_path / "out")
+    assert entry is not None and (code, entry["outcome"]) == (11, "BLOCKED"), entry
+    assert "is read-only" in entry["reason"] and "lock switch" in entry["reason"]
+    assert digest(image) == before
+
+
 def _mkfs(node: str) -> None:
     """ext4 that writes nothing in the background once mounted (inode tables and journal
     initialised now), so the checksum sees only what the erase would write."""
@@ -402,6 +416,25 @@ def test_a_medium_attached_anew_after_the_checks_is_not_written(stack: ExitStack
     with pytest.raises(PhonewipeError, match="attached anew since it was checked"):
         session.erase(PATTERN, EraseContext(new_key()), lambda done, total: None)
     assert digest(image) == before
+
+
+def test_a_disk_claimed_between_the_overwrite_and_the_read_back_is_not_said_untouched(
+        stack: ExitStack, tmp_path: Path) -> None:
+    from phonewipe.erase.errors import PhonewipeError
+    from phonewipe.erase.pattern import new_key
+    from phonewipe.erase.plugin import EraseContext
+    from phonewipe.protocols.block.session import ZEROS
+    node = stack.enter_context(loop_device(used_image(tmp_path / "card.img")))
+    _, session = _session(node)
+    session.identify()
+    session.erase(ZEROS, EraseContext(new_key()), lambda done, total: None)
+    holder = os.open(node, os.O_RDONLY | os.O_EXCL)
+    try:
+        with pytest.raises(PhonewipeError, match="after the overwrite") as raised:
+            list(session.readback().read_many([(0, 4096)]))
+        assert "nothing was written" not in str(raised.value)
+    finally:
+        os.close(holder)
 
 
 def test_the_disk_holding_the_running_system_is_refused(stack: ExitStack, tmp_path: Path,

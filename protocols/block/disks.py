@@ -37,6 +37,7 @@ class Disk:
     backing_file: str = ""  # a loop device's
     mmc_type: str = ""  # an MMC host's card: SD (a card) or MMC (often a soldered eMMC)
     diskseq: int = 0  # the kernel's count for this attachment of the medium; 0: not told
+    read_only: bool = False  # an SD card's lock switch, a reader's write protect
 
     @property
     def internal(self) -> bool:
@@ -102,7 +103,7 @@ def describe(device: pyudev.Device) -> Disk:
                 logical_block=int(_attr(device, "queue/logical_block_size") or SECTOR),
                 backing_file=backing,
                 mmc_type=_attr(device, "device/type") if _transport(device) == "mmc" else "",
-                diskseq=_number(_attr(device, "diskseq")))
+                diskseq=_number(_attr(device, "diskseq")), read_only=_attr(device, "ro") == "1")
 
 
 def _number(text: str) -> int:

@@ -108,6 +108,9 @@ def refusal(disk: Disk, allowed_internal: set[str]) -> Refusal | None:
     if holders:
         return Refusal("block-held", f"{disk.node} is in use by {', '.join(holders)} "
                        "(device-mapper, RAID or a loop device): release it first")
+    if disk.read_only:
+        return Refusal("block-read-only", f"{disk.node} is read-only (a card's lock switch or "
+                       "the reader's write protect): unlock it, plug it in again, then run again")
     if claimed_elsewhere(disk):
         return Refusal("block-busy", f"{disk.node} is in use, though no mount here shows it "
                        "(mounted in another mount namespace or container, or held open "

@@ -227,8 +227,12 @@ class BlockSession(Session):
         try:
             return directio.open_direct(self.disk.node, write)
         except directio.Busy as exc:
-            raise PhonewipeError(f"{self.disk.node} was mounted or claimed meanwhile; "
-                                 "nothing was written", "release it, then run again") from exc
+            if write:
+                raise PhonewipeError(f"{self.disk.node} was mounted or claimed meanwhile; "
+                                     "nothing was written", "release it, then run again") from exc
+            raise PhonewipeError(f"{self.disk.node} was mounted or claimed after the overwrite, "
+                                 "so it cannot be read back", "unmount it without writing to "
+                                 "it, then erase it again") from exc
         except OSError as exc:
             raise self.gone_or_failing(exc, "open") from exc
 
@@ -236,6 +240,10 @@ class BlockSession(Session):
         if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENOENT, errno.ENOMEDIUM):
             return DeviceGone(f"{self.disk.node} went away during the {doing} ({exc.strerror})",
                               GONE_ADVICE)
+        if exc.errno == errno.EROFS:
+            return PhonewipeError(f"{self.disk.node} turned read-only during the {doing}",
+                                  "check the card's lock switch and run again; flash that turns "
+                                  "read-only by itself is worn out: destroy it")
         return PhonewipeError(f"{self.disk.node}: {doing} failed ({exc.strerror})", FAILING_ADVICE)
 
     def _reidentify(self) -> None:
