@@ -74,6 +74,32 @@ def test_lying_n900_fails(bench: Any, keys: Path, tmp_path: Path) -> None:
     assert "verification failed" in record.reason
 
 
+def test_an_emmc_hiding_its_tail_behind_its_reported_size_fails(bench: Any, keys: Path,
+                                                                tmp_path: Path) -> None:
+    plugin, handset = bench("n900-hidden-area")
+    assert handset.storage.table_size("userdata") > handset.storage.size
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED", f"false {record.outcome.value}"
+    assert "dd on the N900 failed after" in record.reason, record.reason
+    assert "No space left on device" in record.reason and "\n" not in record.reason
+
+
+def test_a_dd_that_stops_reading_and_says_it_succeeded_fails(
+        bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lying dd: takes the first half of the stream, then exits 0 with no complaint."""
+    from phonewipe.protocols.maemo import shell_dd
+
+    async def half(shell: Any, bs: int, seek: int, err: Any) -> int:
+        await shell.channel.read(shell.phone.storage.size // 2)
+        return 0
+
+    monkeypatch.setattr(shell_dd, "_write", half)
+    plugin, _ = bench("n900")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED", f"false {record.outcome.value}"
+    assert "stopped reading after" in record.reason and "yet reported success" in record.reason
+
+
 def test_a_read_back_answered_by_the_page_cache_would_pass_the_liar(
         bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The emulated phone's page cache is real enough to matter: a client that skips the

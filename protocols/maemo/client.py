@@ -83,8 +83,8 @@ class MaemoClient:
             return future.result(timeout or self.timeout)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             future.cancel()
-            raise DeviceGone(f"the N900 at {self.address} stopped answering over SSH ({exc})",
-                             GONE_ADVICE) from exc
+            raise DeviceGone(f"the N900 at {self.address} stopped answering over SSH "
+                             f"({exc or type(exc).__name__})", GONE_ADVICE) from exc
 
     def close(self) -> None:
         try:
@@ -137,12 +137,15 @@ class MaemoClient:
                 await process.wait()
                 return Result(process.exit_status or 1, seen, b"")
             done = 0
-            for chunk in chunks:
-                process.stdin.write(chunk)
-                await process.stdin.drain()
-                done += len(chunk)
-                progress(done)
-            process.stdin.write_eof()
+            try:
+                for chunk in chunks:
+                    process.stdin.write(chunk)
+                    await process.stdin.drain()
+                    done += len(chunk)
+                    progress(done)
+                process.stdin.write_eof()
+            except (BrokenPipeError, ConnectionError):
+                pass  # dd stopped reading (a full or failing eMMC): its status and words say why
             finished = await process.wait()
             return Result(finished.exit_status or 0, _bytes(finished.stdout),
                           _bytes(finished.stderr))

@@ -119,12 +119,24 @@ class MaemoSession(Session):
             for offset in range(0, size, CHUNK):
                 yield stream.next(min(CHUNK, size - offset))
 
-        result = self.client.write_device(chunks(), lambda done: progress(done, size))
+        sent = 0
+
+        def sending(done: int) -> None:
+            nonlocal sent
+            sent = done
+            progress(done, size)
+
+        result = self.client.write_device(chunks(), sending)
         said = records_out(result.stderr + result.stdout, 65536)
         if result.status != 0:
             said_first = ((result.stderr or result.stdout).strip().splitlines() or [b""])[0]
-            raise PhonewipeError("dd on the N900 failed: " + clean(said_first, 160),
+            raise PhonewipeError(f"dd on the N900 failed after {sent:,} of {size:,} bytes: "
+                                 + clean(said_first, 160),
                                  "run again; a medium that fails twice is for destruction")
+        if sent < size:
+            raise PhonewipeError(f"dd on the N900 stopped reading after {sent:,} of {size:,} "
+                                 "bytes yet reported success", "run again; a medium that fails "
+                                 "twice is for destruction")
         self.bytes_written = size
         return EraseReport(size, method.expectation,
                            f"whole eMMC {DEVICE}, {size / 2**20:,.0f} MiB (MyDocs, /home, swap)",
