@@ -220,10 +220,13 @@ def test_missing_programmer_names_the_file_to_get(job, tmp_path: Path, loaders: 
     ("nak", {"spec": {"quirks": {"program": "nak"}}}, "refused programming", "erasing"),
     ("timeout", {"spec": {"quirks": {"program": "silent"}}, "edl_timeout": 0.5}, "did not answer",
      "erasing"),
+    ("chatter", {"spec": {"quirks": {"program": "chatter"}}, "edl_timeout": 0.5},
+     "log lines but no response", "erasing"),
+    ("endless-loader", {"spec": {"loader": "endless"}}, "still wants more", "identified"),
     ("short-read", {"spec": {"quirks": {"read": "short"}}}, "short read", "identified"),
     ("unplugged", {"faults": {"unplug_at": 0.4}}, "disconnected", "erasing"),
     ("unreadable", {"faults": {"unreadable": ((0.5, 0.51),)}}, "verification failed", "verified"),
-], ids=["nak", "timeout", "short-read", "unplugged", "unreadable"])
+], ids=["nak", "timeout", "chatter", "endless-loader", "short-read", "unplugged", "unreadable"])
 def test_device_failures_end_as_failed_records(job, case, kwargs, words, stage) -> None:
     run = job(**kwargs)
     assert run.record.outcome is Outcome.FAILED, run.record.reason
@@ -231,6 +234,17 @@ def test_device_failures_end_as_failed_records(job, case, kwargs, words, stage) 
     assert stage in run.events and run.events[-1] == "record"
     if case == "unplugged":
         assert re.search(r"during erasing, \d+\.\d of 33\.5 MiB sent", run.record.reason), run.record.reason
+
+
+def test_a_programmer_trickling_a_read_is_stopped_not_waited_for(
+        job, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each transfer within the timeout, the whole far too slow (here about 100 KiB/s
+    against a floor raised to 1 MiB/s, so the test stays short)."""
+    from phonewipe.protocols.qualcomm_edl import firehose
+    monkeypatch.setattr(firehose, "MIN_READ_RATE", 1 << 20)
+    run = job(spec={"quirks": {"read": "trickle"}}, edl_timeout=0.5)
+    assert run.record.outcome is Outcome.FAILED, run.record.reason
+    assert "slower than 1024 KiB/s" in run.record.reason and "\n" not in run.record.reason
 
 
 def test_programmer_text_in_a_nak_is_shown_escaped(job) -> None:

@@ -5,13 +5,16 @@ nop, power), on the handset's `HandsetStorage` and the LUNs of `emulator_storage
 
 It NAKs as real programmers do: an unknown tag, sectors outside the LUN, a raw transfer
 larger than the negotiated payload, a memory type it does not have. The profile's
-``[edl] quirks`` make a command silent (a timeout), NAK it, or cut a read short; the
-core's faults (lying, unplug, slow, unreadable) act on userdata as over any protocol.
+``[edl] quirks`` make a command silent (a timeout), NAK it, log for ever without answering
+("chatter"), or cut a read short or send it slowly ("trickle"); ``loader = "endless"``
+asks for the programmer for ever; the core's faults (lying, unplug, slow, unreadable) act
+on userdata as over any protocol.
 """
 from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ IMAGE_ID = 0x0D  # the programmer ("ENPRG") in Sahara image ids
 IMAGE_PIECE = 0x1000
 MAX_IMAGE = 16 * 1024 * 1024
 READ_PIECE = 1024 * 1024
+TRICKLE_PIECE = 512  # a "trickle" read's transfers
 REJECTED = 0x1D  # END_IMAGE_TX status: the image failed authentication
 
 
@@ -80,6 +84,7 @@ class EdlDevice:
         self.image = bytearray()
         self.executing = 0
         self.program: _Program | None = None
+        self.chattering = False
         self.payload = self.spec.max_payload
         self.out.clear()
         self._send_packet(sahara.HELLO, 2, 1, sahara.MAX_PACKET, sahara.MODE_IMAGE_TX, 0, 0, 0, 0, 0, 0)
@@ -135,6 +140,9 @@ class EdlDevice:
                 sahara.EXEC_SBL_VERSION: spec.sbl_version.to_bytes(4, "little")}.get(command, b"")
 
     def _image_piece(self, data: bytes) -> None:
+        if self.spec.loader == "endless":  # a boot ROM that asks for the first piece for ever
+            self._send_packet(sahara.READ_DATA, IMAGE_ID, 0, IMAGE_PIECE)
+            return
         self.image += data
         if len(data) == IMAGE_PIECE and len(self.image) < MAX_IMAGE:
             self._send_packet(sahara.READ_DATA, IMAGE_ID, len(self.image), IMAGE_PIECE)
@@ -165,6 +173,9 @@ class EdlDevice:
         for tag, attrs in elements:
             quirk = self.spec.quirks.get(tag)
             if quirk == "silent":
+                continue
+            if quirk == "chatter":  # logs for ever and never answers (a stuck programmer)
+                self.chattering = True
                 continue
             if quirk and quirk.startswith("nak"):  # "nak" or "nak:what the programmer logs"
                 self._reply(False, quirk[4:] or f"ERROR: {tag} failed")
@@ -237,8 +248,9 @@ class EdlDevice:
         self._reply(True, rawmode="true")
         if self.spec.quirks.get("read") == "short":
             data = data[:len(data) // 2]
-        for pos in range(0, len(data), READ_PIECE):
-            self.out.put(data[pos:pos + READ_PIECE])
+        piece = TRICKLE_PIECE if self.spec.quirks.get("read") == "trickle" else READ_PIECE
+        for pos in range(0, len(data), piece):
+            self.out.put(data[pos:pos + piece])
         self._reply(True, rawmode="false")
 
     def _fh_program(self, attrs: dict[str, str]) -> None:
@@ -341,6 +353,11 @@ class EdlGadget:
             self.device.receive(data)
 
     def bulk_in(self, endpoint: int, size: int, timeout: float | None) -> bytes:
+        if self.device.spec.quirks.get("read") == "trickle":
+            time.sleep(0.005)  # with TRICKLE_PIECE: about 100 KiB/s
+        if self.device.chattering and not self.device.out.pending():
+            time.sleep(0.001)
+            return _doc("log", value="INFO: still working")
         data = self.device.out.get(size, timeout)
         self.device.after_read()
         return data

@@ -21,13 +21,15 @@ from defusedxml import DefusedXmlException
 from phonewipe.erase.errors import ProtocolError
 from phonewipe.erase.strings import clean
 
-from .errors import FirehoseNak, ShortRead
+from .errors import RECONNECT, EdlTimeout, FirehoseNak, ShortRead
 from .pieces import Fill, Pieces
 from .sahara import Link
 
 XML_HEAD = b'<?xml version="1.0" encoding="UTF-8" ?>'
 MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
 DEFAULT_PAYLOAD = 1024 * 1024
+MIN_READ_RATE = 64 * 1024  # bytes/s: slower than USB 1.1 at its worst is a stuck programmer
+MAX_LOGS = 256  # log lines kept of one reply (a supported-functions list is a few dozen)
 MEMORIES = ("ufs", "emmc")
 _ESCAPES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # kept through attribute normalisation
 _DOC_SPLIT = re.compile(rb"<\?xml[^>]*\?>")
@@ -151,13 +153,21 @@ class FirehoseClient:
         self.link.write(build(tag, **attrs))
 
     def _reply(self, timeout: float | None = None) -> Reply:
+        """The next `<response>`, with the log lines before it (the last MAX_LOGS). A
+        programmer that only ever logs is a frozen one: EdlTimeout once ``timeout`` is up."""
         logs: list[str] = []
-        deadline = time.monotonic() + (timeout or self.timeout)
+        seconds = timeout or self.timeout
+        deadline = time.monotonic() + seconds
         while True:
-            left = max(0.05, deadline - time.monotonic())
-            for tag, attrs in parse(self.link.read(MAX_XML, left)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EdlTimeout(f"the programmer sent log lines but no response in {seconds:g} s "
+                                 f"(last: {clean(logs[-1], 80) if logs else 'none'})",
+                                 f"it may be stuck; {RECONNECT}")
+            for tag, attrs in parse(self.link.read(MAX_XML, max(0.05, left))):
                 if tag == "log":
                     logs.append(attrs.get("value", ""))
+                    del logs[:-MAX_LOGS]
                 elif tag == "response":
                     ack = attrs.get("value", "").upper() == "ACK"
                     if not ack:
@@ -223,8 +233,13 @@ class FirehoseClient:
         self._checked(reply, f"reading sectors {start}+{count} of LUN {lun}")
         data = bytearray()
         ended = False
+        deadline = time.monotonic() + self.timeout + want / MIN_READ_RATE
         try:
             while len(data) < want:
+                if time.monotonic() > deadline:
+                    raise EdlTimeout(f"the programmer trickled {len(data):,} of {want:,} bytes "
+                                     f"slower than {MIN_READ_RATE // 1024} KiB/s",
+                                     f"it may be failing; {RECONNECT}")
                 piece = self.link.read(want - len(data), self.timeout)
                 if piece.startswith(b"<?xml") and b"<response" in piece:
                     ended = True  # the programmer ended the data phase early

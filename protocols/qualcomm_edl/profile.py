@@ -24,9 +24,10 @@ class EdlSpec:
     functions: tuple[str, ...] = ("configure", "program", "read", "nop", "power", "erase",
                                   "getstorageinfo", "patch")
     gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides (LUN 0's tables)
-    loader: str = "accept"  # accept | reject (the boot ROM refuses any programmer)
+    loader: str = "accept"  # accept | reject (refuses any programmer) | endless (asks for ever)
     max_payload: int = 1024 * 1024  # bytes per raw transfer the programmer takes
-    quirks: dict[str, str] = field(default_factory=dict)  # Firehose tag -> silent | nak[:log] | short
+    # Firehose tag -> silent | nak[:log] | chatter; read -> short | trickle
+    quirks: dict[str, str] = field(default_factory=dict)
 
     @property
     def sector(self) -> int:

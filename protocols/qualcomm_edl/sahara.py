@@ -23,6 +23,7 @@ EXEC_SERIAL, EXEC_HWID, EXEC_PKHASH, EXEC_SBL_VERSION = 0x01, 0x02, 0x03, 0x07
 PROTOCOL_VERSION = 2
 MAX_PACKET = 4096
 MAX_EXEC_DATA = 1024  # no identity answer is longer: a bigger one is not Sahara
+MAX_RESENT = 4  # a boot ROM re-asks for a piece now and then; not for the image four times over
 
 # the fields after (command, length) of each packet
 LAYOUTS: dict[int, str] = {
@@ -209,6 +210,10 @@ class SaharaClient:
                                     f"{len(image)}-byte programmer",
                                     "the programmer is not the one this phone needs")
             piece = image[offset:offset + length]
+            if sent + len(piece) > MAX_RESENT * len(image) + (1 << 20):
+                raise ProtocolError(f"the phone asked for {sent + len(piece):,} bytes of a "
+                                    f"{len(image):,}-byte programmer and still wants more",
+                                    "power-cycle it back into EDL mode and run again")
             self.link.write(piece)
             sent += len(piece)
         self._send(DONE)
