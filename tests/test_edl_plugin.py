@@ -196,6 +196,15 @@ def test_lying_programmer_never_passes(job, verify: str) -> None:
     assert "do not show the keyed pattern" in run.record.reason
 
 
+def test_lying_programmer_never_passes_its_erase_command_either(job) -> None:
+    """The zeros an erase promises are no proof on their own: a programmer that drops part
+    of the erase leaves old data there, and the read-back finds it."""
+    run = job("edl-lying", method="edl-erase")
+    assert run.record.outcome is Outcome.FAILED, f"false {run.record.outcome.value}"
+    assert run.record.verification.status == "failed"
+    assert "do not show zeros" in run.record.reason, run.record.reason
+
+
 def test_rejected_programmer_is_not_erased_and_says_what_to_get(job) -> None:
     run = job("edl-nak-loader")
     assert run.record.outcome is Outcome.BLOCKED
