@@ -256,6 +256,13 @@ def test_a_programmer_trickling_a_read_is_stopped_not_waited_for(
     assert "slower than 1024 KiB/s" in run.record.reason and "\n" not in run.record.reason
 
 
+def test_an_erase_answered_after_the_reply_timeout_is_waited_for_by_its_size(job) -> None:
+    """A whole-partition erase is one command: its answer may come later than any other's
+    (here about 0.7 s for 33.5 MiB against a 0.5 s reply timeout)."""
+    run = job(method="edl-erase", spec={"quirks": {"erase": "slow"}}, edl_timeout=0.5)
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+
+
 def test_programmer_text_in_a_nak_is_shown_escaped(job) -> None:
     hostile = "[red]boom[/] \u202eevil\r\nsecond line"  # bidi override, line break: valid XML
     run = job(spec={"quirks": {"program": "nak:" + hostile}})

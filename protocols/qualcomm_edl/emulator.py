@@ -6,9 +6,9 @@ nop, power), on the handset's `HandsetStorage` and the LUNs of `emulator_storage
 It NAKs as real programmers do: an unknown tag, sectors outside the LUN, a raw transfer
 larger than the negotiated payload, a memory type it does not have. The profile's
 ``[edl] quirks`` make a command silent (a timeout), NAK it, log for ever without answering
-("chatter"), or cut a read short or send it slowly ("trickle"); ``loader = "endless"``
-asks for the programmer for ever; the core's faults (lying, unplug, slow, unreadable) act
-on userdata as over any protocol.
+("chatter"), answer an erase late ("slow"), or cut a read short or send it slowly
+("trickle"); ``loader = "endless"`` asks for the programmer for ever; the core's faults
+(lying, unplug, slow, unreadable) act on userdata as over any protocol.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ IMAGE_PIECE = 0x1000
 MAX_IMAGE = 16 * 1024 * 1024
 READ_PIECE = 1024 * 1024
 TRICKLE_PIECE = 512  # a "trickle" read's transfers
+SLOW_ERASE_S_PER_MIB = 0.02  # a "slow" erase: about 50 MiB/s
 REJECTED = 0x1D  # END_IMAGE_TX status: the image failed authentication
 
 
@@ -288,6 +289,9 @@ class EdlDevice:
             touched |= lun.write(offset + pos, zeros[:min(READ_PIECE, length - pos)])
         if touched:
             self.storage.userdata_wiped()
+        if self.spec.quirks.get("erase") == "slow":  # answers when a real eMMC might: later
+            threading.Timer(SLOW_ERASE_S_PER_MIB * length / 2**20, self._reply, (True,)).start()
+            return
         self._reply(True)
 
     def _fh_nop(self, attrs: dict[str, str]) -> None:

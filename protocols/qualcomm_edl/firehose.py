@@ -29,6 +29,7 @@ XML_HEAD = b'<?xml version="1.0" encoding="UTF-8" ?>'
 MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
 DEFAULT_PAYLOAD = 1024 * 1024
 MIN_READ_RATE = 64 * 1024  # bytes/s: slower than USB 1.1 at its worst is a stuck programmer
+MIN_ERASE_RATE = 64 * 1024 * 1024  # bytes/s: an eMMC erase or a UFS unmap is far faster
 MAX_LOGS = 256  # log lines kept of one reply (a supported-functions list is a few dozen)
 MEMORIES = ("ufs", "emmc")
 _ESCAPES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # kept through attribute normalisation
@@ -279,10 +280,11 @@ class FirehoseClient:
         self._checked(self._reply(), f"programming sectors {start}+{count} of LUN {lun}")
 
     def erase(self, lun: int, start: int, count: int, sector: int) -> None:
-        self._checked(self.command("erase", SECTOR_SIZE_IN_BYTES=sector,
-                                   num_partition_sectors=count, physical_partition_number=lun,
-                                   start_sector=start),
-                      f"erasing sectors {start}+{count} of LUN {lun}")
+        """The programmer answers when the whole range is erased: the wait grows with it."""
+        self._send("erase", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
+                   physical_partition_number=lun, start_sector=start)
+        reply = self._reply(self.timeout + count * sector / MIN_ERASE_RATE)
+        self._checked(reply, f"erasing sectors {start}+{count} of LUN {lun}")
 
     def power(self, value: str = "reset") -> Reply:
         return self.command("power", value=value)

@@ -26,7 +26,7 @@ class EdlSpec:
     gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides (LUN 0's tables)
     loader: str = "accept"  # accept | reject (refuses any programmer) | endless (asks for ever)
     max_payload: int = 1024 * 1024  # bytes per raw transfer the programmer takes
-    # Firehose tag -> silent | nak[:log] | chatter; read -> short | trickle
+    # Firehose tag -> silent | nak[:log] | chatter; read -> short | trickle; erase -> slow
     quirks: dict[str, str] = field(default_factory=dict)
 
     @property
