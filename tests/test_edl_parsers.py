@@ -138,6 +138,58 @@ def test_entries_crc_is_checked() -> None:
     assert table.source == "backup" and "entries" in table.problems[0]
 
 
+def _header_field(image: bytearray, lba: int, fmt: str, at: int, value: int) -> None:
+    """Set one field of the header at ``lba`` and fix its CRC."""
+    base = lba * SECTOR
+    struct.pack_into(fmt, image, base + at, value)
+    image[base + 16:base + 20] = b"\0\0\0\0"
+    image[base + 16:base + 20] = struct.pack("<I", zlib.crc32(bytes(image[base:base + 92])))
+
+
+def test_entries_larger_than_any_real_table_s_are_refused_before_any_read() -> None:
+    """A header asking the host to read count x size bytes of entries: 4 GiB entries would
+    be one read of terabytes (and the buffer for it)."""
+    image = bytearray(disk(backup_bad=True))
+    _header_field(image, 1, "<I", 84, 0xFFFFFFF8)
+    asked: list[int] = []
+
+    def read(lba: int, n: int) -> bytes:
+        asked.append(n)
+        return reader(bytes(image))(lba, n)
+
+    with pytest.raises(gpt.GptError, match="is not a GPT"):
+        gpt.read_table(read, SECTOR, TOTAL)
+    assert max(asked) == 1
+
+
+def _table(parts, backup=None, usable=(34, 999)) -> gpt.Table:
+    return gpt.Table(tuple(gpt.Partition(*p) for p in parts), "primary", (),
+                     None if backup is None else tuple(gpt.Partition(*p) for p in backup), usable)
+
+
+def test_tables_placing_userdata_apart_disagree_even_with_the_same_total() -> None:
+    """A primary that gives userdata's tail to nothing and names a "cache" of that size over
+    another partition adds up to the backup's user data, but not where it lies."""
+    backup = [("persist", 40, 103), ("userdata", 200, 999)]
+    primary = [("cache", 40, 103), ("userdata", 200, 935)]
+    apart = gpt.disagreement(_table(primary, backup))
+    assert "userdata is LBA 200..935 in the primary table, 200..999 in the backup" in apart \
+        or "cache is LBA 40..103 in the primary table, nothing in the backup" in apart
+    assert gpt.disagreement(_table(backup, backup)) == ""
+    assert gpt.disagreement(_table(primary)) == ""  # no backup: nothing to compare
+
+
+def test_user_data_grows_over_the_unallocated_space_next_to_it_only() -> None:
+    table = _table([("boot", 34, 99), ("metadata", 120, 129), ("userdata", 140, 900),
+                    ("modem", 950, 979)])
+    grown = {p.name: (p.first_lba, p.last_lba) for p in gpt.with_free_space(table)}
+    assert grown == {"metadata": (100, 139), "userdata": (140, 949)}  # no gap twice
+    overlapped = _table([("userdata", 100, 500), ("modem", 400, 600)])
+    assert [(p.first_lba, p.last_lba) for p in gpt.with_free_space(overlapped)] == [(100, 500)]
+    headless = gpt.Table((gpt.Partition("userdata", 100, 500),), "primary")
+    assert [(p.first_lba, p.last_lba) for p in gpt.with_free_space(headless)] == [(100, 500)]
+
+
 @given(st.binary(min_size=0, max_size=4 * SECTOR), st.integers(0, 4 * SECTOR - 1))
 def test_any_table_bytes_read_or_give_a_gpt_error(noise: bytes, at: int) -> None:
     image = bytearray(disk())

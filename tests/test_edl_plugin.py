@@ -128,6 +128,14 @@ def test_payload_size_is_negotiated_down(job) -> None:
     assert run.record.evidence["transcript"]["configured"] == {"memory": "ufs", "max_payload": 65536}
 
 
+def test_a_payload_larger_than_asked_for_is_not_taken(job) -> None:
+    """The host allocates its transfer buffers by the agreed payload: a programmer agreeing
+    to a terabyte gets the megabyte the host asked for."""
+    run = job(spec={"quirks": {"configure": "huge-payload"}})
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert run.record.evidence["transcript"]["configured"]["max_payload"] == 1024 * 1024
+
+
 def test_damaged_primary_table_uses_the_backup(job) -> None:
     run = job("edl-gpt-corrupt")
     assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
@@ -141,11 +149,28 @@ def test_sizes_are_confirmed_by_the_backup_table(job) -> None:
     assert capacity["status"] == "consistent" and "backup GPT" in capacity["evidence"]
 
 
-def test_primary_table_hiding_part_of_userdata_never_passes(job) -> None:
+def test_primary_table_hiding_part_of_userdata_is_not_erased_by_it(job) -> None:
+    """The backup table places userdata otherwise: which one is true cannot be told, so
+    nothing is written by either; the whole-LUN overwrite covers both."""
     run = job("edl-ufs", spec={"gpt": "primary-hides"})
-    assert run.record.outcome is Outcome.FAILED, run.record.reason
-    assert "capacity" in run.record.reason and "backup GPT" in run.record.reason
-    assert surviving(run.storage.directory)  # the hidden half still holds the owner's data
+    assert run.record.outcome is Outcome.BLOCKED, run.record.reason
+    assert "GPT_TABLES_DISAGREE" in run.codes and "--edl-whole-lun" in run.record.reason
+    assert "userdata is LBA" in run.record.reason and "erasing" not in run.events
+    assert surviving(run.storage.directory)  # untouched
+    run = job("edl-ufs", spec={"gpt": "primary-hides"}, edl_whole_lun=True)
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert surviving(run.storage.directory) == []
+
+
+def test_hiding_table_with_no_valid_backup_is_erased_over_the_space_it_leaves(job) -> None:
+    """No second table to compare: the user-data partitions are grown over the unallocated
+    space next to them, which is where a shrunk userdata leaves the rest of itself."""
+    run = job("edl-ufs", spec={"gpt": "primary-hides-backup-bad"})
+    assert run.record.outcome is Outcome.ERASED_VERIFIED, run.record.reason
+    assert "GPT_BACKUP_DAMAGED" in run.codes
+    assert run.record.sanitization.details["unallocated_bytes_included"] >= 16 * 2**20
+    assert "MiB of unallocated space beside them" in run.record.sanitization.scope
+    assert surviving(run.storage.directory) == []
 
 
 def test_both_tables_damaged_blocks_without_the_whole_lun_option(job) -> None:
@@ -232,10 +257,19 @@ def test_missing_programmer_names_the_file_to_get(job, tmp_path: Path, loaders: 
     ("chatter", {"spec": {"quirks": {"program": "chatter"}}, "edl_timeout": 0.5},
      "log lines but no response", "erasing"),
     ("endless-loader", {"spec": {"loader": "endless"}}, "still wants more", "identified"),
+    ("zero-length-loader", {"spec": {"loader": "endless-zero"}}, "asked for 0 bytes",
+     "identified"),
+    ("past-end-loader", {"spec": {"loader": "endless-past-end"}}, "still wants more",
+     "identified"),
+    ("negative-lun", {"spec": {"quirks": {"getstorageinfo": "negative"}}, "edl_whole_lun": True},
+     "no usable geometry for LUN 1", "identified"),
+    ("nested-json", {"spec": {"quirks": {"getstorageinfo": "nested"}}},
+     "no usable geometry for LUN 0", "identified"),
     ("short-read", {"spec": {"quirks": {"read": "short"}}}, "short read", "identified"),
     ("unplugged", {"faults": {"unplug_at": 0.4}}, "disconnected", "erasing"),
     ("unreadable", {"faults": {"unreadable": ((0.5, 0.51),)}}, "verification failed", "verified"),
-], ids=["nak", "timeout", "chatter", "endless-loader", "short-read", "unplugged", "unreadable"])
+], ids=["nak", "timeout", "chatter", "endless-loader", "zero-length-loader", "past-end-loader",
+        "negative-lun", "nested-json", "short-read", "unplugged", "unreadable"])
 def test_device_failures_end_as_failed_records(job, case, kwargs, words, stage) -> None:
     run = job(**kwargs)
     assert run.record.outcome is Outcome.FAILED, run.record.reason

@@ -7,8 +7,11 @@ It NAKs as real programmers do: an unknown tag, sectors outside the LUN, a raw t
 larger than the negotiated payload, a memory type it does not have. The profile's
 ``[edl] quirks`` make a command silent (a timeout), NAK it, log for ever without answering
 ("chatter"), answer an erase late ("slow"), or cut a read short or send it slowly
-("trickle"); ``loader = "endless"`` asks for the programmer for ever; the core's faults
-(lying, unplug, slow, unreadable) act on userdata as over any protocol.
+("trickle"), report a negative size for LUNs past the first or bury it in deeply nested
+JSON (getstorageinfo "negative", "nested"), or agree to a payload of a terabyte (configure
+"huge-payload"); ``loader = "endless[-zero|-past-end]"`` asks for the programmer (or for
+nothing, or past its end) for ever; the core's faults (lying, unplug, slow, unreadable) act
+on userdata as over any protocol.
 """
 from __future__ import annotations
 
@@ -144,6 +147,13 @@ class EdlDevice:
         if self.spec.loader == "endless":  # a boot ROM that asks for the first piece for ever
             self._send_packet(sahara.READ_DATA, IMAGE_ID, 0, IMAGE_PIECE)
             return
+        if self.spec.loader == "endless-zero":  # ... for no bytes at all, for ever
+            self._send_packet(sahara.READ_DATA, IMAGE_ID, 0, 0)
+            return
+        if self.spec.loader == "endless-past-end":  # ... past the programmer's end, for ever
+            self.image += data
+            self._send_packet(sahara.READ_DATA, IMAGE_ID, len(self.image), IMAGE_PIECE)
+            return
         self.image += data
         if len(data) == IMAGE_PIECE and len(self.image) < MAX_IMAGE:
             self._send_packet(sahara.READ_DATA, IMAGE_ID, len(self.image), IMAGE_PIECE)
@@ -178,6 +188,9 @@ class EdlDevice:
             if quirk == "chatter":  # logs for ever and never answers (a stuck programmer)
                 self.chattering = True
                 continue
+            if quirk in ("negative", "nested", "huge-payload"):
+                getattr(self, f"_fh_{tag}")(attrs, quirk)
+                continue
             if quirk and quirk.startswith("nak"):  # "nak" or "nak:what the programmer logs"
                 self._reply(False, quirk[4:] or f"ERROR: {tag} failed")
                 continue
@@ -187,7 +200,7 @@ class EdlDevice:
             else:
                 handler(attrs)
 
-    def _fh_configure(self, attrs: dict[str, str]) -> None:
+    def _fh_configure(self, attrs: dict[str, str], quirk: str = "") -> None:
         memory = attrs.get("MemoryName", "").lower()
         want = _int(attrs.get("MaxPayloadSizeToTargetInBytes")) or firehose.DEFAULT_PAYLOAD
         common = {"MemoryName": self.spec.memory.upper(), "TargetName": f"{self.spec.hwid >> 32:08x}",
@@ -203,18 +216,23 @@ class EdlDevice:
             self.payload = want
             self._reply(True, f"INFO: Supported Functions ({len(self.spec.functions)}):",
                         *self.spec.functions, "INFO: End of supported functions",
-                        MaxPayloadSizeToTargetInBytes=want, **common)
+                        MaxPayloadSizeToTargetInBytes=1 << 40 if quirk == "huge-payload" else want,
+                        **common)
 
     def _lun(self, attrs: dict[str, str]) -> Lun | None:
         number = _int(attrs.get("physical_partition_number"), -1)
         return self.luns[number] if 0 <= number < len(self.luns) else None
 
-    def _fh_getstorageinfo(self, attrs: dict[str, str]) -> None:
+    def _fh_getstorageinfo(self, attrs: dict[str, str], quirk: str = "") -> None:
         lun = self._lun(attrs)
         if lun is None:
             self._reply(False, "ERROR: Failed to get LUN info: invalid physical partition")
             return
-        info = {"storage_info": {"total_blocks": lun.total, "block_size": lun.sector,
+        if quirk == "nested":
+            self._reply(True, 'INFO: {"storage_info": ' + "[" * 20_000)
+            return
+        total = -lun.total if quirk == "negative" and lun is not self.luns[0] else lun.total
+        info = {"storage_info": {"total_blocks": total, "block_size": lun.sector,
                                  "page_size": 4096, "num_physical": len(self.luns),
                                  "mem_type": self.spec.memory.upper(), "prod_name": "PWEMU",
                                  "fw_version": "0100"}}

@@ -57,12 +57,12 @@ class Lun:
     def write_table(self, damage: str = "ok") -> None:
         parts = [(r.name, r.first, r.end - 1) for r in self.regions]
         primary, backup = gpt.build(parts, self.sector, self.total)
-        if damage == "primary-hides":  # a valid primary that leaves half of userdata out
+        if damage.startswith("primary-hides"):  # a valid primary leaving half of userdata out
             primary = gpt.build([(n, a, a + (b - a) // 2 if n == "userdata" else b)
                                  for n, a, b in parts], self.sector, self.total)[0]
         if damage in ("primary-bad", "both-bad"):
             primary = primary[:self.sector] + b"\xff" * 16 + primary[self.sector + 16:]
-        if damage == "both-bad":
+        if damage in ("both-bad", "primary-hides-backup-bad"):  # nothing to compare it with
             backup = backup[:-self.sector] + b"\xff" * 16 + backup[-self.sector + 16:]
         os.pwrite(self.fd, primary, 0)
         os.pwrite(self.fd, backup, self.size - len(backup))

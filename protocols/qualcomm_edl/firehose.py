@@ -30,6 +30,9 @@ MAX_XML = 64 * 1024  # one transfer of XML; longer is not a Firehose reply
 DEFAULT_PAYLOAD = 1024 * 1024
 MIN_READ_RATE = 64 * 1024  # bytes/s: slower than USB 1.1 at its worst is a stuck programmer
 MIN_ERASE_RATE = 64 * 1024 * 1024  # bytes/s: an eMMC erase or a UFS unmap is far faster
+MAX_ERASE_S = 3600.0  # no erase of a phone's partition takes longer
+MAX_LUN_BYTES = 1 << 44  # 16 TiB: more than any phone's storage, less than a hostile claim
+MAX_INFO_LINE = 4096  # a getstorageinfo JSON line is a few hundred characters
 MAX_LOGS = 256  # log lines kept of one reply (a supported-functions list is a few dozen)
 MEMORIES = ("ufs", "emmc")
 _ESCAPES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # kept through attribute normalisation
@@ -107,11 +110,11 @@ def storage_info(logs: Iterable[str]) -> dict[str, Any]:
     """The JSON a programmer logs for `getstorageinfo` ({"storage_info": {...}})."""
     for line in logs:
         start = line.find("{")
-        if start < 0:
+        if start < 0 or len(line) > MAX_INFO_LINE:
             continue
         try:
             data = json.loads(line[start:])
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the parser's stack
             continue
         if isinstance(data, dict) and isinstance(data.get("storage_info"), dict):
             return data["storage_info"]
@@ -204,8 +207,9 @@ class FirehoseClient:
                 supported = _int(last.attrs.get("MaxPayloadSizeToTargetInBytesSupported"))
                 if last.ack:
                     self.last_logs = last.logs
-                    self.memory, self.max_payload = name, _int(
-                        last.attrs.get("MaxPayloadSizeToTargetInBytes")) or want
+                    agreed = _int(last.attrs.get("MaxPayloadSizeToTargetInBytes"))
+                    # never more than asked for: the host allocates buffers of this size
+                    self.memory, self.max_payload = name, agreed if 0 < agreed <= want else want
                     return name
                 if supported and supported < want:
                     want = supported
@@ -221,7 +225,7 @@ class FirehoseClient:
         info = storage_info(reply.logs)
         sector = _int(info.get("block_size")) or (4096 if self.memory == "ufs" else 512)
         total = _int(info.get("total_blocks"))
-        if not total or sector not in (512, 4096):
+        if not 0 < total * sector <= MAX_LUN_BYTES or sector not in (512, 4096):
             raise ProtocolError(f"the programmer reported no usable geometry for LUN {lun} "
                                 f"(sectors {total}, sector size {sector})",
                                 "the programmer may not match this phone")
@@ -283,7 +287,7 @@ class FirehoseClient:
         """The programmer answers when the whole range is erased: the wait grows with it."""
         self._send("erase", SECTOR_SIZE_IN_BYTES=sector, num_partition_sectors=count,
                    physical_partition_number=lun, start_sector=start)
-        reply = self._reply(self.timeout + count * sector / MIN_ERASE_RATE)
+        reply = self._reply(self.timeout + min(MAX_ERASE_S, count * sector / MIN_ERASE_RATE))
         self._checked(reply, f"erasing sectors {start}+{count} of LUN {lun}")
 
     def power(self, value: str = "reset") -> Reply:

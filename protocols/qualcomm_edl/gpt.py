@@ -15,6 +15,7 @@ SIGNATURE = b"EFI PART"
 HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")  # 92 bytes
 ENTRY = struct.Struct("<16s16sQQQ72s")  # 128 bytes
 MAX_ENTRIES = 1024
+MAX_ENTRY_SIZE = 4096  # the UEFI spec's 128 x 2**n; no real table's entries are larger
 # partitions that hold what the owner put on the phone: the file system, its encryption
 # metadata, the old cache partition, and FRP (the Google account that locks a reset phone)
 USER_DATA = ("userdata", "metadata", "cache", "frp")
@@ -45,16 +46,18 @@ class Table:
     source: str  # "primary" or "backup"
     problems: tuple[str, ...] = ()  # what was wrong with the other copy
     backup: tuple[Partition, ...] | None = None  # the backup's partitions, when both are valid
+    usable: tuple[int, int] = (0, -1)  # first and last usable LBA, as the header says
 
     def find(self, name: str) -> Partition | None:
         return next((p for p in self.partitions if p.name == name), None)
 
 
-def _header(raw: bytes, lba: int) -> tuple[int, int, int, int, int]:
-    """(entries LBA, entry count, entry size, entries CRC, last usable) of a valid header."""
+def _header(raw: bytes, lba: int) -> tuple[int, int, int, int, int, int]:
+    """(entries LBA, entry count, entry size, entries CRC, first usable, last usable) of a
+    valid header."""
     if len(raw) < HEADER.size:
         raise GptError("the header sector is short")
-    (sig, _rev, size, crc, _res, current, _backup, _first, last_usable, _guid, entries_lba,
+    (sig, _rev, size, crc, _res, current, _backup, first_usable, last_usable, _guid, entries_lba,
      count, entry_size, entries_crc) = HEADER.unpack_from(raw)
     if sig != SIGNATURE:
         raise GptError("no GPT signature")
@@ -66,9 +69,10 @@ def _header(raw: bytes, lba: int) -> tuple[int, int, int, int, int]:
         raise GptError("the header CRC does not match")
     if current != lba:
         raise GptError(f"the header says it is at LBA {current}, not {lba}")
-    if not 0 < count <= MAX_ENTRIES or entry_size < ENTRY.size or entry_size % 8:
+    if not 0 < count <= MAX_ENTRIES or not ENTRY.size <= entry_size <= MAX_ENTRY_SIZE \
+            or entry_size % 8:
         raise GptError(f"{count} entries of {entry_size} bytes is not a GPT")
-    return entries_lba, count, entry_size, entries_crc, last_usable
+    return entries_lba, count, entry_size, entries_crc, first_usable, last_usable
 
 
 def _entries(raw: bytes, count: int, entry_size: int, crc: int, total: int) -> tuple[Partition, ...]:
@@ -89,12 +93,17 @@ def _name(raw: bytes) -> str:
     return raw.decode("utf-16-le", "replace").split("\0", 1)[0]
 
 
-def _copy(read: ReadSectors, sector: int, total: int, lba: int) -> tuple[Partition, ...]:
-    entries_lba, count, entry_size, crc, _ = _header(read(lba, 1), lba)
+Copy = tuple[tuple[Partition, ...], tuple[int, int]]  # the partitions, the usable LBAs
+
+
+def _copy(read: ReadSectors, sector: int, total: int, lba: int) -> Copy:
+    entries_lba, count, entry_size, crc, first, last = _header(read(lba, 1), lba)
+    if not 0 < first <= last < total:
+        raise GptError(f"the usable LBAs {first}..{last} lie outside the disk")
     sectors = -(-count * entry_size // sector)
     if not 0 < entries_lba <= total - sectors:
         raise GptError(f"the entries at LBA {entries_lba} lie outside the disk")
-    return _entries(read(entries_lba, sectors), count, entry_size, crc, total)
+    return _entries(read(entries_lba, sectors), count, entry_size, crc, total), (first, last)
 
 
 def read_table(read: ReadSectors, sector: int, total: int) -> Table:
@@ -102,23 +111,63 @@ def read_table(read: ReadSectors, sector: int, total: int) -> Table:
     compare), else the backup (naming what was wrong with the primary); GptError naming
     both problems when neither copy is valid."""
     try:
-        primary_parts = _copy(read, sector, total, 1)
+        primary_parts, usable = _copy(read, sector, total, 1)
     except GptError as primary:
         try:
-            return Table(_copy(read, sector, total, total - 1), "backup",
-                         (f"primary table: {primary}",))
+            parts, usable = _copy(read, sector, total, total - 1)
+            return Table(parts, "backup", (f"primary table: {primary}",), usable=usable)
         except GptError as backup:
             raise GptError(f"primary table: {primary}; backup table: {backup}") from None
     try:
-        backup_parts: tuple[Partition, ...] | None = _copy(read, sector, total, total - 1)
+        backup_parts: tuple[Partition, ...] | None = _copy(read, sector, total, total - 1)[0]
     except GptError as exc:
-        return Table(primary_parts, "primary", (f"backup table: {exc}",))
-    return Table(primary_parts, "primary", (), backup_parts)
+        return Table(primary_parts, "primary", (f"backup table: {exc}",), usable=usable)
+    return Table(primary_parts, "primary", (), backup_parts, usable)
 
 
 def user_data(table: Table, only_userdata: bool = False) -> list[Partition]:
     names = ("userdata",) if only_userdata else USER_DATA
     return [p for p in table.partitions if p.name in names]
+
+
+def disagreement(table: Table, only_userdata: bool = False) -> str:
+    """Where the backup places the user-data partitions otherwise than the table in use
+    (one copy may hide part of them from the other), in words; "" when they agree or there
+    is no valid backup to compare."""
+    if table.backup is None:
+        return ""
+    names = ("userdata",) if only_userdata else USER_DATA
+    ours = {(p.name, p.first_lba, p.last_lba) for p in user_data(table, only_userdata)}
+    theirs = {(p.name, p.first_lba, p.last_lba) for p in table.backup if p.name in names}
+    differing = sorted(ours ^ theirs)
+    if not differing:
+        return ""
+    name = differing[0][0]
+    mine = next((f"{a}..{b}" for n, a, b in ours if n == name), "nothing")
+    other = next((f"{a}..{b}" for n, a, b in theirs if n == name), "nothing")
+    return f"{clean(name, 36)} is LBA {mine} in the {table.source} table, {other} in the backup"
+
+
+def with_free_space(table: Table, only_userdata: bool = False) -> list[Partition]:
+    """The user-data partitions, each grown over the unallocated space next to it (up to
+    its neighbours or the usable LBAs): a table that shrank userdata to hide its tail or
+    head leaves that space unallocated, and nothing the phone needs lives there. Grown
+    partitions never overlap one another or another partition."""
+    first_usable, last_usable = table.usable
+    if last_usable < first_usable:  # a table made without its header: nothing to grow into
+        return user_data(table, only_userdata)
+    out: list[Partition] = []
+    for p in sorted(user_data(table, only_userdata), key=lambda q: q.first_lba):
+        others = [q for q in table.partitions if q is not p]
+        before = max([q.last_lba for q in others if q.last_lba < p.first_lba] + [first_usable - 1])
+        after = min([q.first_lba for q in others if q.first_lba > p.last_lba] + [last_usable + 1])
+        if out and out[-1].last_lba >= before:
+            before = out[-1].last_lba
+        if any(q.first_lba <= p.last_lba and q.last_lba >= p.first_lba for q in others):
+            before, after = p.first_lba - 1, p.last_lba + 1  # overlapped: not grown
+        out.append(Partition(p.name, min(p.first_lba, before + 1), max(p.last_lba, after - 1),
+                             p.type_guid))
+    return out
 
 
 def build(parts: Sequence[tuple[str, int, int]], sector: int, total: int,

@@ -11,6 +11,7 @@ from typing import Any
 from phonewipe.erase.emulation.profiles import PROFILES_DIR
 from phonewipe.erase.errors import ConfigError
 
+GPT_DAMAGE = ("ok", "primary-bad", "both-bad", "primary-hides", "primary-hides-backup-bad")
 TEST_KEY_HASH = hashlib.sha256(b"phonewipe emulated OEM signing key").digest()
 
 
@@ -23,10 +24,12 @@ class EdlSpec:
     sbl_version: int = 0x00000001
     functions: tuple[str, ...] = ("configure", "program", "read", "nop", "power", "erase",
                                   "getstorageinfo", "patch")
-    gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides (LUN 0's tables)
-    loader: str = "accept"  # accept | reject (refuses any programmer) | endless (asks for ever)
+    gpt: str = "ok"  # ok | primary-bad | both-bad | primary-hides[-backup-bad] (LUN 0's tables)
+    # accept | reject (refuses any programmer) | endless[-zero|-past-end] (asks for ever)
+    loader: str = "accept"
     max_payload: int = 1024 * 1024  # bytes per raw transfer the programmer takes
-    # Firehose tag -> silent | nak[:log] | chatter; read -> short | trickle; erase -> slow
+    # Firehose tag -> silent | nak[:log] | chatter; read -> short | trickle; erase -> slow;
+    # getstorageinfo -> negative | nested; configure -> huge-payload
     quirks: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -61,8 +64,7 @@ def load_spec(profile_name: str, directory: Path = PROFILES_DIR) -> EdlSpec:
     if "functions" in table:
         table["functions"] = tuple(table["functions"])
     spec = EdlSpec(**table)
-    if spec.memory not in ("ufs", "emmc") or spec.gpt not in ("ok", "primary-bad", "both-bad",
-                                                                  "primary-hides"):
+    if spec.memory not in ("ufs", "emmc") or spec.gpt not in GPT_DAMAGE:
         raise ConfigError(f"profile {profile_name}: [edl] memory or gpt is invalid",
-                          "memory = ufs|emmc, gpt = ok|primary-bad|both-bad|primary-hides")
+                          f"memory = ufs|emmc, gpt = {'|'.join(GPT_DAMAGE)}")
     return spec

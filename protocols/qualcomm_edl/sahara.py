@@ -197,7 +197,7 @@ class SaharaClient:
         """Image transfer: serve every piece of ``image`` the phone asks for. Returns the
         bytes sent; LoaderRejected when the phone reports an error status."""
         self.hello(MODE_IMAGE_TX)
-        sent = 0
+        sent = empty = 0
         while True:
             packet = self._packet(READ_DATA, READ_DATA_64, END_IMAGE_TX)
             if packet.command == END_IMAGE_TX:
@@ -205,12 +205,13 @@ class SaharaClient:
                     raise LoaderRejected(packet.fields[1])
                 break
             _, offset, length = packet.fields
-            if length > 16 * 1024 * 1024 or offset > len(image):
+            if not 0 < length <= 16 * 1024 * 1024 or offset > len(image):
                 raise ProtocolError(f"the phone asked for {length} bytes at {offset} of a "
                                     f"{len(image)}-byte programmer",
                                     "the programmer is not the one this phone needs")
             piece = image[offset:offset + length]
-            if sent + len(piece) > MAX_RESENT * len(image) + (1 << 20):
+            empty += not piece  # a ROM reading to a piece boundary asks once past the end
+            if sent + len(piece) > MAX_RESENT * len(image) + (1 << 20) or empty > MAX_RESENT:
                 raise ProtocolError(f"the phone asked for {sent + len(piece):,} bytes of a "
                                     f"{len(image):,}-byte programmer and still wants more",
                                     "power-cycle it back into EDL mode and run again")

@@ -24,7 +24,7 @@ from phonewipe.erase.strings import clean
 
 from . import gpt
 from .areas import Area, AreaMap, AreaReader
-from .errors import RECONNECT, EdlTimeout
+from .errors import RECONNECT, EdlTimeout, FirehoseNak
 from .firehose import FirehoseClient, StorageInfo
 from .loaders import NoLoader, find_loader
 from .pieces import Fill
@@ -76,6 +76,7 @@ class EdlSession(Session):
         self.geometry: list[StorageInfo] = []
         self.tables: dict[int, gpt.Table] = {}
         self.lost_tables: dict[int, str] = {}  # LUN -> why neither copy is valid
+        self.disagreeing: dict[int, str] = {}  # LUN -> where its two copies place user data apart
         self.areas: AreaMap | None = None
         self.reset_sent = False
         self.certified_method: str | None = None  # set by `not_recheckable` for a re-check
@@ -153,8 +154,8 @@ class EdlSession(Session):
         for lun in range(8 if self.firehose.memory == "ufs" else 1):
             try:
                 self.geometry.append(self.firehose.storage_info(lun))
-            except PhonewipeError:
-                if lun == 0:
+            except FirehoseNak:  # no such LUN: the list ends (a LUN that answers nonsense
+                if lun == 0:     # is a failure, not the end of the list)
                     raise
                 break
             geo = self.geometry[-1]
@@ -165,6 +166,9 @@ class EdlSession(Session):
                 self.lost_tables[lun] = str(exc)
                 continue
             self.tables[lun] = table
+            apart = gpt.disagreement(table, bool(self.plugin.option("only_userdata")))
+            if apart:
+                self.disagreeing[lun] = apart
             if table.source == "primary" and table.problems:
                 findings.append(Finding(Severity.WARNING, "GPT_BACKUP_DAMAGED",
                                         f"LUN {lun}: the backup partition table is damaged "
@@ -183,6 +187,13 @@ class EdlSession(Session):
                                     "userdata cannot be found; " +
                                     ("every LUN will be overwritten in full." if whole else
                                      WHOLE_LUN_HINT + ".")))
+        for lun, apart in self.disagreeing.items():
+            findings.append(Finding(Severity.WARNING if whole else Severity.BLOCKER,
+                                    "GPT_TABLES_DISAGREE",
+                                    f"LUN {lun}: the two partition tables place the user data "
+                                    f"apart ({apart}), so one of them may hide part of it; " +
+                                    ("every LUN will be overwritten in full." if whole else
+                                     WHOLE_LUN_HINT + ".")))
         if not self.lost_tables and not self._partitions() and not whole:
             findings.append(Finding(Severity.BLOCKER, "NO_USERDATA",
                                     "No LUN's partition table names a userdata partition; "
@@ -197,7 +208,16 @@ class EdlSession(Session):
     def _partitions(self) -> list[Area]:
         only = bool(self.plugin.option("only_userdata"))
         return [Area(lun, p.first_lba, p.sectors, self.geometry[lun].sector_size, clean(p.name, 36))
-                for lun, table in sorted(self.tables.items()) for p in gpt.user_data(table, only)]
+                for lun, table in sorted(self.tables.items())
+                for p in gpt.with_free_space(table, only)]
+
+    def _free_space_added(self) -> int:
+        """Bytes of unallocated space next to the user-data partitions that the erase covers
+        beyond the partitions themselves."""
+        only = bool(self.plugin.option("only_userdata"))
+        return sum((sum(p.sectors for p in gpt.with_free_space(t, only)) -
+                    sum(p.sectors for p in gpt.user_data(t, only))) * self.geometry[lun].sector_size
+                   for lun, t in self.tables.items())
 
     def _whole_luns(self) -> list[Area]:
         return [Area(lun, 0, g.total_sectors, g.sector_size, f"LUN {lun}")
@@ -207,7 +227,7 @@ class EdlSession(Session):
         if not self.geometry:
             return []
         whole = [WHOLE_LUN] if self.plugin.option("whole_lun") else []
-        if self.lost_tables or not self._partitions():
+        if self.lost_tables or self.disagreeing or not self._partitions():
             return whole
         erase = [ERASE] if "erase" in self.functions else []
         return whole + [RAW_PATTERN] + erase
@@ -224,11 +244,14 @@ class EdlSession(Session):
                                    "identity": self._provenance(),
                                    "operator_entered": self.plugin.entered(
                                        self.info.serial_text if self.info else "")}
+        free = 0 if method is WHOLE_LUN else self._free_space_added()
+        if method is not WHOLE_LUN:
+            details["unallocated_bytes_included"] = free
         if method is ERASE:
             for area in areas.areas:
                 self.firehose.erase(area.lun, area.first, area.sectors, area.sector)
             progress(areas.size, areas.size)
-            return EraseReport(0, Expectation.ZEROS, self._scope(areas, "erased"), details,
+            return EraseReport(0, Expectation.ZEROS, self._scope(areas, "erased", free), details,
                                self._backup_sizes())
         if method not in (RAW_PATTERN, WHOLE_LUN):
             raise PhonewipeError(f"method {method.name} is not an EDL method",
@@ -242,7 +265,7 @@ class EdlSession(Session):
 
             self.firehose.program(area.lun, area.first, area.sectors, area.sector,
                                   _pattern(key, base), advance)
-        return EraseReport(areas.size, Expectation.PATTERN, self._scope(areas, "overwritten"),
+        return EraseReport(areas.size, Expectation.PATTERN, self._scope(areas, "overwritten", free),
                            {**details, "pattern": "AES-256-CTR keystream, key kept on the host"},
                            {} if method is WHOLE_LUN else self._backup_sizes())
 
@@ -255,13 +278,16 @@ class EdlSession(Session):
         for lun, table in self.tables.items():
             if table.backup is None:
                 return {}
-            backup = gpt.Table(table.backup, "backup")
-            total += sum(p.sectors for p in gpt.user_data(backup, only)) * self.geometry[lun].sector_size
+            backup = gpt.Table(table.backup, "backup", usable=table.usable)
+            total += sum(p.sectors for p in gpt.with_free_space(backup, only)) * \
+                self.geometry[lun].sector_size
         return {"backup GPT": total}
 
-    def _scope(self, areas: AreaMap, verb: str) -> str:
+    @staticmethod
+    def _scope(areas: AreaMap, verb: str, free: int) -> str:
         what = ", ".join(a.name for a in areas.areas)
-        return f"{what}: {areas.size / 2**20:.1f} MiB {verb} over Qualcomm EDL"
+        beside = f" (with {free / 2**20:.1f} MiB of unallocated space beside them)" if free else ""
+        return f"{what}{beside}: {areas.size / 2**20:.1f} MiB {verb} over Qualcomm EDL"
 
     def _provenance(self) -> str:
         info = self.info
