@@ -36,6 +36,7 @@ from .model import (
 )
 from .photos import Photo
 from .policy import STANDARD
+from .strings import clean
 
 NIST_FLASH = "NIST SP 800-88 Rev. 1 App. A (flash memory: shred, disintegrate, pulverize, incinerate)"
 NSA_PARTICLE_MM = 2.0
@@ -222,5 +223,5 @@ def earlier_records(audit: Any, identity: Identity, limit: int = 5) -> tuple[dic
                           "batch_id": str(other.get("batch_id", "")),
                           "result": Outcome(outcome).result_text
                           if outcome in Outcome._value2member_map_ else outcome,
-                          "reason": str(other.get("reason", ""))[:300]})
+                          "reason": clean(str(other.get("reason", "")), 300)})
     return tuple(found[-limit:])

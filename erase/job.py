@@ -48,6 +48,8 @@ SecondLook = Callable[[Session, Record], "str | None"]
 a PASSed verification and before the finish step (the factory reset), while the phone can
 still be read (the station's R2v3 second look)."""
 
+MAX_REASON = 1200  # a reason may quote a device's words: escaped and cut like them
+
 
 @dataclass(frozen=True)
 class JobSettings:
@@ -429,7 +431,7 @@ class _Job:
             outcome=outcome, device=identity, endpoint=self._shown_endpoint(),
             operator=self.settings.operator, destination=self.settings.destination,
             tool=self._tool(), findings=tuple(self.findings), sanitization=sanitization,
-            verification=self.verification, reason=reason, post_state=self.post,
+            verification=self.verification, reason=clean(reason, MAX_REASON), post_state=self.post,
             asset_tag=self.settings.asset_tag or self.entered_tag, batch_id=self.settings.batch_id,
             evidence=self.evidence, media=self.settings.media)
 

@@ -35,11 +35,11 @@ def parse_when(text: str | None) -> str:
         return now.isoformat(timespec="seconds")
     try:
         when = dt.datetime.fromisoformat(text)
-    except ValueError:
+        when = when.astimezone(dt.timezone.utc) if when.tzinfo else when.astimezone()
+    except (ValueError, OverflowError):  # also a time that leaves the calendar in UTC
         raise UsageError(f"--destroyed-at {text!r} is not a date and time",
                          "give ISO 8601, e.g. 2026-12-02T14:30 (local time) or "
                          "2026-12-02T14:30+00:00") from None
-    when = when.astimezone(dt.timezone.utc) if when.tzinfo else when.astimezone()
     if when > now + dt.timedelta(minutes=5):
         raise UsageError(f"--destroyed-at {text} is in the future",
                          "give the time the destruction took place")

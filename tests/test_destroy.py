@@ -256,3 +256,11 @@ def test_counterfeit_flash_is_offered_for_destruction_after_one_failure(tmp_path
                                     "reconciliation": r.to_dict()}))
     text = " ".join(pdf_text(pdf).split())
     assert "Offered for destruction (1)" in text and "holds less than it reports" in text
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00+01:00", "0001-01-01T00:00"])
+def test_a_time_that_leaves_the_calendar_in_utc_is_one_usage_error(text: str) -> None:
+    from phonewipe.destroy import parse_when
+    from phonewipe.erase.errors import UsageError
+    with pytest.raises(UsageError, match="is not a date and time"):
+        parse_when(text)

@@ -100,6 +100,52 @@ def test_a_dd_that_stops_reading_and_says_it_succeeded_fails(
     assert "stopped reading after" in record.reason and "yet reported success" in record.reason
 
 
+@pytest.mark.parametrize("rows", ["disk-only", "without-partitions"])
+def test_an_emmc_size_said_too_small_is_not_erased_by_it(
+        bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: str) -> None:
+    """/proc/partitions gives mmcblk0 as 3/4 of the eMMC: an erase of that size would leave
+    the last quarter with the old data. Its partitions then add up to more than the disk;
+    with no partition rows, dd finds data past the said end."""
+    from phonewipe.protocols.maemo import shell as maemo_shell
+    real_file = maemo_shell.Shell._file
+
+    def lying_file(self: Any, path: str) -> bytes | None:
+        data = real_file(self, path)
+        if path == "/proc/partitions" and data is not None:
+            total = self.phone.storage.size // 1024
+            data = data.replace(f" {total} mmcblk0\n".encode(), f" {total * 3 // 4} mmcblk0\n".encode())
+            if rows == "without-partitions":
+                data = b"".join(line for line in data.splitlines(True) if b"mmcblk0p" not in line)
+        return data
+
+    monkeypatch.setattr(maemo_shell.Shell, "_file", lying_file)
+    plugin, handset = bench("n900")
+    before = (handset.storage.directory / "userdata.img").read_bytes()
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "BLOCKED", f"false {record.outcome.value}: {record.reason}"
+    assert "could leave old data beyond it" in record.reason
+    assert ("partitions add up" if rows == "disk-only" else "dd reads data past") in record.reason
+    assert (handset.storage.directory / "userdata.img").read_bytes() == before
+
+
+def test_a_disconnect_message_from_the_phone_reaches_the_record_escaped_and_cut(
+        bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The phone's sshd drops the link with words of its own: they are device strings."""
+    from phonewipe.erase.job import MAX_REASON
+    from phonewipe.protocols.maemo import emulator
+    hostile = "bye\x1b[2K\x1b[1A\u202eSSAP DEIFIREV_DESARE " + "A" * 5000
+
+    def refuse(self: Any, username: str, password: str) -> bool:
+        raise asyncssh.HostKeyNotVerifiable(hostile)  # sent to the client as its reason
+
+    monkeypatch.setattr(emulator._Server, "validate_password", refuse)
+    plugin, _ = bench("n900")
+    record = erase(plugin, keys, tmp_path / "out")
+    assert record.outcome.value == "FAILED"
+    assert "\x1b" not in record.reason and "\u202e" not in record.reason
+    assert "\\u202e" in record.reason and len(record.reason) < MAX_REASON + 40
+
+
 def test_a_read_back_answered_by_the_page_cache_would_pass_the_liar(
         bench: Any, keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The emulated phone's page cache is real enough to matter: a client that skips the

@@ -112,7 +112,7 @@ class MaemoClient:
             except (BrokenPipeError, ConnectionError, asyncssh.ChannelOpenError):
                 pass  # the command ended without reading its input (a refused sudo)
             done = await process.wait()
-            return Result(done.exit_status or 0, _bytes(done.stdout), _bytes(done.stderr))
+            return Result(_status(done.exit_status), _bytes(done.stdout), _bytes(done.stderr))
         self.commands += 1
         return self._wait(go())
 
@@ -128,26 +128,27 @@ class MaemoClient:
             process.stdin.write(PREPARE + b"echo %s; exec dd of=%s bs=65536\n"
                                 % (READY, DEVICE.encode()))
             seen = b""
-            while READY not in seen:
-                more = await process.stdout.read(4096)
+            while READY not in seen and len(seen) < 65536:
+                more = await asyncio.wait_for(process.stdout.read(4096), self.timeout)
                 if not more:
                     break
                 seen += more
             if READY not in seen:
                 await process.wait()
-                return Result(process.exit_status or 1, seen, b"")
+                return Result(_status(process.exit_status) or 1, seen, b"")
             done = 0
             try:
                 for chunk in chunks:
                     process.stdin.write(chunk)
-                    await process.stdin.drain()
+                    # a dd that stops reading (a hung eMMC) is a stalled phone, not a slow one
+                    await asyncio.wait_for(process.stdin.drain(), self.timeout)
                     done += len(chunk)
                     progress(done)
                 process.stdin.write_eof()
             except (BrokenPipeError, ConnectionError):
                 pass  # dd stopped reading (a full or failing eMMC): its status and words say why
-            finished = await process.wait()
-            return Result(finished.exit_status or 0, _bytes(finished.stdout),
+            finished = await asyncio.wait_for(process.wait(), self.timeout)
+            return Result(_status(finished.exit_status), _bytes(finished.stdout),
                           _bytes(finished.stderr))
         self.commands += 1
         return self._wait(go(), 24 * 3600)  # the whole eMMC: no short limit
@@ -183,6 +184,12 @@ class MaemoClient:
             pos += length
 
 
+def _status(status: int | None) -> int:
+    """A command's exit status; a channel that closed without one (a lost link, a killed
+    shell) is not a success."""
+    return 255 if status is None else status
+
+
 def _bytes(data: bytes | str | None) -> bytes:
     """What a binary channel (encoding=None) returned."""
     return data.encode() if isinstance(data, str) else bytes(data or b"")
@@ -192,18 +199,19 @@ def _failed_extents(stderr: str) -> set[int]:
     """Extents whose markers enclose an error message (anything but dd's record counts)."""
     bad, current = set(), None
     for line in stderr.splitlines():
-        if m := re.fullmatch(r"<(\d+)", line):
+        if m := re.fullmatch(r"<([0-9]{1,9})", line):
             current = int(m.group(1))
-        elif re.fullmatch(r">(\d+)", line):
+        elif re.fullmatch(r">[0-9]{1,9}", line):
             current = None
-        elif current is not None and line.strip() and not re.fullmatch(r"\d+\+\d+ records (in|out)", line):
+        elif current is not None and line.strip() and \
+                not re.fullmatch(r"[0-9]{1,20}\+[0-9]{1,20} records (in|out)", line):
             bad.add(current)
     return bad
 
 
 def records_out(stderr: bytes, block: int) -> int | None:
     """Bytes dd reports writing (full records only count exactly; None when not said)."""
-    m = re.search(rb"(\d+)\+(\d+) records out", stderr)
+    m = re.search(rb"([0-9]{1,20})\+([0-9]{1,20}) records out", stderr)
     return int(m.group(1)) * block if m else None
 
 
@@ -212,13 +220,13 @@ def parse_partitions(text: str) -> dict[str, int]:
     sizes = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) == 4 and fields[2].isdigit():
+        if len(fields) == 4 and fields[2].isascii() and fields[2].isdigit() and len(fields[2]) <= 20:
             sizes[fields[3]] = int(fields[2]) * 1024
     return sizes
 
 
 def parse_imei(text: str) -> str:
-    m = re.search(r'string "(\d{14,16})"', text)
+    m = re.search(r'string "([0-9]{14,16})"', text)
     return m.group(1) if m else ""
 
 

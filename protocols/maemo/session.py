@@ -20,7 +20,7 @@ from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
 from phonewipe.erase.strings import clean
 
-from .client import DEVICE, MaemoClient, parse_imei, parse_partitions, records_out
+from .client import BEGIN, DEVICE, MaemoClient, parse_imei, parse_partitions, records_out
 
 BLOCK = 4096
 CHUNK = 1 << 20
@@ -68,6 +68,7 @@ class MaemoSession(Session):
         self.partitions: dict[str, int] = {}
         self.device_size = 0
         self.bytes_written = 0
+        self.size_probed = False  # dd found the eMMC's end where /proc/partitions puts it
 
     def identify(self) -> Identity:
         version = self.client.run("cat /etc/osso_software_version").stdout.decode(errors="replace")
@@ -97,6 +98,8 @@ class MaemoSession(Session):
             findings.append(Finding(Severity.BLOCKER, "maemo-no-root",
                                     "sudo gainroot does not give root: install rootsh from the "
                                     "application manager, then run again"))
+        elif self.device_size:
+            findings += self._size_checks()
         if not self.device_size:
             findings.append(Finding(Severity.BLOCKER, "maemo-no-emmc",
                                     "the phone lists no eMMC (mmcblk0) in /proc/partitions: "
@@ -105,6 +108,26 @@ class MaemoSession(Session):
                                 "The overwrite takes MyDocs, /home and swap with it; "
                                 f"{REFLASH_ADVICE}."))
         return findings
+
+    def _size_checks(self) -> list[Finding]:
+        """/proc/partitions is the phone's word for the eMMC's size, and the erase and the
+        sampling cover only that much: its partitions must fit in it, and dd must find
+        nothing past its end (a size said too small leaves the tail with the old data)."""
+        size = self.device_size
+        parts = sum(v for k, v in self.partitions.items() if k.startswith("mmcblk0p"))
+        probe = self.client.run_root(f"echo {BEGIN}; dd if={DEVICE} bs=1024 "
+                                     f"skip={size // 1024} count=1 2>/dev/null\n")
+        begin = BEGIN.encode() + b"\n"
+        past_end = probe.stdout.split(begin, 1)[1] if begin in probe.stdout else b""
+        if parts <= size and not past_end and begin in probe.stdout:
+            self.size_probed = True
+            return []
+        said = (f"its partitions add up to {parts:,} bytes" if parts > size else
+                "dd reads data past that end" if past_end else "dd could not probe its end")
+        return [Finding(Severity.BLOCKER, "maemo-size-understated",
+                        f"the phone says its eMMC is {size:,} bytes (/proc/partitions), but "
+                        f"{said}: an erase of that size could leave old data beyond it; "
+                        "re-flash the phone and run again, or destroy it")]
 
     def methods(self) -> list[EraseMethod]:
         return [PATTERN]
@@ -144,7 +167,7 @@ class MaemoSession(Session):
                             "root": "sudo gainroot", "dd_records_out_bytes": said,
                             "before_writing": "MyDocs unmounted, file systems synced and "
                                               "remounted read-only (SysRq s, u)"},
-                           {"/proc/partitions": self.partitions.get("mmcblk0", 0)})
+                           {"dd end-of-device probe": size} if self.size_probed else {})
 
     def reader(self) -> BlockReader | None:
         return MaemoReader(self) if self.device_size else None
