@@ -166,14 +166,20 @@ class MaemoClient:
         if batch:
             yield from self._read_batch(batch, block)
 
+    def root_output(self, script: str) -> tuple[Result, bytes | None]:
+        """``script`` run as root, and its standard output without the root shell's banner
+        (None when the script never started)."""
+        result = self.run_root(f"echo {BEGIN}\n{script}")
+        begin = BEGIN.encode() + b"\n"
+        return result, result.stdout.split(begin, 1)[1] if begin in result.stdout else None
+
     def _read_batch(self, batch: list[tuple[int, int]], block: int) -> Iterator[bytes | None]:
         lines = [f'echo "<{i}" >&2; dd if={DEVICE} bs={block} skip={off // block} '
                  f'count={length // block} conv=noerror,sync; echo ">{i}" >&2'
                  for i, (off, length) in enumerate(batch)]
-        result = self.run_root(f"echo {BEGIN}\n" + "\n".join(lines) + "\nexit 0\n")
+        result, out = self.root_output("\n".join(lines) + "\nexit 0\n")
         expected = sum(length for _, length in batch)
-        begin = BEGIN.encode() + b"\n"
-        data = result.stdout.split(begin, 1)[1] if begin in result.stdout else b""
+        data = out or b""
         if len(data) != expected:
             raise ProtocolError(f"the N900 returned {len(data):,} bytes for "
                                 f"{expected:,} requested", "run again; check the SSH link")

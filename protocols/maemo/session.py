@@ -20,7 +20,7 @@ from phonewipe.erase.pattern import PatternStream
 from phonewipe.erase.plugin import BlockReader, EraseContext, EraseReport, Extent, ProgressFn, Session
 from phonewipe.erase.strings import clean
 
-from .client import BEGIN, DEVICE, MaemoClient, parse_imei, parse_partitions, records_out
+from .client import DEVICE, MaemoClient, parse_imei, parse_partitions, records_out
 
 BLOCK = 4096
 CHUNK = 1 << 20
@@ -115,11 +115,9 @@ class MaemoSession(Session):
         nothing past its end (a size said too small leaves the tail with the old data)."""
         size = self.device_size
         parts = sum(v for k, v in self.partitions.items() if k.startswith("mmcblk0p"))
-        probe = self.client.run_root(f"echo {BEGIN}; dd if={DEVICE} bs=1024 "
-                                     f"skip={size // 1024} count=1 2>/dev/null\n")
-        begin = BEGIN.encode() + b"\n"
-        past_end = probe.stdout.split(begin, 1)[1] if begin in probe.stdout else b""
-        if parts <= size and not past_end and begin in probe.stdout:
+        _, past_end = self.client.root_output(f"dd if={DEVICE} bs=1024 skip={size // 1024} "
+                                              "count=1 2>/dev/null\n")
+        if parts <= size and past_end == b"":
             self.size_probed = True
             return []
         said = (f"its partitions add up to {parts:,} bytes" if parts > size else

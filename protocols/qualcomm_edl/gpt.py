@@ -136,9 +136,9 @@ def disagreement(table: Table, only_userdata: bool = False) -> str:
     is no valid backup to compare."""
     if table.backup is None:
         return ""
-    names = ("userdata",) if only_userdata else USER_DATA
     ours = {(p.name, p.first_lba, p.last_lba) for p in user_data(table, only_userdata)}
-    theirs = {(p.name, p.first_lba, p.last_lba) for p in table.backup if p.name in names}
+    theirs = {(p.name, p.first_lba, p.last_lba)
+              for p in user_data(Table(table.backup, "backup"), only_userdata)}
     differing = sorted(ours ^ theirs)
     if not differing:
         return ""

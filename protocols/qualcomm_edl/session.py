@@ -180,20 +180,21 @@ class EdlSession(Session):
                                         f"({table.problems[0].removeprefix('primary table: ')}); "
                                         "the backup table was used."))
         whole = bool(self.plugin.option("whole_lun"))
-        for lun, why in self.lost_tables.items():
-            severity = Severity.WARNING if whole else Severity.BLOCKER
-            findings.append(Finding(severity, "GPT_UNREADABLE",
-                                    f"LUN {lun}: neither partition table is valid ({why}), so "
-                                    "userdata cannot be found; " +
-                                    ("every LUN will be overwritten in full." if whole else
-                                     WHOLE_LUN_HINT + ".")))
-        for lun, apart in self.disagreeing.items():
-            findings.append(Finding(Severity.WARNING if whole else Severity.BLOCKER,
-                                    "GPT_TABLES_DISAGREE",
-                                    f"LUN {lun}: the two partition tables place the user data "
-                                    f"apart ({apart}), so one of them may hide part of it; " +
-                                    ("every LUN will be overwritten in full." if whole else
-                                     WHOLE_LUN_HINT + ".")))
+
+        def untrusted(code: str, why: str) -> Finding:
+            """A LUN whose tables cannot say where userdata is: the whole-LUN overwrite, or
+            a blocker saying how to ask for it."""
+            return Finding(Severity.WARNING if whole else Severity.BLOCKER, code, why + "; " +
+                           ("every LUN will be overwritten in full." if whole else
+                            WHOLE_LUN_HINT + "."))
+
+        findings += [untrusted("GPT_UNREADABLE", f"LUN {lun}: neither partition table is valid "
+                                                 f"({why}), so userdata cannot be found")
+                     for lun, why in self.lost_tables.items()]
+        findings += [untrusted("GPT_TABLES_DISAGREE",
+                               f"LUN {lun}: the two partition tables place the user data apart "
+                               f"({apart}), so one of them may hide part of it")
+                     for lun, apart in self.disagreeing.items()]
         if not self.lost_tables and not self._partitions() and not whole:
             findings.append(Finding(Severity.BLOCKER, "NO_USERDATA",
                                     "No LUN's partition table names a userdata partition; "
@@ -244,9 +245,9 @@ class EdlSession(Session):
                                    "identity": self._provenance(),
                                    "operator_entered": self.plugin.entered(
                                        self.info.serial_text if self.info else "")}
-        free = 0 if method is WHOLE_LUN else self._free_space_added()
+        free = 0
         if method is not WHOLE_LUN:
-            details["unallocated_bytes_included"] = free
+            free = details["unallocated_bytes_included"] = self._free_space_added()
         if method is ERASE:
             for area in areas.areas:
                 self.firehose.erase(area.lun, area.first, area.sectors, area.sector)
