@@ -287,7 +287,8 @@ class EdlSession(Session):
     @staticmethod
     def _scope(areas: AreaMap, verb: str, free: int) -> str:
         what = ", ".join(a.name for a in areas.areas)
-        beside = f" (with {free / 2**20:.1f} MiB of unallocated space beside them)" if free else ""
+        amount = f"{free / 2**20:.1f} MiB" if free >= 2**20 else f"{free:,} bytes"
+        beside = f" (with {amount} of unallocated space beside them)" if free else ""
         return f"{what}{beside}: {areas.size / 2**20:.1f} MiB {verb} over Qualcomm EDL"
 
     def _provenance(self) -> str:
